@@ -1,0 +1,160 @@
+"""Aliases: the AliasFile text format, its database, and expansion of a local name.
+
+Text format (aliases(5)): ``name: value, value`` with continuation lines that start with
+white space and ``#`` comments.  A value is a local name, ``user@domain``, ``|program``,
+``/file``, ``:include:/path`` or ``\\user`` (no further aliasing).  The database is a cdb
+file ``AliasFile.cdb`` holding lower-cased keys and the ``@``/``@`` completeness mark;
+when it is missing we read the text itself.  ``Aliases.lookup`` answers a value, or None.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from mta import cdb, errors
+from mta.address import split_list
+
+MAX_RECURSION = 10
+
+
+def parse_file(path: str) -> list[tuple[str, str, int]]:
+    """(name, value, lineno) for each alias in path; raises ConfigError if unreadable."""
+    try:
+        with open(path, encoding="latin-1") as fh:
+            lines = fh.read().split("\n")
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: {exc.strerror}") from exc
+    entries: list[list] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line[:1] in (" ", "\t"):
+            if entries:
+                entries[-1][1] += line.rstrip("\n")
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            continue
+        entries.append([name.strip().lower(), value.strip(), n])
+    return [(e[0], e[1].strip(), e[2]) for e in entries]
+
+
+def db_path(alias_file: str) -> str:
+    return alias_file + ".cdb"
+
+
+def build(alias_file: str) -> tuple[int, int, int]:
+    """newaliases: rebuild the database; returns (count, longest value, total bytes)."""
+    entries = parse_file(alias_file)
+    seen: dict[str, str] = {}
+    for name, value, _n in entries:
+        seen[name] = value  # a later duplicate wins, as sendmail's hash map insert does
+    items = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in seen.items()]
+    items.append((b"@", b"@"))
+    try:
+        cdb.write(db_path(alias_file), items)
+    except OSError as exc:
+        raise errors.CantCreate(f"{db_path(alias_file)}: {exc.strerror}") from exc
+    longest = max((len(v) for _k, v, _n in entries), default=0)
+    total = sum(len(k) + len(v) for k, v, _n in entries)
+    return len(entries), longest, total
+
+
+class Aliases:
+    """Lookups in one AliasFile: the database when present and whole, else the text."""
+
+    def __init__(self, alias_file: str):
+        self.path = alias_file
+        self._table: dict[str, str] | None = None
+        self._db: cdb.Reader | None = None
+        self.stale = False
+        dbp = db_path(alias_file)
+        try:
+            self._db = cdb.Reader(dbp)
+            if self._db.get(b"@") is None:
+                self._db = None
+            else:
+                self.stale = os.stat(alias_file).st_mtime > os.stat(dbp).st_mtime
+        except (OSError, ValueError):
+            self._db = None
+
+    def lookup(self, name: str) -> str | None:
+        key = name.lower()
+        if self._db is not None:
+            value = self._db.get(key.encode("latin-1"))
+            return None if value is None else value.decode("latin-1")
+        if self._table is None:
+            try:
+                self._table = {k: v for k, v, _n in parse_file(self.path)}
+            except errors.ConfigError:
+                self._table = {}
+        return self._table.get(key)
+
+    def items(self):
+        if self._db is not None:
+            return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._db.items()]
+        return [(k, v) for k, v, _n in parse_file(self.path)]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One result of expansion: what to deliver to and the alias that led there."""
+
+    value: str  # a local user, user@domain, |program, /file
+    alias: str = ""  # the alias it came from ('' if none)
+    owner: str = ""  # owner-LIST for errors, when defined
+    no_alias: bool = False  # came as \\user
+
+
+def values(text: str) -> list[str]:
+    return [v.strip() for v in split_list(text, groups=False) if v.strip()]
+
+
+def _read_include(path: str) -> list[str]:
+    try:
+        with open(path, encoding="latin-1") as fh:
+            out = []
+            for line in fh:
+                if line.strip() and not line.startswith("#"):
+                    out.extend(values(line))
+            return out
+    except OSError as exc:
+        raise errors.TempFail(f"{path}: cannot open: {exc.strerror}") from exc
+
+
+def expand(aliases: Aliases | None, name: str, *, is_local=lambda v: "@" not in v) -> list[Target]:
+    """Expand a local name through aliases and :include: files, with loop detection.
+
+    A name that reaches itself again is delivered as the user of that name; a loop through
+    others is cut at the repeat.  ``is_local(value)`` says which values are local names.
+    """
+    out: list[Target] = []
+    seen: set[str] = set()
+
+    def walk(value: str, alias: str, owner: str, depth: int) -> None:
+        if value.startswith("\\"):
+            out.append(Target(value[1:], alias, owner, no_alias=True))
+            return
+        if value.lower().startswith(":include:"):
+            for v in _read_include(value[9:].strip()):
+                walk(v, alias, owner, depth + 1)
+            return
+        if value.startswith(("|", "/", '"|', '"/')) or not is_local(value) or aliases is None:
+            out.append(Target(value.strip('"') if value.startswith('"') else value, alias, owner))
+            return
+        key = value.split("@")[0].lower()
+        expansion = aliases.lookup(key)
+        if expansion is None or key in seen or depth > MAX_RECURSION:
+            out.append(Target(value, alias, owner, no_alias=key in seen))
+            return
+        seen.add(key)
+        list_owner = f"owner-{key}" if aliases.lookup(f"owner-{key}") is not None else owner
+        for v in values(expansion):
+            walk(v, key, list_owner, depth + 1)
+
+    walk(name, "", "", 0)
+    unique: dict[str, Target] = {}
+    for t in out:
+        unique.setdefault(t.value.lower(), t)
+    return list(unique.values())

@@ -1,0 +1,420 @@
+"""Configuration: sendmail.cf / submit.cf parsing, options, macros, classes, maps and mailers.
+
+Holds: ``load(path, overrides)`` -> ``Config``.  From a cf file we read O (options), D (macros),
+C and F (classes), K (map declarations), M (mailers), P (precedences) and T (trusted users).
+Rule sets (S and R lines) are out of scope: they are counted and skipped, and reported once
+(``Config.ignored_rules``).  Raises ``errors.ConfigError`` for an unreadable file and
+``errors.SoftwareError`` for an unknown option given with -O, as sendmail does.
+Every option has one default here (``OPTIONS``); values are converted once, when set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+
+from mta import VERSION, errors
+
+DEFAULT_CF = "/etc/mail/sendmail.cf"
+DEFAULT_SUBMIT_CF = "/etc/mail/submit.cf"
+
+
+def interval(text: str) -> int:
+    """'5d', '4h', '15m', '30s', '1h30m', '90' (seconds) -> seconds."""
+    text = text.strip()
+    if not text:
+        return 0
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    total = 0
+    for number, unit in re.findall(r"(\d+)([smhdw]?)", text):
+        total += int(number) * units.get(unit or "s", 1)
+    return total
+
+
+def boolean(text: str) -> bool:
+    return text.strip()[:1].lower() in ("t", "y", "1", "") if text is not None else True
+
+
+def mode(text: str) -> int:
+    return int(text, 8)
+
+
+def first_letter(text: str) -> str:
+    return text.strip()[:1].lower()
+
+
+def words(text: str) -> tuple[str, ...]:
+    return tuple(w.lower() for w in re.split(r"[\s,]+", text) if w)
+
+
+def text_value(text: str) -> str:
+    return text
+
+
+# One line per option we act on: name -> (default, converter).  Defaults are sendmail's
+# (op.me) unless marked (ext): our extensions.
+OPTIONS: dict[str, tuple[object, object]] = {
+    "AliasFile": ("/etc/mail/aliases", text_value),
+    "DeliveryMode": ("b", first_letter),
+    "ErrorMode": ("p", first_letter),
+    "IgnoreDots": (False, boolean),
+    "MeToo": (True, boolean),
+    "QueueDirectory": ("/var/spool/mqueue", text_value),
+    "QueueFileMode": (0o600, mode),
+    "TempFileMode": (0o600, mode),
+    "MinQueueAge": (0, interval),
+    "MaxQueueRunSize": (0, int),
+    "QueueSortOrder": ("priority", text_value),
+    "RecipientFactor": (30000, int),
+    "ClassFactor": (1800, int),
+    "RetryFactor": (90000, int),
+    "Timeout.queuereturn": (5 * 86400, interval),
+    "Timeout.queuewarn": (4 * 3600, interval),
+    "Timeout.connect": (0, interval),
+    "Timeout.iconnect": (0, interval),
+    "Timeout.command": (3600, interval),
+    "MaxMessageSize": (0, int),
+    "MaxHopCount": (25, int),
+    "MaxRecipientsPerMessage": (0, int),
+    "PrivacyOptions": ((), words),
+    "TrustedUser": ("", text_value),
+    "DefaultUser": ("mail:mail", text_value),
+    "DeadLetterDrop": ("", text_value),
+    "PidFile": ("/run/sendmail.pid", text_value),
+    "HostStatusDirectory": ("", text_value),
+    "StatusFile": ("", text_value),
+    "SmtpGreetingMessage": ("$j Sendmail $v/$Z; $b", text_value),
+    "UnixFromLine": ("From $g $d", text_value),
+    "LogLevel": (9, int),
+    "SevenBitInput": (False, boolean),
+    "SendMimeErrors": (True, boolean),
+    "SuperSafe": ("true", text_value),
+    "ForwardPath": ("$z/.forward", text_value),
+    "MailSpoolDirectory": ("/var/mail", text_value),  # (ext)
+    "MailboxFormat": ("mbox", text_value),  # (ext)
+    "LogFile": ("", text_value),  # (ext): empty = syslog, facility mail
+    "MSPQueueDirectory": ("", text_value),  # (ext)
+    "NoRecipientAction": ("none", text_value),
+    "MaxDaemonChildren": (0, int),
+    "SafeFileEnvironment": ("", text_value),
+}
+
+# Every option name sendmail 8.18 knows (readcf.c OptionTab); a name outside this set given
+# with -O is an error, one inside it that we do not act on is stored and ignored.
+KNOWN_OPTIONS = set(OPTIONS) | {
+    "AliasWait", "AllowBogusHELO", "AuthMaxBits", "AuthMechanisms", "AuthOptions", "AuthRealm",
+    "AutoRebuildAliases", "BadRcptThrottle", "BadRcptThrottleDelay", "BlankSub", "CACertFile",
+    "CACertPath", "CertFingerprintAlgorithm", "CheckAliases", "CheckpointInterval", "CipherList",
+    "ClientCertFile", "ClientKeyFile", "ClientPortOptions", "ClientSSLOptions", "ColonOkInAddr",
+    "ConnectionCacheSize", "ConnectionCacheTimeout", "ConnectionRateThrottle",
+    "ConnectionRateWindowSize", "ConnectOnlyTo", "ControlSocketName", "CRLFile", "CRLPath",
+    "DaemonPortOptions", "DataFileBufferSize", "DefaultAuthInfo", "DefaultCharSet",
+    "DelayLA", "DeliverByMin", "DHParameters", "DialDelay", "DirectSubmissionModifiers",
+    "DontBlameSendmail", "DontExpandCnames", "DontInitGroups", "DontProbeInterfaces",
+    "DontPruneRoutes", "DoubleBounceAddress", "DSN_DomainAsRequired", "EightBitMode",
+    "ErrorHeader", "FallbackMXhost", "FallbackSmartHost", "FastSplit", "HeloName",
+    "HelpFile", "HoldExpensive", "HostsFile", "InputMailFilters", "LDAPDefaultSpec",
+    "MailboxDatabase", "MaxAliasRecursion", "MaxHeadersLength", "MaxMimeHeaderLength",
+    "MaxNOOPCommands", "MaxQueueChildren", "MaxRunnersPerQueue", "MaxRecipientsPerMessage",
+    "MaxRecipientsPerMessageRejectCode", "MciCacheTimeout", "MilterLogLevel", "MinFreeBlocks",
+    "MinQueueAge", "MustQuoteChars", "NiceQueueRun", "OldStyleHeaders", "OperatorChars",
+    "ProcessTitlePrefix", "QueueFactor", "QueueLA", "QueueFileMode", "QueueDirectory",
+    "RandFile", "RefuseLA", "RejectLogInterval", "RejectNUL", "RequireCertificates",
+    "ResolverOptions", "RrtImpliesDsn", "RunAsUser", "SendMimeErrors", "ServerCertFile",
+    "ServerKeyFile", "ServerSSLOptions", "SharedMemoryKey", "SharedMemoryKeyFile",
+    "SingleLineFromHeader", "SingleThreadDelivery", "SmtpGreetingMessage", "SoftBounce",
+    "SSLEngine", "SSLEnginePath", "StatusFile", "StrictRFC821", "TimeZoneSpec",
+    "TLSFallbacktoClear", "TrustedUser", "UseErrorsTo", "UseMSP", "UserDatabaseSpec",
+    "Verbose", "XscriptFileBufferSize", "QueueSortOrder", "LogLevel", "UseCompressedIPv6Addresses",
+    "SetCertAltnames", "TLSFallbacktoClear", "MaxHeadersLength", "QueueFileMode",
+    "HeaderCheckFlags", "ProxyProtocol",
+}
+
+# Old one-letter names, as for `-oXvalue` and `Ox` lines (op.me "Option Settings").
+SHORT_OPTIONS = {
+    "7": "SevenBitInput", "8": "EightBitMode", "A": "AliasFile", "a": "AliasWait", "B": "BlankSub",
+    "b": "MinFreeBlocks", "C": "CheckpointInterval", "c": "HoldExpensive", "d": "DeliveryMode",
+    "E": "ErrorHeader", "e": "ErrorMode", "F": "TempFileMode", "f": "SaveFromLine",
+    "G": "MatchGECOS", "H": "HelpFile", "h": "MaxHopCount", "i": "IgnoreDots",
+    "I": "ResolverOptions", "j": "SendMimeErrors", "k": "ConnectionCacheSize",
+    "K": "ConnectionCacheTimeout", "L": "LogLevel", "m": "MeToo", "n": "CheckAliases",
+    "O": "DaemonPortOptions", "o": "OldStyleHeaders", "p": "PrivacyOptions",
+    "q": "QueueFactor", "Q": "QueueDirectory", "R": "DontPruneRoutes", "r": "Timeout",
+    "S": "StatusFile", "s": "SuperSafe", "T": "Timeout.queuereturn", "t": "TimeZoneSpec",
+    "u": "DefaultUser", "U": "UserDatabaseSpec", "V": "FallbackMXhost", "v": "Verbose",
+    "w": "TryNullMXList", "x": "QueueLA", "X": "RefuseLA", "Y": "ForkEachJob",
+    "y": "RecipientFactor", "z": "ClassFactor", "Z": "RetryFactor",
+}
+KNOWN_OPTIONS |= set(SHORT_OPTIONS.values())
+
+PRECEDENCES = {"first-class": 0, "special-delivery": 100, "list": -30, "bulk": -60, "junk": -100}
+
+
+@dataclass
+class MapDecl:
+    """A K line: ``Kname type [flags] [path]``."""
+
+    name: str
+    type: str
+    flags: list[str]
+    path: str
+
+
+@dataclass
+class Mailer:
+    """An M line: ``Mname, P=path, F=flags, ..., A=argv``."""
+
+    name: str
+    path: str
+    flags: str = ""
+    argv: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_ipc(self) -> bool:
+        return self.path == "[IPC]"
+
+
+BUILTIN_MAILERS = {
+    "local": Mailer("local", "mail.local", "lsDFMAw5:/|@qPn9S", "mail.local -l -d $u"),
+    "prog": Mailer("prog", "/bin/sh", "lsDFMoqeu9", "sh -c $u"),
+    "smtp": Mailer("smtp", "[IPC]", "mDFMuX", "TCP $h"),
+    "esmtp": Mailer("esmtp", "[IPC]", "mDFMuXa", "TCP $h"),
+    "relay": Mailer("relay", "[IPC]", "mDFMuXa8", "TCP $h"),
+}
+
+
+@dataclass
+class Config:
+    path: str
+    options: dict[str, object] = field(default_factory=dict)
+    macros: dict[str, str] = field(default_factory=dict)
+    classes: dict[str, set[str]] = field(default_factory=dict)
+    maps: dict[str, MapDecl] = field(default_factory=dict)
+    mailers: dict[str, Mailer] = field(default_factory=dict)
+    precedences: dict[str, int] = field(default_factory=lambda: dict(PRECEDENCES))
+    daemon_ports: list[str] = field(default_factory=list)
+    ignored_rules: int = 0
+    notices: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str):
+        """The typed value of option ``name`` (its default when unset)."""
+        if name in self.options:
+            return self.options[name]
+        return OPTIONS[name][0] if name in OPTIONS else None
+
+    def set_option(self, name: str, value: str, *, strict: bool = False) -> None:
+        name = name.strip()
+        if len(name) == 1 and name in SHORT_OPTIONS:
+            name = SHORT_OPTIONS[name]
+        if strict and name not in KNOWN_OPTIONS:
+            raise errors.SoftwareError(f"readcf: unknown option name {name}")
+        value = value.strip()
+        if name == "DaemonPortOptions":
+            self.daemon_ports.append(value)
+            return
+        if name in OPTIONS:
+            try:
+                self.options[name] = OPTIONS[name][1](value)
+            except ValueError as exc:
+                raise errors.ConfigError(f"readcf: option {name}: bad value {value!r}") from exc
+        else:
+            self.options[name] = value
+
+    def klass(self, name: str) -> set[str]:
+        return self.classes.setdefault(name, set())
+
+    @property
+    def hostname(self) -> str:
+        return self.macros["j"]
+
+    @property
+    def is_msp(self) -> bool:
+        """A submit.cf: everything goes to the MTA named by ${MTAHost} (FEATURE(msp))."""
+        return "MTAHost" in self.macros
+
+    def is_local_host(self, host: str) -> bool:
+        return host.lower().rstrip(".") in self.klass("w")
+
+    def mailer(self, name: str) -> Mailer:
+        return self.mailers.get(name) or BUILTIN_MAILERS[name]
+
+    def expand(self, text: str, extra: dict[str, str] | None = None) -> str:
+        return expand(text, {**self.macros, **(extra or {})})
+
+
+_MACRO = re.compile(r"\$(\?)?(\{[^}]*\}|.)")
+
+
+def expand(text: str, macros: dict[str, str]) -> str:
+    """Expand $x, ${name} and the $?x ... $| ... $. conditional, as sendmail's expand()."""
+    out: list[str] = []
+    active: list[bool] = []  # one entry per open conditional: is its current branch taken?
+    pos = 0
+    for m in _MACRO.finditer(text):
+        if all(active):
+            out.append(text[pos:m.start()])
+        pos = m.end()
+        cond, token = m.group(1), m.group(2)
+        name = token[1:-1] if token.startswith("{") else token
+        if cond:
+            active.append(bool(macros.get(name)))
+        elif token == "|" and active:
+            active[-1] = not active[-1]
+        elif token == "." and active:
+            active.pop()
+        elif token == "&":
+            continue
+        elif all(active):
+            out.append(macros.get(name, ""))
+    if all(active):
+        out.append(text[pos:])
+    return "".join(out)
+
+
+def _default_macros() -> dict[str, str]:
+    fqdn = socket.getfqdn()
+    if "." not in fqdn:
+        fqdn = socket.gethostname()
+    short = fqdn.split(".")[0]
+    return {"j": fqdn, "w": short, "m": fqdn.partition(".")[2], "v": VERSION, "Z": VERSION,
+            "n": "MAILER-DAEMON"}
+
+
+def _logical_lines(text: str):
+    """Yield (lineno, line) with continuation lines (leading SP/TAB) joined, comments dropped."""
+    current, start = None, 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        if raw[:1] in (" ", "\t") and current is not None:
+            current += " " + raw.strip()
+            continue
+        if current is not None:
+            yield start, current
+        current, start = (None if not raw or raw.startswith("#") else raw), n
+    if current is not None:
+        yield start, current
+
+
+def _class_name(rest: str) -> tuple[str, str]:
+    if rest.startswith("{"):
+        end = rest.find("}")
+        return rest[1:end], rest[end + 1:]
+    return rest[:1], rest[1:]
+
+
+def _read_class_file(cfg: Config, name: str, spec: str) -> None:
+    parts = spec.split()
+    optional = bool(parts) and parts[0] == "-o"
+    if optional:
+        parts = parts[1:]
+    if not parts or parts[0].startswith("|"):
+        return
+    path = parts[0]
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                line = line.split("#", 1)[0]
+                cfg.klass(name).update(w.lower() for w in line.split())
+    except OSError as exc:
+        if not optional:
+            cfg.notices.append(f"fileclass: cannot open '{path}': {exc.strerror}")
+
+
+def _parse_mailer(body: str) -> Mailer:
+    name, _, rest = body.partition(",")
+    fields = {}
+    for part in re.split(r",\s*(?=[A-Za-z]=)", rest.strip()):
+        key, eq, value = part.partition("=")
+        if eq:
+            fields[key.strip()[:1].upper()] = value.strip()
+    return Mailer(name.strip(), fields.get("P", ""), fields.get("F", ""), fields.get("A", ""), fields)
+
+
+def _parse_map(body: str) -> MapDecl:
+    parts = body.split()
+    name, mtype = parts[0], (parts[1] if len(parts) > 1 else "")
+    args = parts[2:]
+    flags = [a for a in args if a.startswith("-")]
+    rest = [a for a in args if not a.startswith("-")]
+    return MapDecl(name, mtype, flags, rest[-1] if rest else "")
+
+
+def parse(text: str, cfg: Config) -> Config:
+    for _lineno, line in _logical_lines(text):
+        kind, body = line[0], line[1:]
+        if kind == "O":
+            if body.startswith(" "):
+                name, _, value = body.strip().partition("=")
+                cfg.set_option(name, value)
+            elif body:
+                cfg.set_option(body[0], body[1:])
+        elif kind == "D":
+            name, value = _class_name(body)
+            cfg.macros[name] = value.strip()
+        elif kind == "C":
+            name, value = _class_name(body)
+            cfg.klass(name).update(w.lower() for w in value.split())
+        elif kind == "F":
+            name, value = _class_name(body)
+            _read_class_file(cfg, name, value.strip())
+        elif kind == "K":
+            decl = _parse_map(body)
+            cfg.maps[decl.name] = decl
+        elif kind == "M":
+            mailer = _parse_mailer(body)
+            cfg.mailers[mailer.name] = mailer
+        elif kind == "P":
+            name, _, value = body.partition("=")
+            cfg.precedences[name.strip().lower()] = int(value or 0)
+        elif kind == "T":
+            cfg.klass("t").update(body.split())
+        elif kind in "SR":
+            cfg.ignored_rules += 1
+    return cfg
+
+
+def _local_addresses() -> set[str]:
+    names = {"[127.0.0.1]", "[ipv6:::1]"}
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            addr = info[4][0]
+            names.add(f"[ipv6:{addr}]" if ":" in addr else f"[{addr}]")
+    except OSError:
+        pass
+    return names
+
+
+def load(path: str, overrides: list[tuple[str, str]] | None = None) -> Config:
+    """Read ``path`` and apply -O/-o ``overrides`` (name, value) in order."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: line 0: cannot open: {exc.strerror}") from exc
+    cfg = Config(path=path, macros=_default_macros())
+    parse(text, cfg)
+    for name, value in overrides or ():
+        cfg.set_option(name, value, strict=True)
+    w = cfg.klass("w")
+    w.update({cfg.macros["j"].lower(), cfg.macros.get("w", "").lower()} - {""})
+    w.update(_local_addresses())
+    cfg.macros.setdefault("k", socket.gethostname())
+    return cfg
+
+
+def submit_path_for(cf_path: str) -> str:
+    """Where the MSP config lives for an MTA config: submit.cf beside it, else the default."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(cf_path)), "submit.cf")
+    return beside if os.path.exists(beside) else DEFAULT_SUBMIT_CF
+
+
+def msp_queue_dir(cfg: Config) -> str:
+    """The MSP queue directory as seen from an MTA config (MSPQueueDirectory, or submit.cf's)."""
+    if cfg["MSPQueueDirectory"]:
+        return cfg["MSPQueueDirectory"]
+    try:
+        return load(submit_path_for(cfg.path))["QueueDirectory"]
+    except errors.MTAError:
+        return "/var/spool/mqueue-client"

@@ -1,0 +1,97 @@
+"""Logging in sendmail's own line format (headers.c logsender, deliver.c logdelivery).
+
+Lines go to syslog (facility mail) under an ident such as ``sm-mta`` or ``sm-msp-queue``, or,
+with the LogFile option (ext), to a file in rsyslog's default format
+``2026-11-25T23:44:10.036145+00:00 host ident[pid]: QID: text``.  Logging never raises.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+
+
+def pintvl(seconds: float) -> str:
+    """sendmail's brief interval: HH:MM:SS, with 'D+' in front past a day."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}+{text}" if days else text
+
+
+def pintvl_long(seconds: int) -> str:
+    """sendmail's long interval: '4 hours', '1 second', '5 days'."""
+    parts = []
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        n, seconds = divmod(seconds, size)
+        if n:
+            parts.append(f"{n} {unit}{'s' if n != 1 else ''}")
+    return ", ".join(parts) or "0 seconds"
+
+
+class Logger:
+    def __init__(self, ident: str, logfile: str = ""):
+        self.ident = ident
+        self.logfile = logfile
+        self._syslog = None
+
+    def line(self, text: str, qid: str = "") -> None:
+        text = text.replace("\n", " ").replace("\r", " ")
+        if qid:
+            text = f"{qid}: {text}"
+        try:
+            if self.logfile:
+                self._to_file(text)
+            else:
+                self._to_syslog(text)
+        except OSError:
+            pass
+
+    def _to_file(self, text: str) -> None:
+        stamp = datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="microseconds")
+        host = socket.gethostname().split(".")[0]
+        data = f"{stamp} {host} {self.ident}[{os.getpid()}]: {text}\n".encode("utf-8", "replace")
+        fd = os.open(self.logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def _to_syslog(self, text: str) -> None:
+        import syslog
+
+        if self._syslog is None:
+            syslog.openlog(self.ident, syslog.LOG_PID, syslog.LOG_MAIL)
+            self._syslog = syslog
+        syslog.syslog(syslog.LOG_INFO, text)
+
+    def sender(self, qid: str, *, sender: str, size: int, klass: int, nrcpts: int, msgid: str = "",
+               bodytype: str = "", proto: str = "", daemon: str = "", relay: str = "") -> None:
+        parts = [f"from={sender or '<>'}", f"size={size}", f"class={klass}", f"nrcpts={nrcpts}"]
+        if msgid:
+            parts.append(f"msgid={msgid}")
+        if bodytype:
+            parts.append(f"bodytype={bodytype}")
+        if proto:
+            parts.append(f"proto={proto}")
+        if daemon:
+            parts.append(f"daemon={daemon}")
+        parts.append(f"relay={relay}")
+        self.line(", ".join(parts), qid)
+
+    def delivery(self, qid: str, *, to: str, delay: float, mailer: str, pri: int, stat: str,
+                 ctladdr: str = "", xdelay: float | None = None, relay: str = "", dsn: str = "") -> None:
+        parts = [f"to={to}"]
+        if ctladdr:
+            parts.append(f"ctladdr={ctladdr}")
+        parts.append(f"delay={pintvl(delay)}")
+        if xdelay is not None:
+            parts.append(f"xdelay={pintvl(xdelay)}")
+        parts += [f"mailer={mailer}", f"pri={pri}"]
+        if relay:
+            parts.append(f"relay={relay}")
+        if dsn:
+            parts.append(f"dsn={dsn}")
+        parts.append(f"stat={stat}")
+        self.line(", ".join(parts), qid)

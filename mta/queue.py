@@ -1,0 +1,327 @@
+"""The queue: sendmail 8 qf/df files, queue IDs, durable writes, flock locking and listing.
+
+This is the only module that touches spool files.  Promises:
+  * ``store()`` writes df (fsync), then tf (fsync), renames tf -> qf and fsyncs the directory;
+    only after it returns may a message be acknowledged.  A qf without its closing '.' line is
+    no message (``read()`` raises ``BadQueueFile``) and a crash leaves either nothing or a whole qf.
+  * Every value written goes through ``_clean()`` (newline -> space), so no envelope text can
+    start a qf line of its own (sendmail's denlstring).
+  * ``lock()`` takes flock(LOCK_EX|LOCK_NB) on the qf, as sendmail does on Linux; mailq shows '*'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+from mta import errors
+from mta.message import Header, from_bytes, to_bytes
+
+QID_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+MACRO_BYTE = "\x81"  # sendmail's internal macro character, as in H?P?Return-Path: <\x81g>
+
+
+class BadQueueFile(errors.MTAError):
+    exitcode = errors.EX_SOFTWARE
+
+
+class Locked(errors.TempFail):
+    pass
+
+
+# -- queue IDs (queue.c assign_queueid) ------------------------------------------------------
+
+class _IdState:
+    pid = 0
+    offset = 0
+    count = 0
+    second = -1
+
+
+def new_id() -> str:
+    """A 14-character sendmail queue ID: UTC date/time, a 2-char sequence and the pid."""
+    st = _IdState
+    pid = os.getpid()
+    if st.pid != pid:
+        st.pid, st.offset, st.count, st.second = pid, random.randrange(3600), 0, -1
+    now = int(time.time())
+    if st.count >= 3600:
+        while int(time.time()) == st.second:
+            time.sleep(0.05)
+        now, st.count = int(time.time()), 0
+    st.second = now
+    tm = time.gmtime(now)
+    seq = (st.count + st.offset) % 3600
+    st.count += 1
+    c = QID_CHARS
+    return (c[(tm.tm_year - 1900) % 60] + c[tm.tm_mon - 1] + c[tm.tm_mday] + c[tm.tm_hour]
+            + c[tm.tm_min % 62] + c[tm.tm_sec % 62] + c[seq // 60] + c[seq % 60] + f"{pid % 1000000:06d}")
+
+
+# -- the entry ---------------------------------------------------------------------------------
+
+@dataclass
+class Recipient:
+    """One R line and the M/C/Q/r lines that precede it."""
+
+    addr: str
+    flags: str = "PFD"
+    orcpt: str = ""
+    final: str = ""
+    status: str = ""  # per-recipient M line (deferral reason)
+    ctladdr: str = ""  # C line
+
+    @property
+    def primary(self) -> bool:
+        return "P" in self.flags
+
+
+@dataclass
+class Entry:
+    qid: str
+    ctime: int = 0  # T
+    last_try: int = 0  # K
+    tries: int = 0  # N
+    priority: int = 0  # P
+    flags: str = ""  # F
+    bodytype: str = ""  # B
+    status: str = ""  # M (envelope)
+    macros: dict[str, str] = field(default_factory=dict)  # $x and ${name}
+    sender: str = ""  # S
+    envid: str = ""  # Z
+    recipients: list[Recipient] = field(default_factory=list)
+    headers: list[Header] = field(default_factory=list)
+    body_size: int = -1  # df size, filled in when read from a directory
+
+    def header(self, name: str) -> Header | None:
+        lname = name.lower()
+        return next((h for h in self.headers if h.name.lower() == lname), None)
+
+
+def _clean(value: str) -> str:
+    return value.replace("\r", " ").replace("\n", " ").replace("\x00", " ")
+
+
+def _clean_header(value: str) -> str:
+    """Keep continuation lines (newline + SP/TAB); any other newline becomes newline + TAB."""
+    value = value.replace("\r", "").replace("\x00", " ")
+    lines = value.split("\n")
+    return "\n".join([lines[0]] + [ln if ln[:1] in (" ", "\t") else "\t" + ln for ln in lines[1:]])
+
+
+def format_entry(e: Entry) -> str:
+    """The qf text, in the order queueup() writes it."""
+    out = ["V8", f"T{e.ctime}", f"K{e.last_try}", f"N{e.tries}", f"P{e.priority}"]
+    if e.bodytype:
+        out.append(f"B{_clean(e.bodytype)}")
+    if e.status:
+        out.append(f"M{_clean(e.status)}")
+    if e.flags:
+        out.append(f"F{e.flags}")
+    for name, value in e.macros.items():
+        key = name if len(name) == 1 else "{" + name + "}"
+        out.append(f"${key}{_clean(value)}")
+    out.append(f"S{_clean(e.sender)}")
+    if e.envid:
+        out.append(f"Z{_clean(e.envid)}")
+    for r in e.recipients:
+        if r.status:
+            out.append(f"M{_clean(r.status)}")
+        if r.ctladdr:
+            out.append(f"C{_clean(r.ctladdr)}")
+        if r.orcpt:
+            out.append(f"Q{_clean(r.orcpt)}")
+        if r.final:
+            out.append(f"r{_clean(r.final)}")
+        out.append(f"R{r.flags}:{_clean(r.addr)}")
+    for h in e.headers:
+        out.append(f"H?{h.cond}?{_clean(h.name)}: {_clean_header(h.value)}")
+    out.append(".")
+    return "\n".join(out) + "\n"
+
+
+def parse_entry(qid: str, text: str) -> Entry:
+    """Read qf text; raises BadQueueFile for a torn, unknown-version or bogus file."""
+    lines: list[str] = []
+    for raw in text.split("\n"):
+        if raw[:1] in (" ", "\t") and lines:
+            lines[-1] += "\n" + raw
+        else:
+            lines.append(raw)
+    if not lines or not lines[0].startswith("V"):
+        raise BadQueueFile(f"{qid}: not a version 8 queue file")
+    e = Entry(qid)
+    pending = Recipient("")
+    ended = False
+    for n, line in enumerate(lines, 1):
+        if ended:
+            if line:
+                raise BadQueueFile(f"{qid}: extra or bogus data in queue file")
+            continue
+        kind, value = line[:1], line[1:]
+        if kind == "V":
+            if not value.isdigit() or int(value) > 8:
+                raise BadQueueFile(f"{qid}: unsupported queue file version")
+        elif kind in "TKNP" and kind:
+            setattr(e, {"T": "ctime", "K": "last_try", "N": "tries", "P": "priority"}[kind], int(value or 0))
+        elif kind == "F":
+            e.flags = value
+        elif kind == "B":
+            e.bodytype = value
+        elif kind == "M":
+            if e.sender:
+                pending.status = value
+            else:
+                e.status = value
+        elif kind == "$":
+            if value.startswith("{"):
+                name, _, rest = value[1:].partition("}")
+            else:
+                name, rest = value[:1], value[1:]
+            e.macros[name] = rest
+        elif kind == "S":
+            e.sender = value
+        elif kind == "Z":
+            e.envid = value
+        elif kind == "C":
+            pending.ctladdr = value
+        elif kind == "Q":
+            pending.orcpt = value
+        elif kind == "r":
+            pending.final = value
+        elif kind == "R":
+            flags, _, addr = value.partition(":")
+            e.recipients.append(Recipient(addr, flags, pending.orcpt, pending.final, pending.status,
+                                          pending.ctladdr))
+            pending = Recipient("", ctladdr=pending.ctladdr)
+        elif kind == "H":
+            cond = ""
+            if value.startswith("?"):
+                cond, _, value = value[1:].partition("?")
+            name, _, hval = value.partition(":")
+            e.headers.append(Header(name, hval[1:] if hval.startswith(" ") else hval, cond))
+        elif kind == ".":
+            ended = True
+        elif kind in "dIqAD!EL" or line == "":
+            continue
+        else:
+            raise BadQueueFile(f"{qid}: line {n}: bad line \"{line[:40]}\"")
+    if not ended:
+        raise BadQueueFile(f"{qid}: incomplete queue file read")
+    return e
+
+
+# -- files -------------------------------------------------------------------------------------
+
+def qf_path(qdir: str, qid: str, letter: str = "q") -> str:
+    return os.path.join(qdir, f"{letter}f{qid}")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: str, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -> None:
+    """Durably write entry (and its body, if given) into qdir."""
+    try:
+        if body is not None:
+            _write_file(qf_path(qdir, entry.qid, "d"), to_bytes(body), mode)
+        tf = qf_path(qdir, entry.qid, "t")
+        _write_file(tf, to_bytes(format_entry(entry)), mode)
+        os.rename(tf, qf_path(qdir, entry.qid))
+        _fsync_dir(qdir)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(qf_path(qdir, entry.qid, "t"))
+        if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+            raise errors.TempFail(f"queueup: cannot create {qdir}: {exc.strerror}",
+                                  status="4.3.1") from exc
+        raise errors.CantCreate(f"queueup: cannot create queue file {qdir}: {exc.strerror}") from exc
+
+
+def read(qdir: str, qid: str) -> Entry:
+    try:
+        with open(qf_path(qdir, qid), "rb") as fh:
+            entry = parse_entry(qid, from_bytes(fh.read()))
+    except OSError as exc:
+        raise errors.IOFailure(f"{qid}: cannot open: {exc.strerror}") from exc
+    try:
+        entry.body_size = os.stat(qf_path(qdir, qid, "d")).st_size
+    except OSError:
+        entry.body_size = -1
+    return entry
+
+
+def read_body(qdir: str, qid: str) -> str:
+    with open(qf_path(qdir, qid, "d"), "rb") as fh:
+        return from_bytes(fh.read())
+
+
+def remove(qdir: str, qid: str) -> None:
+    """Delete an entry: the qf first, so a crash can leave only an orphan df, never a qf alone."""
+    for letter in ("q", "d", "x"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(qf_path(qdir, qid, letter))
+    with contextlib.suppress(OSError):
+        _fsync_dir(qdir)
+
+
+def lose(qdir: str, qid: str) -> None:
+    """Rename a bad qf to Qf so the queue runner leaves it alone (sendmail's loseqfile)."""
+    with contextlib.suppress(OSError):
+        os.rename(qf_path(qdir, qid), qf_path(qdir, qid, "Q"))
+
+
+@contextlib.contextmanager
+def lock(qdir: str, qid: str):
+    """Hold flock(LOCK_EX) on the qf; raises Locked if another process holds it."""
+    try:
+        fd = os.open(qf_path(qdir, qid), os.O_RDWR | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise errors.TempFail(f"{qid}: cannot open: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise Locked(f"{qid}: locked") from exc
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def is_locked(qdir: str, qid: str) -> bool:
+    try:
+        with lock(qdir, qid):
+            return False
+    except Locked:
+        return True
+    except errors.MTAError:
+        return False
+
+
+def ids(qdir: str) -> list[str]:
+    """Queue IDs with a qf in qdir (unsorted)."""
+    try:
+        return [n[2:] for n in os.listdir(qdir) if n.startswith("qf")]
+    except OSError as exc:
+        raise errors.OSFailure(f"cannot chdir({qdir}/): {exc.strerror}") from exc
