@@ -128,8 +128,7 @@ KNOWN_OPTIONS = set(OPTIONS) | {
     "SSLEngine", "SSLEnginePath", "StatusFile", "StrictRFC821", "TimeZoneSpec",
     "TLSFallbacktoClear", "TrustedUser", "UseErrorsTo", "UseMSP", "UserDatabaseSpec",
     "Verbose", "XscriptFileBufferSize", "QueueSortOrder", "LogLevel", "UseCompressedIPv6Addresses",
-    "SetCertAltnames", "TLSFallbacktoClear", "MaxHeadersLength", "QueueFileMode",
-    "HeaderCheckFlags", "ProxyProtocol",
+    "SetCertAltnames", "HeaderCheckFlags", "ProxyProtocol",
 }
 
 # Old one-letter names, as for `-oXvalue` and `Ox` lines (op.me "Option Settings").

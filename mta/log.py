@@ -49,7 +49,7 @@ class Logger:
             pass
 
     def _to_file(self, text: str) -> None:
-        stamp = datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="microseconds")
+        stamp = datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="microseconds")
         host = socket.gethostname().split(".")[0]
         data = f"{stamp} {host} {self.ident}[{os.getpid()}]: {text}\n".encode("utf-8", "replace")
         fd = os.open(self.logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)

@@ -1,0 +1,191 @@
+"""The sendmail, mailq and newaliases fronts: argv -> Request -> one core call -> exit code.
+
+sendmail's flags are getopt-style (attached values, optional ones for -q and -Q, -oXvalue), so
+they are parsed here from a small table rather than with click.  Only the standard library is
+imported until the mode is known, to keep ``echo ... | sendmail -t`` fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+EX_USAGE = 64
+EX_SOFTWARE = 70
+
+# letters that take an argument (attached or next word), that take an optional attached one,
+# and that take none: sendmail 8.18 main.c OPTIONS.
+WITH_ARG = set("ABCDFLMNORVXbdefhoprL")
+OPTIONAL_ARG = set("qQ")
+NO_ARG = set("GIimnstvcTU8")
+
+
+@dataclass
+class Request:
+    prog: str = "sendmail"
+    mode: str = "m"  # the -b letter
+    cf: str | None = None
+    submit_cf: bool | None = None  # -Ac (True) / -Am (False)
+    overrides: list[tuple[str, str]] = field(default_factory=list)
+    recipients: list[str] = field(default_factory=list)
+    sender: str | None = None
+    full_name: str | None = None
+    read_headers: bool = False
+    verbose: bool = False
+    notify: str = ""
+    ret: str = ""
+    envid: str = ""
+    bodytype: str = ""
+    log_ident: str | None = None
+    queue_run: bool = False
+    queue_interval: str = ""
+    queue_select: list[tuple[str, str, bool]] = field(default_factory=list)  # (kind, text, negate)
+    json: bool = False
+    debug: list[str] = field(default_factory=list)
+
+
+class UsageError(Exception):
+    pass
+
+
+def _queue_flag(req: Request, value: str) -> None:
+    req.queue_run = True
+    negate = value.startswith("!")
+    body = value[1:] if negate else value
+    if body[:1] in ("I", "R", "S", "Q", "G") and len(body) >= 1:
+        req.queue_select.append((body[0], body[1:], negate))
+    elif body[:1] == "f":
+        req.queue_interval = ""
+    elif body[:1] == "p":
+        req.queue_interval = body[1:] or "15m"
+    elif body:
+        req.queue_interval = body
+
+
+def _apply(req: Request, letter: str, value: str | None) -> None:
+    if letter == "b":
+        req.mode = value[:1] if value else "m"
+    elif letter == "C":
+        req.cf = value
+    elif letter == "A":
+        if value not in ("c", "m"):
+            raise UsageError(f"Invalid submission mode {value}")
+        req.submit_cf = value == "c"
+    elif letter == "O":
+        name, _, val = value.partition("=")
+        req.overrides.append((name, val))
+    elif letter == "o":
+        req.overrides.append((value[:1], value[1:]))
+    elif letter in "fr":
+        req.sender = value
+    elif letter == "F":
+        req.full_name = value
+    elif letter == "t":
+        req.read_headers = True
+    elif letter == "i":
+        req.overrides.append(("IgnoreDots", "True"))
+    elif letter == "m":
+        req.overrides.append(("MeToo", "True"))
+    elif letter == "v":
+        req.verbose = True
+    elif letter == "N":
+        req.notify = value
+    elif letter == "R":
+        req.ret = value
+    elif letter == "V":
+        req.envid = value
+    elif letter == "B":
+        req.bodytype = value.upper()
+    elif letter == "L":
+        req.log_ident = value
+    elif letter == "q":
+        _queue_flag(req, value or "")
+    elif letter == "d":
+        req.debug.append(value)
+    elif letter == "I":
+        req.mode = "i"
+    # G, n, s, T, U, c, h, p, X, D, M, e, 8, Q: accepted as sendmail accepts them
+
+
+def parse(argv: list[str], prog: str = "sendmail") -> Request:
+    """getopt(3) over sendmail's option table; raises UsageError with sendmail's wording."""
+    req = Request(prog=prog)
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        if arg == "--json" and prog == "mailq":
+            req.json = True
+            continue
+        if not arg.startswith("-") or arg == "-":
+            args.insert(0, arg)
+            break
+        i = 1
+        while i < len(arg):
+            letter = arg[i]
+            if letter in WITH_ARG:
+                value = arg[i + 1:]
+                if not value:
+                    if not args:
+                        raise UsageError(f"{prog}: option requires an argument -- {letter}")
+                    value = args.pop(0)
+                _apply(req, letter, value)
+                break
+            if letter in OPTIONAL_ARG:
+                _apply(req, letter, arg[i + 1:])
+                break
+            if letter in NO_ARG:
+                _apply(req, letter, None)
+                i += 1
+                continue
+            if letter == "-":  # '--help' and friends: getopt stops at an unknown long form
+                break
+            raise UsageError(f"{prog}: illegal option -- {letter}")
+    req.recipients = args
+    return req
+
+
+def run(req: Request) -> int:
+    from mta import modes
+
+    return modes.run(req)
+
+
+def _main(argv: list[str], prog: str, preset: dict) -> int:
+    try:
+        req = parse(argv, prog)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EX_USAGE
+    for key, value in preset.items():
+        setattr(req, key, value)
+    try:
+        return run(req)
+    except KeyboardInterrupt:
+        return 75
+    except BrokenPipeError:
+        return 74
+    except Exception as exc:  # the edge: no traceback reaches the user
+        from mta import errors
+
+        if isinstance(exc, errors.MTAError):
+            print(exc.text, flush=True)
+            return exc.exitcode
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EX_SOFTWARE
+
+
+def main() -> None:
+    prog = os.path.basename(sys.argv[0])
+    presets = {"mailq": {"mode": "p"}, "newaliases": {"mode": "i"}}
+    sys.exit(_main(sys.argv[1:], "sendmail" if prog not in presets else prog, presets.get(prog, {})))
+
+
+def mailq_main() -> None:
+    sys.exit(_main(sys.argv[1:], "mailq", {"mode": "p", "prog": "mailq"}))
+
+
+def newaliases_main() -> None:
+    sys.exit(_main(sys.argv[1:], "newaliases", {"mode": "i", "prog": "newaliases"}))

@@ -1,0 +1,56 @@
+"""The context every core call runs in: the loaded config, the log, the alias table, who we are.
+
+Built once by a front (``Context.create``) and passed down; nothing below the fronts reads
+argv or the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+from dataclasses import dataclass, field
+
+from mta import aliases, config, log
+
+
+@dataclass
+class Context:
+    cfg: config.Config
+    log: log.Logger
+    user: pwd.struct_passwd  # the real user who ran us
+    verbose: object = None  # a stream for -v transcripts, or None
+    interactive: bool = False  # errors are printed to the user (ErrorMode p, command line)
+    _aliases: aliases.Aliases | None = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, cfg: config.Config, ident: str | None = None, verbose: bool = False) -> Context:
+        ident = ident or ("sm-msp-queue" if cfg.is_msp else "sm-mta")
+        try:
+            user = pwd.getpwuid(os.getuid())
+        except KeyError:
+            user = pwd.struct_passwd((f"uid{os.getuid()}", "x", os.getuid(), os.getgid(), "", "/", ""))
+        return cls(cfg, log.Logger(ident, cfg["LogFile"]), user, sys.stdout if verbose else None)
+
+    @property
+    def qdir(self) -> str:
+        return self.cfg["QueueDirectory"]
+
+    @property
+    def aliases(self) -> aliases.Aliases:
+        if self._aliases is None:
+            self._aliases = aliases.Aliases(self.cfg["AliasFile"])
+            if self._aliases.stale:
+                self.log.line(f"alias database {aliases.db_path(self.cfg['AliasFile'])} out of date")
+        return self._aliases
+
+    def trusted(self) -> bool:
+        """May the real user set the sender freely (root, daemon, uucp, TrustedUser, class t)?"""
+        name = self.user.pw_name
+        return (self.user.pw_uid == 0 or name in ("root", "daemon", "uucp")
+                or name == self.cfg["TrustedUser"] or name in self.cfg.klass("t"))
+
+    def say(self, text: str) -> None:
+        """A line for the user at the terminal (sendmail's putoutmsg in non-SMTP modes)."""
+        if self.interactive or self.verbose:
+            print(text, flush=True)

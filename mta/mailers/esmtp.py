@@ -1,0 +1,127 @@
+"""The esmtp and relay mailers: hand a message to another MTA over (E)SMTP with smtplib.
+
+One connection carries one message for all recipients routed to the same host; each recipient
+gets its own Outcome from its RCPT reply and the final DATA reply.  Hosts come from MX records
+(``mta.dns``) or, for ``[host]``, straight from the name.  Envelope addresses were checked to hold
+no CR, LF or NUL; the message is dot-stuffed with CRLF line ends by smtplib, so no bare CR or
+LF reaches the wire.  With ``transcript`` set, the dialog is written there as sendmail -v does.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+
+from mta import dns, errors
+from mta.mailers import Outcome
+from mta.message import to_bytes
+
+DEFAULT_TIMEOUT = 300
+
+
+class _Client(smtplib.SMTP):
+    """smtplib.SMTP that copies the dialog to a transcript stream."""
+
+    transcript = None
+
+    def putcmd(self, cmd, args=""):
+        if self.transcript is not None:
+            self.transcript.write(f">>> {cmd} {args}".rstrip() + "\n")
+        return super().putcmd(cmd, args)
+
+    def getreply(self):
+        code, msg = super().getreply()
+        if self.transcript is not None:
+            lines = msg.decode("latin-1", "replace").split("\n") or [""]
+            for i, line in enumerate(lines):
+                sep = "-" if i < len(lines) - 1 else " "
+                self.transcript.write(f"{code}{sep}{line}\n")
+        return code, msg
+
+
+def _connect_target(host: str, port: int) -> tuple[str, str]:
+    """(name to connect to, relay= text for the log)."""
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], f"{host} [{host[1:-1]}]"
+    try:
+        ip = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError as exc:
+        raise errors.TempFail(f"{host}: host name lookup failure", status="4.4.3") from exc
+    return host, f"{host}. [{ip}]"
+
+
+def _reply_outcome(code: int, msg: bytes, relay: str, default_status: str) -> Outcome:
+    text = msg.decode("latin-1", "replace").replace("\n", " ")
+    status = text.split(" ", 1)[0] if text[:1].isdigit() and text.count(".") >= 2 else default_status
+    reply = f"{code} {text}"
+    if 200 <= code < 300:
+        return Outcome("2.0.0", f"Sent ({text.removeprefix(status).strip()})", relay, reply)
+    if 400 <= code < 500:
+        return Outcome(status if status[:1] == "4" else "4.0.0", f"Deferred: {reply}", relay, reply)
+    plain = text.removeprefix(status).strip()
+    return Outcome(status if status[:1] == "5" else "5.0.0", plain, relay, reply)
+
+
+def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[str], text: str,
+            timeout: float = DEFAULT_TIMEOUT, transcript=None, use_mx: bool = True) -> list[Outcome]:
+    """Send text from sender to recipients at host; one Outcome per recipient, in order."""
+    try:
+        hosts = dns.mail_hosts(host) if use_mx else [host]
+    except errors.MTAError as exc:
+        return [Outcome.from_error(exc)] * len(recipients)
+    last = errors.TempFail(f"Connection refused by {host}", status="4.4.1")
+    for mx in hosts:
+        try:
+            target, relay = _connect_target(mx, port)
+            client = _Client(timeout=timeout)
+            client.transcript = transcript
+            client.connect(target, port)
+        except errors.MTAError as exc:
+            last = exc
+            continue
+        except (OSError, smtplib.SMTPException) as exc:
+            reason = "Connection refused" if isinstance(exc, ConnectionRefusedError) else (
+                "Connection timed out" if isinstance(exc, TimeoutError) else "Connection reset")
+            last = errors.TempFail(f"{reason} by {mx}", status="4.4.1")
+            continue
+        try:
+            return _transaction(client, helo, sender, recipients, text, relay)
+        except (OSError, smtplib.SMTPException) as exc:
+            last = errors.TempFail(f"Connection reset by {mx}: {exc}", status="4.4.2")
+        finally:
+            try:
+                client.quit()
+            except (OSError, smtplib.SMTPException):
+                client.close()
+    return [Outcome.from_error(last)] * len(recipients)
+
+
+def _transaction(client: _Client, helo: str, sender: str, recipients: list[str], text: str,
+                 relay: str) -> list[Outcome]:
+    code, msg = client.ehlo(helo)
+    if code != 250:
+        code, msg = client.helo(helo)
+        if code != 250:
+            return [_reply_outcome(code, msg, relay, "5.5.0")] * len(recipients)
+    if client.has_extn("starttls"):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        client.starttls(context=context)
+        client.ehlo(helo)
+    data = to_bytes(text)
+    options = [f"SIZE={len(data)}"] if client.has_extn("size") else []
+    code, msg = client.mail(sender, options)
+    if code != 250:
+        return [_reply_outcome(code, msg, relay, "5.1.7")] * len(recipients)
+    outcomes: list[Outcome | None] = []
+    for rcpt in recipients:
+        code, msg = client.rcpt(rcpt)
+        outcomes.append(None if code in (250, 251) else _reply_outcome(code, msg, relay, "5.1.1"))
+    if all(o is not None for o in outcomes):
+        client.rset()
+        return outcomes  # type: ignore[return-value]
+    code, msg = client.data(data)
+    final = _reply_outcome(code, msg, relay, "5.0.0")
+    return [o if o is not None else final for o in outcomes]

@@ -1,0 +1,94 @@
+"""mailq: sendmail's queue listing (queue.c printqueue / print_single_queue), byte for byte,
+and the same content as JSON (``--json``, ext).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from mta import errors, queue
+from mta.queue import Entry
+from mta.runner import Selection, sorted_entries
+
+ALL = Selection()
+
+HEADER = "-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n"
+HEADER_V = "-----Q-ID----- --Size-- -Priority- ---Q-Time--- --------Sender/Recipient--------\n"
+
+
+def prtstr(text: str, limit: int) -> str:
+    """sendmail's prtstr(): backslashes doubled, non-printables as \\ooo, cut at limit."""
+    out = []
+    for ch in text[:limit]:
+        if ch == "\\":
+            out.append("\\\\")
+        elif " " <= ch <= "~" or ord(ch) >= 0xA0:
+            out.append(ch)
+        else:
+            out.append(f"\\{ord(ch):03o}")
+    return "".join(out)
+
+
+def _entry(qdir: str, e: Entry, verbose: bool, min_age: int, now: float) -> str:
+    mark = "*" if queue.is_locked(qdir, e.qid) else (
+        "-" if e.tries and min_age and now < e.last_try + min_age else " ")
+    stamp = time.ctime(e.ctime)
+    if verbose:
+        out = (f"{e.qid:>13}{mark}{e.body_size:8d} {e.priority:10d}{'+' if 'w' in e.flags else ' '}"
+               f"{stamp[4:16]} {prtstr(e.sender, 78)}")
+    else:
+        out = f"{e.qid:>13}{mark}{e.body_size:8d} {stamp[:16]} {prtstr(e.sender, 39)}"
+    if e.status or e.bodytype:
+        out += f"\n    {e.bodytype[:10]:>10}   ({e.status[:100 if verbose else 60]})"
+    ctl = None
+    for r in e.recipients:
+        if verbose:
+            if r.ctladdr != ctl and (r.ctladdr or ctl):
+                out += f"\n\t\t\t\t\t\t(---{r.ctladdr[:64]}---)"
+            ctl = r.ctladdr
+            out += f"\n\t\t\t\t\t\t{prtstr(r.addr, 71)}"
+            if r.status:
+                out += f"\n\t\t ({r.status[:100]})"
+        else:
+            out += f"\n\t\t\t\t\t {prtstr(r.addr, 38)}"
+    return out + "\n"
+
+
+def listing(qdir: str, selection: Selection = ALL, *, verbose: bool = False,
+            min_age: int = 0) -> tuple[str, int]:
+    """The listing of one queue directory and its number of requests."""
+    try:
+        entries = sorted_entries(qdir, selection)
+    except errors.MTAError as exc:
+        return f"{exc.text}\n", 0
+    if not entries:
+        return f"{qdir} is empty\n", 0
+    n = len(entries)
+    now = time.time()
+    text = f"\t\t{qdir} ({n} request{'s' if n != 1 else ''})\n" + (HEADER_V if verbose else HEADER)
+    text += "".join(_entry(qdir, e, verbose, min_age, now) for e in entries)
+    return text, n
+
+
+def show(qdir: str, selection: Selection = ALL, *, verbose: bool = False, min_age: int = 0) -> str:
+    text, n = listing(qdir, selection, verbose=verbose, min_age=min_age)
+    return text + f"\t\tTotal requests: {n}\n"
+
+
+def as_json(queues: list[tuple[str, str]], selection: Selection = ALL) -> str:
+    """[(label, qdir)] -> JSON: every queue with its entries, recipients and reasons."""
+    out = []
+    for label, qdir in queues:
+        try:
+            entries = sorted_entries(qdir, selection)
+        except errors.MTAError as exc:
+            out.append({"queue": label, "path": qdir, "error": exc.text, "entries": []})
+            continue
+        out.append({"queue": label, "path": qdir, "entries": [{
+            "id": e.qid, "size": e.body_size, "time": e.ctime, "priority": e.priority,
+            "sender": e.sender, "status": e.status, "tries": e.tries, "last_try": e.last_try,
+            "locked": queue.is_locked(qdir, e.qid), "warned": "w" in e.flags,
+            "recipients": [{"address": r.addr, "status": r.status} for r in e.recipients],
+        } for e in entries]})
+    return json.dumps(out, indent=2) + "\n"

@@ -1,0 +1,183 @@
+"""Operation modes: what `sendmail -bX` (and mailq, newaliases, -q) does with a parsed request.
+
+``run(request)`` picks the configuration as sendmail does (-C, else -Ac/-Am, else submit.cf
+for plain submission and sendmail.cf for everything else), builds the Context and calls the
+one core function for the mode.  Errors are MTAError; the front prints them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from mta import config, errors
+from mta.context import Context
+
+
+def choose_cf(req) -> str:
+    if req.cf:
+        if req.submit_cf and os.path.basename(req.cf) != "submit.cf":
+            return config.submit_path_for(req.cf)
+        return req.cf
+    if req.submit_cf is True:
+        return config.DEFAULT_SUBMIT_CF
+    if req.submit_cf is False or req.mode != "m" or req.queue_run:
+        return config.DEFAULT_CF
+    return config.DEFAULT_SUBMIT_CF
+
+
+def _context(req, cf: str | None = None) -> Context:
+    cfg = config.load(cf or choose_cf(req), req.overrides)
+    ctx = Context.create(cfg, req.log_ident, verbose=req.verbose)
+    if req.verbose and cfg.ignored_rules:
+        print(f"Notice: {cfg.path}: {cfg.ignored_rules} rule set lines (S/R) ignored; "
+              "routing comes from maps and mailers", flush=True)
+    return ctx
+
+
+def _selection(req):
+    from mta.runner import Selection
+
+    picks = {"I": [], "R": [], "S": []}
+    for kind, text, negate in req.queue_select:
+        if kind in picks:
+            picks[kind].append((text, negate))
+    return Selection(tuple(picks["I"]), tuple(picks["R"]), tuple(picks["S"]))
+
+
+def run(req) -> int:
+    if req.debug and any(d.startswith("0") for d in req.debug):
+        from mta import PACKAGE_VERSION, VERSION
+
+        print(f"Version {VERSION} (sendmail-py {PACKAGE_VERSION})")
+        if req.mode == "m" and not req.recipients:
+            return errors.EX_OK
+    handler = {"m": submit, "p": print_queue, "i": rebuild_aliases, "v": verify,
+               "P": queue_stats, "z": frozen, "t": address_test}.get(req.mode)
+    if req.queue_run and req.mode == "m":
+        handler = run_queue
+    if handler is None:
+        if req.mode in ("d", "D", "s", "h", "H"):
+            print(f"Operation mode -b{req.mode} is not available yet", flush=True)
+            return errors.EX_UNAVAILABLE
+        print(f"Invalid operation mode {req.mode}", flush=True)
+        return errors.EX_USAGE
+    return handler(req)
+
+
+def submit(req) -> int:
+    if not req.recipients and not req.read_headers:
+        print("Recipient names must be specified", flush=True)
+        return errors.EX_USAGE
+    from mta import submit as submission
+
+    ctx = _context(req)
+    ctx.interactive = True
+    data = sys.stdin.buffer.read()
+    sub = submission.Submission(tuple(req.recipients), req.sender, req.full_name, req.read_headers,
+                                req.notify, req.ret, req.envid, req.bodytype)
+    return submission.command_line(ctx, sub, data)
+
+
+def print_queue(req) -> int:
+    from mta import mailq
+
+    ctx = _context(req)
+    sel = _selection(req)
+    min_age = ctx.cfg["MinQueueAge"]
+    if req.prog == "mailq":
+        msp_dir = ctx.qdir if ctx.cfg.is_msp else config.msp_queue_dir(ctx.cfg)
+        if req.json:
+            sys.stdout.write(mailq.as_json([("MSP", msp_dir), ("MTA", ctx.qdir)], sel))
+            return errors.EX_OK
+        sys.stdout.write("MSP Queue status...\n")
+        sys.stdout.write(mailq.show(msp_dir, sel, verbose=req.verbose, min_age=min_age))
+        sys.stdout.write("MTA Queue status...\n")
+        mta_dir = msp_dir if req.submit_cf else ctx.qdir
+        sys.stdout.write(mailq.show(mta_dir, sel, verbose=req.verbose, min_age=min_age))
+        return errors.EX_OK
+    sys.stdout.write(mailq.show(ctx.qdir, sel, verbose=req.verbose, min_age=min_age))
+    return errors.EX_OK
+
+
+def rebuild_aliases(req) -> int:
+    from mta import aliases
+
+    ctx = _context(req)
+    if not ctx.trusted():
+        print("Permission denied (real uid not trusted)", flush=True)
+        return errors.EX_USAGE
+    path = ctx.cfg["AliasFile"]
+    count, longest, total = aliases.build(path)
+    ctx.log.line(f"alias database {path} rebuilt by {ctx.user.pw_name}")
+    summary = f"{path}: {count} aliases, longest {longest} bytes, {total} bytes total"
+    ctx.log.line(summary)
+    print(summary, flush=True)
+    return errors.EX_OK
+
+
+def verify(req) -> int:
+    """-bv: route each address and say where it would go; 67 if any is unknown."""
+    from mta import router
+
+    if not req.recipients:
+        print("Recipient names must be specified", flush=True)
+        return errors.EX_USAGE
+    ctx = _context(req)
+    table = None if ctx.cfg.is_msp else ctx.aliases
+    exitcode = errors.EX_OK
+    good, bad = [], []
+    for text in req.recipients:
+        for route in router.resolve(ctx.cfg, table, text):
+            (bad if route.error else good).append(route)
+    for route in bad:
+        print(f"{route.addr}... {route.describe()}")
+        if exitcode == errors.EX_OK:
+            exitcode = route.error.exitcode
+    for route in good:
+        name = route.user if route.mailer in ("prog", "*file*") else route.addr
+        print(f"{name}... {route.describe()}")
+    return exitcode
+
+
+def run_queue(req) -> int:
+    from mta import runner
+
+    ctx = _context(req)
+    if os.getuid() != 0 and "restrictqrun" in ctx.cfg["PrivacyOptions"] and not ctx.trusted():
+        print("You do not have permission to process the queue", flush=True)
+        return errors.EX_NOPERM
+    if not os.path.isdir(ctx.qdir):
+        print(f"cannot chdir({ctx.qdir}/): No such file or directory", flush=True)
+        return errors.EX_CONFIG
+    selection = _selection(req)
+    if not req.queue_interval:
+        return runner.run_queue(ctx, selection)
+    interval = config.interval(req.queue_interval)
+    if interval <= 0:
+        return runner.run_queue(ctx, selection)
+    ctx.log.line(f"starting daemon ({config.VERSION}): queueing@{_hms(interval)}")
+    while True:  # a queue-runner daemon: sendmail -q15m
+        runner.run_queue(ctx, selection)
+        time.sleep(interval)
+
+
+def _hms(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def queue_stats(req) -> int:
+    print("Data unavailable without shared memory support", flush=True)
+    return errors.EX_OK
+
+
+def frozen(req) -> int:
+    print("Frozen configurations unsupported", flush=True)
+    return errors.EX_USAGE
+
+
+def address_test(req) -> int:
+    print("Address test mode (-bt) needs rule sets, which sendmail-py does not run; "
+          "use sendmail -bv ADDRESS", flush=True)
+    return errors.EX_CONFIG

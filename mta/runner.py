@@ -1,0 +1,389 @@
+"""Delivery of queue entries: which entries, and when; retries, delay warnings, expiry, bounces.
+
+``deliver()`` takes one entry under its flock, routes each recipient, hands the message to the
+mailers, logs a to= line per outcome, bounces permanent failures (one DSN to the sender), and
+either removes the entry or rewrites its qf with what is left and why.  ``run_queue()`` is
+``sendmail -q``: entries in priority order, filtered like -qI/-qR/-qS, locked ones skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from mta import dsn, errors, message, queue, router
+from mta.context import Context
+from mta.mailers import Outcome
+from mta.message import Header, Message
+from mta.queue import Entry, Recipient
+
+
+@dataclass
+class Result:
+    """What happened to one recipient."""
+
+    rcpt: Recipient
+    route: router.Route
+    outcome: Outcome
+
+
+# -- building what a mailer sends ----------------------------------------------------------------
+
+def mailer_sender(cfg, mailer: str, sender: str) -> str:
+    """$g as a mailer sees it: MAILER-DAEMON for <> locally, qualified for SMTP mailers."""
+    bare = sender[1:-1] if sender.startswith("<") and sender.endswith(">") else sender
+    if mailer in ("esmtp", "relay", "smtp"):
+        return bare if not bare or "@" in bare else f"{bare}@{cfg.hostname}"
+    return bare or "MAILER-DAEMON"
+
+
+def render(entry: Entry, body: str, *, flags: str, sender: str) -> str:
+    """Headers for a mailer with these flags, $g expanded, a blank line, the body."""
+    msg = Message(entry.headers, body)
+    head = msg.header_text(flags).replace(f"{queue.MACRO_BYTE}g", sender)
+    return head + "\n" + body
+
+
+def _qualify_headers(entry: Entry, host: str) -> list[Header]:
+    """For SMTP mailers: bare local names in From/Sender/Reply-To/To/Cc get @$j (HdrFromSMTP)."""
+    import re
+
+    out = []
+    for h in entry.headers:
+        value = h.value
+        if h.name.lower() in ("from", "sender", "reply-to", "to", "cc"):
+            value = re.sub(r"(^|,\s*|<)([A-Za-z0-9._+-]+)(?=\s*(?:>|,|$))",
+                           lambda m: f"{m.group(1)}{m.group(2)}@{host}", value)
+        out.append(Header(h.name, value, h.cond))
+    return out
+
+
+# -- delivering one entry ------------------------------------------------------------------------
+
+def _routes_for(ctx: Context, rcpt: Recipient) -> list[router.Route]:
+    if "A" in rcpt.flags:  # an alias expansion we stored ourselves: deliver as is
+        from mta import aliases
+
+        return [router._local_target(ctx.cfg, aliases.Target(rcpt.addr, alias=rcpt.ctladdr.lstrip(":")))]
+    table = None if ctx.cfg.is_msp else ctx.aliases
+    return router.resolve(ctx.cfg, table, rcpt.addr)
+
+
+def _say_connect(ctx: Context, addrs: list[str], route: router.Route) -> None:
+    if ctx.verbose:
+        where = route.host or route.mailer
+        ctx.verbose.write(f"{addrs[0]}... Connecting to {where} via {route.mailer}...\n")
+
+
+def _deliver_route(ctx: Context, entry: Entry, body: str, route: router.Route) -> Outcome:
+    cfg = ctx.cfg
+    mailer = cfg.mailer("local" if route.mailer == "*file*" else route.mailer)
+    sender = mailer_sender(cfg, route.mailer, entry.sender)
+    text = render(entry, body, flags=mailer.flags, sender=sender)
+    if route.mailer == "local":
+        from mta.mailers import local
+
+        owner = router.local_user(route.user)
+        return local.deliver(spool=cfg["MailSpoolDirectory"], fmt=cfg["MailboxFormat"], owner=owner,
+                             sender=sender, text=text, when=time.time())
+    if route.mailer == "prog":
+        from mta.mailers import prog
+
+        return prog.deliver(command=route.user[1:], text=text, sender=sender,
+                            default_user=cfg["DefaultUser"], as_root=os.geteuid() == 0)
+    from mta.mailers import file
+
+    return file.deliver(path=route.user, text=text, sender=sender, when=time.time(),
+                        safe_root=cfg["SafeFileEnvironment"])
+
+
+def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
+                  group: list[tuple[Recipient, router.Route]]) -> list[Outcome]:
+    from mta.mailers import esmtp
+
+    cfg = ctx.cfg
+    mailer = cfg.mailer(route.mailer)
+    argv = cfg.expand(mailer.argv, {"h": route.host}).split()
+    port = int(argv[2]) if len(argv) > 2 and argv[2].isdigit() else 25
+    sender = mailer_sender(cfg, route.mailer, entry.sender)
+    qualified = Entry(entry.qid, headers=_qualify_headers(entry, cfg.hostname))
+    text = render(qualified, body, flags=mailer.flags, sender=sender)
+    rcpts = [r.user if "@" in r.user else f"{r.user}@{cfg.hostname}" for _rc, r in group]
+    timeout = cfg["Timeout.connect"] or esmtp.DEFAULT_TIMEOUT
+    return esmtp.deliver(host=route.host, port=port, helo=cfg.hostname, sender=sender,
+                         recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose,
+                         use_mx=route.mailer == "esmtp")
+
+
+def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
+    results: list[Result] = []
+    smtp_groups: dict[tuple[str, str], list[tuple[Recipient, router.Route]]] = {}
+    for rcpt in entry.recipients:
+        for route in _routes_for(ctx, rcpt):
+            if route.error:
+                results.append(Result(rcpt, route, Outcome.from_error(route.error)))
+            elif route.mailer in ("esmtp", "relay", "smtp"):
+                smtp_groups.setdefault((route.mailer, route.host.lower()), []).append((rcpt, route))
+            else:
+                _say_connect(ctx, [route.addr], route)
+                results.append(Result(rcpt, route, _deliver_route(ctx, entry, body, route)))
+    for group in smtp_groups.values():
+        first = group[0][1]
+        _say_connect(ctx, [r.addr for _rc, r in group], first)
+        for (rcpt, route), outcome in zip(group, _deliver_smtp(ctx, entry, body, first, group), strict=True):
+            results.append(Result(rcpt, route, outcome))
+    return results
+
+
+def _log_results(ctx: Context, entry: Entry, results: list[Result], started: float) -> None:
+    now = time.time()
+    groups: dict[tuple, list[str]] = {}
+    for res in results:
+        key = (res.route.mailer, res.outcome.status, res.outcome.text, res.outcome.relay)
+        groups.setdefault(key, []).append(res.route.addr)
+    for (mailer, status, text, relay), addrs in groups.items():
+        ctx.log.delivery(entry.qid, to=",".join(addrs), delay=now - entry.ctime, xdelay=now - started,
+                         mailer=mailer if mailer != "error" else "local", pri=entry.priority,
+                         relay=relay, dsn=status, stat=text)
+        for addr in addrs:
+            if ctx.verbose:
+                ctx.verbose.write(f"{addr}... {text}\n")
+
+
+def deliver(ctx: Context, qid: str, *, force: bool = True) -> int:
+    """Try to deliver queue entry qid now; returns a sysexits code for the worst outcome."""
+    try:
+        with queue.lock(ctx.qdir, qid):
+            try:
+                entry = queue.read(ctx.qdir, qid)
+                body = queue.read_body(ctx.qdir, qid)
+            except queue.BadQueueFile as exc:
+                ctx.log.line(f"Losing {queue.qf_path(ctx.qdir, qid)}: {exc.text}", qid)
+                queue.lose(ctx.qdir, qid)
+                return errors.EX_SOFTWARE
+            except OSError as exc:
+                ctx.log.line(f"cannot open df: {exc.strerror}", qid)
+                return errors.EX_TEMPFAIL
+            return _deliver_locked(ctx, entry, body)
+    except queue.Locked:
+        return errors.EX_TEMPFAIL
+    except errors.MTAError:
+        return errors.EX_TEMPFAIL
+
+
+def _deliver_locked(ctx: Context, entry: Entry, body: str) -> int:
+    started = time.time()
+    results = _attempt(ctx, entry, body)
+    _log_results(ctx, entry, results, started)
+    failed = [r for r in results if r.outcome.kind == "bounced"]
+    deferred = [r for r in results if r.outcome.kind == "deferred"]
+    if failed:
+        bounce(ctx, entry, [(r.route.addr, _error_of(r.outcome)) for r in failed], body=body)
+    exitcode = errors.EX_OK
+    for r in failed + deferred:
+        if exitcode == errors.EX_OK:
+            exitcode = _exitcode_of(r.outcome)
+    if not deferred:
+        queue.remove(ctx.qdir, entry.qid)
+        return exitcode
+    _keep(ctx, entry, body, deferred, started)
+    return exitcode
+
+
+def _error_of(outcome: Outcome) -> errors.MTAError:
+    code = int(outcome.reply.split()[0]) if outcome.reply[:3].isdigit() else 550
+    return errors.MTAError(outcome.text, status=outcome.status, code=code)
+
+
+def _exitcode_of(outcome: Outcome) -> int:
+    if outcome.kind == "deferred":
+        return errors.EX_TEMPFAIL
+    if outcome.status.startswith("5.1.1"):
+        return errors.EX_NOUSER
+    if outcome.status.startswith("5.1.2"):
+        return errors.EX_NOHOST
+    return errors.EX_UNAVAILABLE
+
+
+def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started: float) -> None:
+    """Rewrite the qf with the deferred recipients, their reasons and the retry bookkeeping."""
+    kept: dict[str, Recipient] = {}
+    for r in deferred:
+        rc = r.rcpt
+        if r.route.alias or "A" in rc.flags:  # keep the expansion, so done members are not resent
+            rc = Recipient(r.route.user if r.route.mailer in ("prog", "*file*", "local") else r.route.addr,
+                           rc.flags.replace("A", "") + "A", rc.orcpt, rc.final, ctladdr=f":{r.route.alias}"
+                           if r.route.alias else rc.ctladdr)
+        kept.setdefault(rc.addr, Recipient(rc.addr, rc.flags, rc.orcpt, rc.final, r.outcome.text, rc.ctladdr))
+    entry.recipients = list(kept.values())
+    entry.status = deferred[0].outcome.text
+    entry.tries += 1
+    entry.last_try = int(started)
+    entry.priority += ctx.cfg["RetryFactor"]
+    now = time.time()
+    age = now - entry.ctime
+    if age >= ctx.cfg["Timeout.queuereturn"] > 0:
+        text = f"Cannot send message for {_long(ctx.cfg['Timeout.queuereturn'])}"
+        bounce(ctx, entry, [(r.addr, errors.MTAError(f"{text}: {r.status}", status="4.4.7", code=451))
+                            for r in entry.recipients], body=body)
+        queue.remove(ctx.qdir, entry.qid)
+        return
+    if age >= ctx.cfg["Timeout.queuewarn"] > 0 and "w" not in entry.flags and entry.sender != "<>":
+        warn(ctx, entry, body)
+        entry.flags += "w"
+        entry.status = f"Warning: could not send message for past {_long(ctx.cfg['Timeout.queuewarn'])}"
+    queue.store(ctx.qdir, entry, None, ctx.cfg["QueueFileMode"])
+
+
+def _long(seconds: int) -> str:
+    from mta import log
+
+    return log.pintvl_long(seconds)
+
+
+# -- notifications ---------------------------------------------------------------------------------
+
+def _notify(ctx: Context, *, kind: str, sender: str, headers: list[Header], body: str | None,
+            arrival: float, origin: str, failed: list[dsn.Failed], return_body: bool) -> None:
+    from mta import submit
+
+    cfg = ctx.cfg
+    bare = submit.bare(sender)
+    to, rcpt = (sender if sender.startswith("<") else bare), bare
+    if not bare:  # a notification about a notification: to the postmaster, once
+        kind, to, rcpt = "postmaster-notify", "postmaster", "postmaster"
+    qid = queue.new_id()
+    now = time.time()
+    original = "".join(h.render() for h in headers).replace(f"<{queue.MACRO_BYTE}g>", f"<{bare}>")
+    text = dsn.build(kind=kind, qid=qid, host=cfg.hostname, version=f"{cfg.macros['v']}/{cfg.macros['Z']}",
+                     to=to, arrival=arrival, origin=origin, failed=failed, original_headers=original,
+                     original_body=body if return_body else None, now=now,
+                     warn_after=cfg["Timeout.queuewarn"], return_after=cfg["Timeout.queuereturn"])
+    msg = message.parse(text)
+    msg.headers.insert(0, Header("Return-Path", f"<{queue.MACRO_BYTE}g>", "P"))
+    rflags = "PN" if not bare else "PFD"
+    entry = submit.enqueue(ctx, qid=qid, sender="<>", recipients=[Recipient(rcpt, rflags)], msg=msg,
+                           when=now, macros={"_": "localhost"}, relay="[RESPONSE]")
+    if cfg["DeliveryMode"] not in ("q", "d"):
+        deliver(ctx, entry.qid)
+
+
+def _failed(addr: str, err: errors.MTAError, remote: bool) -> dsn.Failed:
+    reply = f"{err.code} {err.status} {err.text}"
+    transcript = reply if remote else f"{err.code} {err.status} {addr}... {err.text}"
+    return dsn.Failed(addr, addr, err.status, reply, transcript,
+                      diagnostic=("SMTP; " if remote else "X-Unix; ") + reply)
+
+
+def bounce(ctx: Context, entry: Entry, failed: list[tuple[str, errors.MTAError]], *, body: str) -> None:
+    """One failure DSN for these recipients of entry, to its sender (postmaster for <>)."""
+    if entry.sender == "<>" and entry.macros.get("_") == "localhost":
+        ctx.log.line("DSN to <> about a DSN: dropped", entry.qid)
+        return
+    return_body = "n" not in entry.flags and "nobodyreturn" not in ctx.cfg["PrivacyOptions"]
+    _notify(ctx, kind="failure", sender=entry.sender, headers=entry.headers, body=body,
+            arrival=entry.ctime, origin=entry.macros.get("_", "localhost"),
+            failed=[_failed(a, e, "@" in a and not ctx.cfg.is_msp) for a, e in failed],
+            return_body=return_body)
+
+
+def bounce_unqueued(ctx: Context, sender: str, msg: Message, when: float,
+                    failed: list[tuple[str, errors.MTAError]]) -> bool:
+    """A DSN for a message that never got a queue entry (every recipient failed at submission)."""
+    if ctx.cfg.is_msp:
+        return False
+    entry = Entry("", ctime=int(when), sender=sender, headers=msg.headers,
+                  macros={"_": f"{ctx.user.pw_name}@localhost"})
+    try:
+        bounce(ctx, entry, failed, body=msg.body)
+    except errors.MTAError:
+        return False
+    return True
+
+
+def warn(ctx: Context, entry: Entry, body: str) -> None:
+    failed = [dsn.Failed(r.addr, r.addr, "4.4.7" if not r.status else "4.0.0", r.status,
+                         f"451 {r.status.removeprefix('Deferred: ')}") for r in entry.recipients
+              if "N" not in r.flags or "D" in r.flags]
+    if failed:
+        _notify(ctx, kind="warning-timeout", sender=entry.sender, headers=entry.headers, body=None,
+                arrival=entry.ctime, origin=entry.macros.get("_", "localhost"), failed=failed,
+                return_body=False)
+
+
+# -- after submission and queue runs ----------------------------------------------------------------
+
+def after_submit(ctx: Context, entry: Entry) -> int:
+    """Deliver a fresh entry as DeliveryMode says: i now, b in a child, q and d not at all."""
+    mode = ctx.cfg["DeliveryMode"]
+    if mode in ("q", "d"):
+        for r in entry.recipients:
+            ctx.log.delivery(entry.qid, to=r.addr, delay=0, mailer="relay" if ctx.cfg.is_msp else "local",
+                             pri=entry.priority, stat="queued")
+        return errors.EX_OK
+    if mode == "b" and not ctx.verbose:
+        pid = os.fork()
+        if pid:
+            return errors.EX_OK
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            ctx.interactive = False
+            deliver(ctx, entry.qid)
+        finally:
+            os._exit(0)
+    code = deliver(ctx, entry.qid)
+    return errors.EX_OK if code == errors.EX_TEMPFAIL else code
+
+
+@dataclass(frozen=True)
+class Selection:
+    """-qI / -qR / -qS substrings ('!' negates), as sendmail's queue run and mailq filter."""
+
+    ids: tuple[tuple[str, bool], ...] = ()
+    recipients: tuple[tuple[str, bool], ...] = ()
+    senders: tuple[tuple[str, bool], ...] = ()
+
+    @staticmethod
+    def _match(rules, values: list[str]) -> bool:
+        for text, negate in rules:
+            hit = any(text.lower() in v.lower() for v in values)
+            if hit == negate:
+                return False
+        return True
+
+    def matches(self, entry: Entry) -> bool:
+        return (self._match(self.ids, [entry.qid])
+                and self._match(self.recipients, [r.addr for r in entry.recipients])
+                and self._match(self.senders, [entry.sender]))
+
+
+def sorted_entries(qdir: str, selection: Selection) -> list[Entry]:
+    entries = []
+    for qid in queue.ids(qdir):
+        try:
+            entry = queue.read(qdir, qid)
+        except errors.MTAError:
+            continue
+        if selection.matches(entry):
+            entries.append(entry)
+    entries.sort(key=lambda e: (e.priority, e.ctime, e.qid))
+    return entries
+
+
+def run_queue(ctx: Context, selection: Selection) -> int:
+    """sendmail -q: try every selected entry once; returns 0 unless the queue is unreadable."""
+    entries = sorted_entries(ctx.qdir, selection)
+    now = time.time()
+    min_age = ctx.cfg["MinQueueAge"]
+    for n, entry in enumerate(entries, 1):
+        if entry.tries and min_age and now < entry.last_try + min_age:
+            continue
+        if ctx.verbose:
+            path = queue.qf_path(ctx.qdir, entry.qid)
+            ctx.verbose.write(f"\nRunning {path} (sequence {n} of {len(entries)})\n")
+        deliver(ctx, entry.qid)
+    return errors.EX_OK

@@ -1,0 +1,220 @@
+"""Submission: envelope + message -> a durable queue entry.  The one way mail gets in.
+
+``enqueue()`` adds the headers sendmail adds, computes the priority, stores df and qf durably
+and logs the from= line; only then may the caller acknowledge the message.
+``command_line()`` is sendmail(8)'s submission from a pipe: -t, -i, -f, -F, -N, -R, -V, -B,
+recipient checks at submission (so 'User unknown' is known before exit), then delivery as
+DeliveryMode says.  When nothing could be queued, the message goes to ~/dead.letter.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from mta import address, errors, message, queue, router
+from mta.context import Context
+from mta.message import Header, Message
+from mta.queue import Entry, Recipient
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What the sendmail front asks for (argv already parsed)."""
+
+    recipients: tuple[str, ...] = ()
+    sender: str | None = None  # -f / -r
+    full_name: str | None = None  # -F
+    read_headers: bool = False  # -t
+    notify: str = ""  # -N
+    ret: str = ""  # -R
+    envid: str = ""  # -V
+    bodytype: str = ""  # -B
+
+
+def sender_form(text: str) -> str:
+    """The qf S / log from= form: '<>' for null, '<a@b>' when qualified, bare local names."""
+    addr = address.parse(text)
+    if addr.null:
+        return "<>"
+    return addr.bracketed if addr.domain else addr.local
+
+
+def bare(sender: str) -> str:
+    return sender[1:-1] if sender.startswith("<") and sender.endswith(">") else sender
+
+
+def precedence_class(ctx: Context, msg: Message) -> int:
+    h = msg.get("Precedence")
+    return ctx.cfg.precedences.get(h.value.strip().lower(), 0) if h else 0
+
+
+def notify_flags(notify: str) -> str:
+    """-N / NOTIFY= -> R line flags: S F D, N alone for NEVER; default F and D."""
+    if not notify:
+        return "FD"
+    words = {w.strip().lower() for w in notify.split(",")}
+    if "never" in words:
+        return "N"
+    return "N" + "".join(f for f, w in (("S", "success"), ("F", "failure"), ("D", "delay")) if w in words)
+
+
+def add_headers(ctx: Context, msg: Message, *, qid: str, when: float, sender: str, full_name: str,
+                received: str, auth_warning: str = "") -> None:
+    """Put in front what sendmail adds: Return-Path, Received, and any missing Date, From and
+    Message-Id (proto.m4's H lines, in that order), then X-Authentication-Warning."""
+    host = ctx.cfg.hostname
+    added = [Header("Return-Path", f"<{queue.MACRO_BYTE}g>", "P"), Header("Received", received)]
+    if not msg.get("Date"):
+        added.append(Header("Date", message.arpadate(when), "D"))
+    if not msg.get("From") and sender != "<>":
+        added.append(Header("From", message.from_header(bare(sender), full_name), "F"))
+    if not msg.get("Message-Id"):
+        added.append(Header("Message-Id", message.message_id(qid, host, when), "M"))
+    if auth_warning:
+        added.append(Header("X-Authentication-Warning", auth_warning))
+    msg.headers = [h for h in msg.headers if h.name.lower() != "return-path"]
+    msg.headers[:0] = added
+
+
+def enqueue(ctx: Context, *, qid: str, sender: str, recipients: list[Recipient], msg: Message,
+            when: float, macros: dict[str, str], flags: str = "", bodytype: str = "", envid: str = "",
+            proto: str = "", daemon: str = "", relay: str = "") -> Entry:
+    """Store the message durably and log its from= line; returns the entry."""
+    klass = precedence_class(ctx, msg)
+    entry = Entry(qid, ctime=int(when), priority=msg.size - klass * ctx.cfg["ClassFactor"]
+                  + len(recipients) * ctx.cfg["RecipientFactor"], flags=flags, bodytype=bodytype,
+                  macros=macros, sender=sender, envid=envid, recipients=recipients, headers=msg.headers)
+    queue.store(ctx.qdir, entry, msg.body, ctx.cfg["QueueFileMode"])
+    entry.body_size = len(message.to_bytes(msg.body))
+    msgid = msg.get("Message-Id")
+    ctx.log.sender(qid, sender=sender, size=msg.size, klass=klass, nrcpts=len(recipients),
+                   msgid=msgid.value.strip() if msgid else "", bodytype=bodytype, proto=proto,
+                   daemon=daemon, relay=relay)
+    return entry
+
+
+def header_recipients(msg: Message) -> list[str]:
+    """-t: the addresses in To, Cc and Bcc (Resent-* when present, as sendmail does)."""
+    names = ("resent-to", "resent-cc", "resent-bcc")
+    if not any(msg.get(n) for n in names):
+        names = ("to", "cc", "bcc")
+    out = []
+    for h in msg.headers:
+        if h.name.lower() in names:
+            out.extend(address.split_list(h.value.replace("\n", " ")))
+    return out
+
+
+def dead_letter(ctx: Context, sender: str, msg: Message, when: float) -> str | None:
+    """Save a message we could not queue in ~/dead.letter (or DeadLetterDrop); returns the path."""
+    text = "".join(h.render() for h in msg.headers).replace(f"<{queue.MACRO_BYTE}g>", f"<{bare(sender)}>")
+    blob = f"From {bare(sender) or 'MAILER-DAEMON'} {message.ctime(when)}\n{text}\n{msg.body}"
+    blob += "" if blob.endswith("\n") else "\n"
+    for path in (os.path.join(ctx.user.pw_dir, "dead.letter"), ctx.cfg["DeadLetterDrop"]):
+        if not path:
+            continue
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, message.to_bytes(blob + "\n"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
+    """sendmail [flags] [recipients] < message: queue it and deliver it; returns the exit code."""
+    from mta import runner
+
+    cfg = ctx.cfg
+    when = time.time()
+    msg = message.parse(message.collect(data, cfg["IgnoreDots"]))
+    rcpts = list(sub.recipients)
+    flags = ""
+    if sub.read_headers:
+        try:
+            rcpts += header_recipients(msg)
+        except errors.AddressError as exc:
+            ctx.say(f"{exc.text}")
+        if any(h.name.lower() in ("bcc", "resent-bcc") for h in msg.headers):
+            flags += "b"
+        msg.remove("Bcc")
+        msg.remove("Resent-Bcc")
+    if not rcpts:
+        if sub.read_headers:
+            print("No recipient addresses found in header", flush=True)
+            return errors.EX_OK
+        print("Recipient names must be specified", flush=True)
+        return errors.EX_USAGE
+
+    login = ctx.user.pw_name
+    sender = sender_form(sub.sender) if sub.sender is not None else login
+    auth_warning = ""
+    if sub.sender is not None and not ctx.trusted() and bare(sender) != login and (
+            "authwarnings" in cfg["PrivacyOptions"] or not cfg["PrivacyOptions"]):
+        auth_warning = f"{cfg.hostname}: {login} set sender to {sender} using -f"
+    full_name = sub.full_name if sub.full_name is not None else (
+        ctx.user.pw_gecos.split(",")[0] if sub.sender is None or bare(sender) == login else "")
+
+    qid = queue.new_id()
+    unique = list(dict.fromkeys(rcpts))
+    version = f"{cfg.macros['v']}/{cfg.macros['Z']}"
+    received = message.received(host=cfg.hostname, version=version, qid=qid, when=when,
+                                local_user=login, for_rcpt=unique[0] if len(unique) == 1 else "")
+    add_headers(ctx, msg, qid=qid, when=when, sender=sender, full_name=full_name,
+                received=received, auth_warning=auth_warning)
+
+    good, failed, exitcode = _check_recipients(ctx, unique)
+    if not good:
+        _report_unqueued(ctx, sender, msg, when, failed)
+        return exitcode
+    nflags = "P" + notify_flags(sub.notify)
+    if sub.ret.lower().startswith("hdrs"):
+        flags += "n"
+    recipients = [Recipient(r, nflags) for r in good]
+    macros = {"_": f"{login}@localhost", "daemon_flags": ""}
+    try:
+        entry = enqueue(ctx, qid=qid, sender=sender, recipients=recipients, msg=msg, when=when,
+                        macros=macros, flags=flags, bodytype=sub.bodytype, envid=sub.envid,
+                        relay=f"{login}@localhost")
+    except errors.MTAError as exc:
+        print(exc.text, flush=True)
+        saved = dead_letter(ctx, sender, msg, when)
+        if saved:
+            print(f"{saved}... Saved message in {saved}", flush=True)
+        return exc.exitcode
+    if failed:
+        runner.bounce(ctx, entry, failed, body=msg.body)
+    return max(exitcode, runner.after_submit(ctx, entry))
+
+
+def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, int]:
+    """Route every recipient now, so an unknown user or a bad address is told before exit."""
+    good, failed, exitcode = [], [], errors.EX_OK
+    for text in rcpts:
+        routes = router.resolve(ctx.cfg, None if ctx.cfg.is_msp else ctx.aliases, text)
+        bad = [r for r in routes if r.error]
+        for r in bad:
+            print(f"{r.addr}... {r.error.text}", flush=True)
+            exitcode = max(exitcode, r.error.exitcode)
+            failed.append((r.addr, r.error))
+        if len(bad) < len(routes):
+            good.append(text)
+    return good, failed, exitcode
+
+
+def _report_unqueued(ctx: Context, sender: str, msg: Message, when: float, failed: list) -> None:
+    """Nothing could be queued: mail the errors back if we can, else keep the message."""
+    from mta import runner
+
+    syntax = any(isinstance(err, errors.AddressError) for _addr, err in failed)
+    if syntax or not runner.bounce_unqueued(ctx, sender, msg, when, failed):
+        saved = dead_letter(ctx, sender, msg, when)
+        if saved:
+            print(f"{saved}... Saved message in {saved}", flush=True)
