@@ -112,7 +112,10 @@ def values(text: str) -> list[str]:
 
 
 def _read_include(path: str) -> list[str]:
+    """The addresses in an :include: file; one anybody may write is refused, as sendmail does."""
     try:
+        if os.stat(path).st_mode & 0o002:
+            raise errors.NoPermission(f"{path}: world writable :include: file refused")
         with open(path, encoding="latin-1") as fh:
             out = []
             for line in fh:

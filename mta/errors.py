@@ -50,7 +50,10 @@ class MTAError(Exception):
 
     exitcode = EX_SOFTWARE
 
-    def __init__(self, text: str | None = None, *, status: str | None = None, code: int | None = None):
+    def __init__(self, text: str | None = None, *, status: str | None = None, code: int | None = None,
+                 exitcode: int | None = None):
+        if exitcode is not None:
+            self.exitcode = exitcode
         default_code, default_status, default_text = SYSEXITS.get(self.exitcode, (554, "5.3.0", "Error"))
         self.text = text or default_text
         self.status = status or default_status
@@ -127,4 +130,4 @@ def for_exitcode(exitcode: int, text: str | None = None) -> MTAError:
     for cls in MTAError.__subclasses__():
         if cls.exitcode == exitcode and cls is not AddressError:
             return cls(text)
-    return SoftwareError(text)
+    return MTAError(text, exitcode=exitcode if exitcode in SYSEXITS else EX_SOFTWARE)

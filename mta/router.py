@@ -62,6 +62,8 @@ def _remote(cfg: Config, addr: address.Address, text: str) -> Route:
 def _local_target(cfg: Config, target: aliases.Target) -> Route:
     value = target.value
     info = dict(owner=target.owner, alias=target.alias)
+    if value.startswith(("|", "/")) and not target.alias:  # only an alias or .forward may name these
+        return Route("error", value, value, error=errors.NoUser(), **info)
     if value.startswith("|"):
         return Route("prog", value, value, **info)
     if value.startswith("/"):
@@ -91,6 +93,8 @@ def resolve(cfg: Config, table: aliases.Aliases | None, text: str) -> list[Route
                                                                    status="5.1.3", code=553))]
     if cfg.is_msp:
         return [Route("relay", str(addr), text, host=cfg.macros["MTAHost"])]
+    if addr.local.startswith(("|", "/", ":", "\\")) and not addr.domain:
+        return [Route("error", text, text, error=errors.NoUser())]
     if not is_local(cfg, addr):
         return [_remote(cfg, addr, text)]
     targets = aliases.expand(table, addr.local,

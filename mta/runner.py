@@ -136,19 +136,32 @@ def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
     return results
 
 
+def ctladdr(entry: Entry) -> str:
+    """ctladdr= for the log: the local user who submitted, with uid/gid, as sendmail logs it."""
+    relay = entry.macros.get("_", "")
+    if not relay.endswith("@localhost"):
+        return ""
+    pw = router.local_user(relay[:-len("@localhost")])
+    return f"{entry.sender} ({pw.pw_uid}/{pw.pw_gid})" if pw else ""
+
+
 def _log_results(ctx: Context, entry: Entry, results: list[Result], started: float) -> None:
     now = time.time()
+    ctl = ctladdr(entry)
     groups: dict[tuple, list[str]] = {}
     for res in results:
         key = (res.route.mailer, res.outcome.status, res.outcome.text, res.outcome.relay)
         groups.setdefault(key, []).append(res.route.addr)
     for (mailer, status, text, relay), addrs in groups.items():
-        ctx.log.delivery(entry.qid, to=",".join(addrs), delay=now - entry.ctime, xdelay=now - started,
+        ctx.log.delivery(entry.qid, to=",".join(addrs), ctladdr=ctl, delay=now - entry.ctime,
+                         xdelay=now - started,
                          mailer=mailer if mailer != "error" else "local", pri=entry.priority,
                          relay=relay, dsn=status, stat=text)
         for addr in addrs:
             if ctx.verbose:
                 ctx.verbose.write(f"{addr}... {text}\n")
+            elif ctx.interactive and not status.startswith("2"):
+                print(f"{addr}... {text}", flush=True)
 
 
 def deliver(ctx: Context, qid: str, *, force: bool = True) -> int:
@@ -218,9 +231,10 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
         kept.setdefault(rc.addr, Recipient(rc.addr, rc.flags, rc.orcpt, rc.final, r.outcome.text, rc.ctladdr))
     entry.recipients = list(kept.values())
     entry.status = deferred[0].outcome.text
+    if entry.tries:  # sendmail adds RetryFactor once per retry, not for the first attempt
+        entry.priority += ctx.cfg["RetryFactor"]
     entry.tries += 1
     entry.last_try = int(started)
-    entry.priority += ctx.cfg["RetryFactor"]
     now = time.time()
     age = now - entry.ctime
     if age >= ctx.cfg["Timeout.queuereturn"] > 0:
@@ -244,8 +258,14 @@ def _long(seconds: int) -> str:
 
 # -- notifications ---------------------------------------------------------------------------------
 
+def subject_of(kind: str) -> str:
+    return {"warning-timeout": "Warning: could not send message", "postmaster-notify": "Postmaster notify"
+            }.get(kind, "Return receipt")
+
+
 def _notify(ctx: Context, *, kind: str, sender: str, headers: list[Header], body: str | None,
-            arrival: float, origin: str, failed: list[dsn.Failed], return_body: bool) -> None:
+            arrival: float, origin: str, failed: list[dsn.Failed], return_body: bool,
+            origin_qid: str = "") -> None:
     from mta import submit
 
     cfg = ctx.cfg
@@ -263,6 +283,9 @@ def _notify(ctx: Context, *, kind: str, sender: str, headers: list[Header], body
     msg = message.parse(text)
     msg.headers.insert(0, Header("Return-Path", f"<{queue.MACRO_BYTE}g>", "P"))
     rflags = "PN" if not bare else "PFD"
+    reason = failed[0].reply.split(" ", 2)[-1] if failed and kind == "failure" else subject_of(kind)
+    if origin_qid:
+        ctx.log.line(f"{qid}: DSN: {reason}", origin_qid)
     entry = submit.enqueue(ctx, qid=qid, sender="<>", recipients=[Recipient(rcpt, rflags)], msg=msg,
                            when=now, macros={"_": "localhost"}, relay="[RESPONSE]")
     if cfg["DeliveryMode"] not in ("q", "d"):
@@ -285,15 +308,15 @@ def bounce(ctx: Context, entry: Entry, failed: list[tuple[str, errors.MTAError]]
     _notify(ctx, kind="failure", sender=entry.sender, headers=entry.headers, body=body,
             arrival=entry.ctime, origin=entry.macros.get("_", "localhost"),
             failed=[_failed(a, e, "@" in a and not ctx.cfg.is_msp) for a, e in failed],
-            return_body=return_body)
+            return_body=return_body, origin_qid=entry.qid)
 
 
-def bounce_unqueued(ctx: Context, sender: str, msg: Message, when: float,
+def bounce_unqueued(ctx: Context, qid: str, sender: str, msg: Message, when: float,
                     failed: list[tuple[str, errors.MTAError]]) -> bool:
     """A DSN for a message that never got a queue entry (every recipient failed at submission)."""
     if ctx.cfg.is_msp:
         return False
-    entry = Entry("", ctime=int(when), sender=sender, headers=msg.headers,
+    entry = Entry(qid, ctime=int(when), sender=sender, headers=msg.headers,
                   macros={"_": f"{ctx.user.pw_name}@localhost"})
     try:
         bounce(ctx, entry, failed, body=msg.body)
@@ -309,7 +332,7 @@ def warn(ctx: Context, entry: Entry, body: str) -> None:
     if failed:
         _notify(ctx, kind="warning-timeout", sender=entry.sender, headers=entry.headers, body=None,
                 arrival=entry.ctime, origin=entry.macros.get("_", "localhost"), failed=failed,
-                return_body=False)
+                return_body=False, origin_qid=entry.qid)
 
 
 # -- after submission and queue runs ----------------------------------------------------------------

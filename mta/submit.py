@@ -41,6 +41,15 @@ def sender_form(text: str) -> str:
     return addr.bracketed if addr.domain else addr.local
 
 
+def qualified(text: str, host: str) -> str:
+    """An address with @host added when it has no domain (for RFC822; final recipients)."""
+    try:
+        addr = address.parse(text)
+    except errors.AddressError:
+        return text
+    return str(addr) if addr.domain else f"{addr.local}@{host}"
+
+
 def bare(sender: str) -> str:
     return sender[1:-1] if sender.startswith("<") and sender.endswith(">") else sender
 
@@ -172,12 +181,12 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
 
     good, failed, exitcode = _check_recipients(ctx, unique)
     if not good:
-        _report_unqueued(ctx, sender, msg, when, failed)
+        _report_unqueued(ctx, qid, sender, msg, when, failed)
         return exitcode
     nflags = "P" + notify_flags(sub.notify)
     if sub.ret.lower().startswith("hdrs"):
         flags += "n"
-    recipients = [Recipient(r, nflags) for r in good]
+    recipients = [Recipient(r, nflags, final=f"RFC822; {qualified(r, cfg.hostname)}") for r in good]
     macros = {"_": f"{login}@localhost", "daemon_flags": ""}
     try:
         entry = enqueue(ctx, qid=qid, sender=sender, recipients=recipients, msg=msg, when=when,
@@ -191,7 +200,7 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
         return exc.exitcode
     if failed:
         runner.bounce(ctx, entry, failed, body=msg.body)
-    return max(exitcode, runner.after_submit(ctx, entry))
+    return exitcode or runner.after_submit(ctx, entry)
 
 
 def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, int]:
@@ -202,19 +211,18 @@ def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, 
         bad = [r for r in routes if r.error]
         for r in bad:
             print(f"{r.addr}... {r.error.text}", flush=True)
-            exitcode = max(exitcode, r.error.exitcode)
+            exitcode = exitcode or r.error.exitcode
             failed.append((r.addr, r.error))
         if len(bad) < len(routes):
             good.append(text)
     return good, failed, exitcode
 
 
-def _report_unqueued(ctx: Context, sender: str, msg: Message, when: float, failed: list) -> None:
+def _report_unqueued(ctx: Context, qid: str, sender: str, msg: Message, when: float, failed: list) -> None:
     """Nothing could be queued: mail the errors back if we can, else keep the message."""
     from mta import runner
 
-    syntax = any(isinstance(err, errors.AddressError) for _addr, err in failed)
-    if syntax or not runner.bounce_unqueued(ctx, sender, msg, when, failed):
+    if not runner.bounce_unqueued(ctx, qid, sender, msg, when, failed):
         saved = dead_letter(ctx, sender, msg, when)
         if saved:
             print(f"{saved}... Saved message in {saved}", flush=True)

@@ -3,12 +3,13 @@
 One connection carries one message for all recipients routed to the same host; each recipient
 gets its own Outcome from its RCPT reply and the final DATA reply.  Hosts come from MX records
 (``mta.dns``) or, for ``[host]``, straight from the name.  Envelope addresses were checked to hold
-no CR, LF or NUL; the message is dot-stuffed with CRLF line ends by smtplib, so no bare CR or
-LF reaches the wire.  With ``transcript`` set, the dialog is written there as sendmail -v does.
+no CR, LF or NUL; every line end of the message becomes CRLF here and smtplib dot-stuffs it, so
+no bare CR or LF reaches the wire.  With ``transcript`` set, the dialog is written there as sendmail -v does.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
@@ -71,6 +72,7 @@ def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[st
     except errors.MTAError as exc:
         return [Outcome.from_error(exc)] * len(recipients)
     last = errors.TempFail(f"Connection refused by {host}", status="4.4.1")
+    last_relay = ""
     for mx in hosts:
         try:
             target, relay = _connect_target(mx, port)
@@ -78,12 +80,12 @@ def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[st
             client.transcript = transcript
             client.connect(target, port)
         except errors.MTAError as exc:
-            last = exc
+            last, last_relay = exc, ""
             continue
         except (OSError, smtplib.SMTPException) as exc:
             reason = "Connection refused" if isinstance(exc, ConnectionRefusedError) else (
                 "Connection timed out" if isinstance(exc, TimeoutError) else "Connection reset")
-            last = errors.TempFail(f"{reason} by {mx}", status="4.4.1")
+            last, last_relay = errors.TempFail(f"{reason} by {mx}", status="4.4.1"), relay
             continue
         try:
             return _transaction(client, helo, sender, recipients, text, relay)
@@ -94,7 +96,7 @@ def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[st
                 client.quit()
             except (OSError, smtplib.SMTPException):
                 client.close()
-    return [Outcome.from_error(last)] * len(recipients)
+    return [Outcome.from_error(last, last_relay)] * len(recipients)
 
 
 def _transaction(client: _Client, helo: str, sender: str, recipients: list[str], text: str,
@@ -110,7 +112,7 @@ def _transaction(client: _Client, helo: str, sender: str, recipients: list[str],
         context.verify_mode = ssl.CERT_NONE
         client.starttls(context=context)
         client.ehlo(helo)
-    data = to_bytes(text)
+    data = re.sub(rb"\r\n|\r|\n", b"\r\n", to_bytes(text))  # no bare CR or LF on the wire
     options = [f"SIZE={len(data)}"] if client.has_extn("size") else []
     code, msg = client.mail(sender, options)
     if code != 250:

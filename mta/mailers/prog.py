@@ -43,6 +43,7 @@ def deliver(*, command: str, text: str, sender: str, default_user: str, as_root:
         return Outcome.from_error(errors.TempFail(f"Deferred: {exc.strerror}"))
     if proc.returncode == 0:
         return Outcome.sent()
-    code = proc.returncode if proc.returncode > 0 else errors.EX_SOFTWARE
-    err = errors.for_exitcode(code if code in errors.SYSEXITS else errors.EX_UNAVAILABLE)
-    return Outcome.from_error(err)
+    code = proc.returncode
+    if code in errors.SYSEXITS:
+        return Outcome.from_error(errors.for_exitcode(code))
+    return Outcome.from_error(errors.SoftwareError(f"unknown mailer error {code}"))

@@ -1,0 +1,239 @@
+"""End to end through the installed `sendmail`, `mailq` and `newaliases` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+
+from tests.smtp_sink import Sink, serve
+
+DATE = r"\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d GMT"
+QID = r"[0-9A-Za-z]{8}\d{6}"
+CTIME = r"\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}"
+
+
+def test_mta_mode_mbox_bytes_and_log(inst, users):
+    msg = b"Subject: first\n\nline one\nFrom the start\n>From quoted\n.\nafter the dot\n"
+    r = inst.run("-Am", "-odi", "-oi", "-f", "sender@example.test", "mtaalice", stdin=msg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = inst.mbox("mtaalice").decode()
+    want = (
+        rf"From sender@example\.test {CTIME}\n"
+        r"Return-Path: <sender@example\.test>\n"
+        r"Received: \(from root@localhost\)\n"
+        rf"\tby test\.example \(8\.18\.1/8\.18\.1\) id (?P<qid>{QID})\n"
+        rf"\tfor mtaalice; {DATE}\n"
+        rf"Date: {DATE}\n"
+        r"From: sender@example\.test\n"
+        r"Message-Id: <\d{12}\.(?P=qid)@test\.example>\n"
+        r"Subject: first\n"
+        r"\n"
+        r"line one\n>From the start\n>From quoted\n\.\nafter the dot\n\n"
+    )
+    m = re.fullmatch(want, got)
+    assert m, got
+    qid = m.group("qid")
+    box = os.stat(inst.mail / "mtaalice")
+    assert box.st_uid == users["mtaalice"].pw_uid and stat.S_IMODE(box.st_mode) == 0o600
+    log = inst.log()
+    assert re.search(rf" sm-mta\[\d+\]: {qid}: from=<sender@example\.test>, size=\d+, class=0, nrcpts=1, "
+                     rf"msgid=<\d{{12}}\.{qid}@test\.example>, relay=root@localhost\n", log), log
+    assert re.search(rf" sm-mta\[\d+\]: {qid}: to=mtaalice, ctladdr=<sender@example\.test> \(0/0\), "
+                     r"delay=00:00:0\d, xdelay=00:00:0\d, mailer=local, pri=30\d+, dsn=2\.0\.0, stat=Sent\n", log), log
+    assert not inst.qfs()
+
+
+def test_dot_ends_input_without_i(inst):
+    inst.run("-Am", "-odi", "mtaalice", stdin=b"Subject: dots\n\nbefore\n.\nlost\n")
+    box = inst.mbox("mtaalice")
+    assert b"before\n" in box and b"lost" not in box
+
+
+def test_t_with_bcc(inst):
+    r = inst.run("-Am", "-odi", "-t", stdin=b"To: mtaalice\nBcc: mtabob\nSubject: bcc test\n\nx\n")
+    assert r.returncode == 0, r.stdout
+    for user in ("mtaalice", "mtabob"):
+        box = inst.mbox(user)
+        assert b"Subject: bcc test" in box and b"Bcc:" not in box and b"mtabob" not in box.split(b"\n\n")[0][-200:]
+
+
+def test_no_recipients(inst):
+    r = inst.run("-Am", stdin=b"Subject: x\n\nx\n")
+    assert (r.returncode, r.stdout) == (64, b"Recipient names must be specified\n")
+    r = inst.run("-Am", "-t", stdin=b"Subject: x\n\nx\n")
+    assert r.stdout == b"No recipient addresses found in header\n"
+
+
+def test_unknown_user_prints_exits_67_and_bounces(inst):
+    r = inst.run("-Am", "-odi", "nosuchuser", stdin=b"Subject: nouser\n\nbody\n")
+    assert (r.returncode, r.stdout) == (67, b"nosuchuser... User unknown\n")
+    root_box = inst.mbox("root").decode()
+    assert "Subject: Returned mail: see transcript for details" in root_box
+    assert "550 5.1.1 nosuchuser... User unknown" in root_box
+    assert "Final-Recipient: RFC822; nosuchuser@test.example" in root_box
+    assert "Subject: nouser" in root_box
+    assert re.search(r"DSN: User unknown", inst.log())
+
+
+def test_aliases_include_prog_file_and_loops(inst):
+    assert inst.run("-bi").returncode == 0
+    for rcpt in ("team", "inc", "pipe", "tofile", "loopa"):
+        r = inst.run("-Am", "-odi", rcpt, stdin=f"Subject: to {rcpt}\n\nbody\n".encode())
+        assert r.returncode in (0, 67), (rcpt, r.stdout)
+    assert inst.mbox("mtaalice").count(b"Subject: to ") == 2  # team, inc
+    assert b"Subject: to pipe" in (inst.root / "out" / "piped").read_bytes()
+    assert b"Subject: to tofile" in (inst.root / "out" / "filed").read_bytes()
+
+
+def test_prog_and_file_never_from_outside(inst):
+    r = inst.run("-Am", "-odi", f"|touch {inst.root}/pwned", stdin=b"x\n")
+    r2 = inst.run("-Am", "-odi", f"{inst.root}/written", stdin=b"x\n")
+    assert r.returncode != 0 and r2.returncode != 0
+    assert not (inst.root / "pwned").exists() and not (inst.root / "written").exists()
+
+
+def test_newaliases_summary(inst):
+    r = inst.run(prog="newaliases")
+    path = inst.etc / "aliases"
+    assert r.returncode == 0
+    assert re.fullmatch(rf"{re.escape(str(path))}: 9 aliases, longest \d+ bytes, \d+ bytes total\n", r.stdout.decode())
+
+
+def test_verify(inst):
+    inst.run("-bi")
+    r = inst.run("-bv", "mtaalice", "nosuch", "someone@example.org", "pipe", "carol@[127.0.0.2]")
+    assert r.returncode == 67
+    assert r.stdout.decode().splitlines() == [
+        "nosuch... User unknown",
+        "mtaalice... deliverable: mailer local, user mtaalice",
+        "someone@example.org... deliverable: mailer esmtp, host example.org, user someone@example.org",
+        f"|cat > {inst.root}/out/piped... deliverable: mailer prog, user |cat > {inst.root}/out/piped",
+        "carol@[127.0.0.2]... deliverable: mailer esmtp, host [127.0.0.2], user carol@[127.0.0.2]",
+    ]
+
+
+def test_queue_only_then_queue_run(inst):
+    r = inst.run("-Am", "-odq", "mtabob", stdin=b"Subject: queued\n\nq\n")
+    assert r.returncode == 0 and len(inst.qfs()) == 1
+    qid = inst.qfs()[0][2:]
+    out = inst.run("-bp").stdout.decode()
+    assert re.fullmatch(
+        rf"\t\t{re.escape(str(inst.mqueue))} \(1 request\)\n"
+        r"-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n"
+        rf"{qid}        2 \w{{3}} \w{{3}} [ \d]\d \d\d:\d\d root\n"
+        r"\t\t\t\t\t mtabob\n"
+        r"\t\tTotal requests: 1\n", out), out
+    assert inst.run("-qRnomatch").returncode == 0 and len(inst.qfs()) == 1
+    assert inst.run("-qRmtabob").returncode == 0
+    assert b"Subject: queued" in inst.mbox("mtabob") and not inst.qfs()
+    assert inst.run("-bp").stdout.decode() == f"{inst.mqueue} is empty\n\t\tTotal requests: 0\n"
+
+
+def test_msp_held_then_delivered(inst):
+    port = inst.port
+    r = inst.run("-t", cf=inst.submit, stdin=b"To: mtaalice\nSubject: msp held\n\nm\n")
+    assert r.returncode == 0 and len(inst.qfs(client=True)) == 1, r.stdout
+    qid = inst.qfs(client=True)[0][2:]
+    out = inst.run(prog="mailq").stdout.decode()
+    assert re.fullmatch(
+        r"MSP Queue status...\n"
+        rf"\t\t{re.escape(str(inst.mqueue_client))} \(1 request\)\n"
+        r"-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n"
+        rf"{qid}        2 \w{{3}} \w{{3}} [ \d]\d \d\d:\d\d root\n"
+        r"                 \(Deferred: Connection refused by \[127\.0\.0\.1\]\)\n"
+        r"\t\t\t\t\t mtaalice\n"
+        r"\t\tTotal requests: 1\n"
+        r"MTA Queue status...\n"
+        rf"{re.escape(str(inst.mqueue))} is empty\n"
+        r"\t\tTotal requests: 0\n", out), out
+    doc = json.loads(inst.run("--json", prog="mailq").stdout)
+    assert doc[0]["queue"] == "MSP" and doc[0]["entries"][0]["id"] == qid
+    assert doc[0]["entries"][0]["recipients"][0]["status"].startswith("Deferred: Connection refused")
+    log = inst.log()
+    assert re.search(rf"sm-msp-queue\[\d+\]: {qid}: to=mtaalice, ctladdr=root \(0/0\), delay=00:00:0\d, "
+                     r"xdelay=00:00:0\d, mailer=relay, pri=30\d+, relay=\[127\.0\.0\.1\] \[127\.0\.0\.1\], "
+                     r"dsn=4\.4\.1, stat=Deferred: Connection refused by \[127\.0\.0\.1\]", log), log
+
+    sink = Sink()
+    server = serve(port, sink)
+    try:
+        r = inst.run("-Ac", "-q")
+        assert r.returncode == 0, r.stdout
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not inst.qfs(client=True)
+    assert len(sink.messages) == 1
+    got = sink.messages[0]
+    assert got.sender == "root@test.example" and got.recipients == ["mtaalice@test.example"]
+    assert b"Subject: msp held\r\n" in got.data and b"From: root <root@test.example>" in got.data
+    assert b"by test.example (8.18.1/8.18.1/Submit) id " + qid.encode() in got.data
+    assert b"Return-Path" not in got.data
+    assert re.search(rf"{qid}: to=mtaalice, .*mailer=relay, .*dsn=2\.0\.0, "
+                     r"stat=Sent \(SINKID Message accepted for delivery\)", inst.log())
+
+
+def test_msp_refused_recipient_goes_to_dead_letter(inst, users, tmp_path):
+    sink = Sink(refuse={"nosuchuser@test.example"})
+    server = serve(inst.port, sink)
+    home = tmp_path / "home"
+    home.mkdir()
+    try:
+        r = inst.run("nosuchuser", cf=inst.submit, stdin=b"Subject: refused\n\nbody\n",
+                     env={"HOME": str(home)})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 67, r.stdout
+    assert b"User unknown" in r.stdout
+
+
+def test_untrusted_sender_gets_auth_warning(inst, users):
+    os.chmod(inst.mqueue, 0o1777)
+    os.chmod(inst.logfile.parent, 0o1777)
+    cmd = ["runuser", "-u", "mtabob", "--", str(inst.run.__globals__["BIN"] / "sendmail"), "-C", str(inst.cf),
+           "-Am", "-odi", "-f", "someone@example.org", "mtaalice"]
+    r = subprocess.run(cmd, input=b"Subject: forged\n\nx\n", capture_output=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (b"X-Authentication-Warning: test.example: mtabob set sender to <someone@example.org> using -f"
+            in inst.mbox("mtaalice"))
+
+
+def test_bad_input_never_tracebacks(inst):
+    cases = [(["mtaalice"], b"Subject: nul\n\na\x00b\n"),
+             (["mtaalice"], b"Subject: long\n\n" + b"x" * 2_000_000 + b"\n"),
+             (["<<bad@@"], b"Subject: x\n\nx\n"),
+             (["-Zq", "mtaalice"], b"x\n"),
+             (["mtaalice"], b""),
+             (["mtaalice"], b"Subject: only a header\n")]
+    for args, data in cases:
+        r = inst.run("-Am", "-odi", *args, stdin=data)
+        assert b"Traceback" not in r.stdout + r.stderr, args
+    r = inst.run("-Am", "-odi", "<<bad@@", stdin=b"x\n")
+    assert (r.returncode, r.stdout) == (64, b"<<bad@@... Unbalanced '<'\n")
+    r = inst.run("-Zq")
+    assert (r.returncode, r.stderr) == (64, b"sendmail: illegal option -- Z\n")
+    r = inst.run("-X")
+    assert (r.returncode, r.stderr) == (64, b"sendmail: option requires an argument -- X\n")
+    r = inst.run("-O", "NoSuchOption=1", "-bv", "mtaalice")
+    assert (r.returncode, r.stdout) == (70, b"readcf: unknown option name NoSuchOption\n")
+    r = inst.run("-Am", "mtaalice", cf=inst.root / "missing.cf", stdin=b"x\n")
+    assert r.returncode == 78 and b"Traceback" not in r.stdout + r.stderr
+
+
+def test_unwritable_queue_keeps_message_in_dead_letter(inst, tmp_path):
+    inst.write_cf(f"O QueueDirectory={inst.root}/no/such/dir")
+    home = tmp_path / "home"
+    home.mkdir()
+    r = inst.run("-Am", "-odi", "mtaalice", stdin=b"Subject: keep me\n\nbody\n", env={"HOME": str(home)})
+    assert r.returncode == 73, r.stdout
+    dead = (home / "dead.letter") if os.geteuid() else None
+    saved = r.stdout.decode().splitlines()[-1]
+    assert saved.endswith("... Saved message in " + saved.split("...")[0])
+    path = saved.split("...")[0]
+    with open(path, "rb") as fh:
+        assert b"Subject: keep me" in fh.read()
+    assert dead is None or dead.exists()

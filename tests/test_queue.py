@@ -1,0 +1,95 @@
+import os
+import re
+import shutil
+import time
+
+import pytest
+
+from mta import errors, queue
+from mta.message import Header, from_bytes
+
+from .conftest import DATA
+
+
+def test_id_shape_and_uniqueness():
+    ids = {queue.new_id() for _ in range(500)}
+    assert len(ids) == 500
+    qid = next(iter(ids))
+    assert re.fullmatch(r"[0-9A-Za-z]{8}\d{6}", qid)
+    tm = time.gmtime()
+    assert qid[0] == queue.QID_CHARS[(tm.tm_year - 1900) % 60]
+    assert qid[8:] == f"{os.getpid() % 1000000:06d}"
+
+
+def test_captured_qf_roundtrips():
+    for name in sorted(os.listdir(DATA / "mqueue")):
+        if not name.startswith("qf"):
+            continue
+        text = from_bytes((DATA / "mqueue" / name).read_bytes())
+        entry = queue.parse_entry(name[2:], text)
+        again = queue.parse_entry(name[2:], queue.format_entry(entry))
+        assert again == entry
+        assert entry.headers[0].name == "Return-Path" and entry.headers[0].cond == "P"
+
+
+def test_msp_sample_fields():
+    entry = queue.parse_entry("6APNq6DA015059", from_bytes((DATA / "qf-msp-sample").read_bytes()))
+    assert (entry.ctime, entry.tries, entry.priority, entry.sender) == (1795650726, 1, 30059, "alice")
+    assert entry.status == "Deferred: Connection refused by [127.0.0.1]"
+    assert entry.macros["_"] == "alice@localhost"
+    r = entry.recipients[0]
+    assert (r.addr, r.flags, r.final, r.ctladdr) == ("bob", "PFD", "RFC822; bob@st5.example.test", ":bob")
+    assert entry.headers[1].value.startswith("(from alice@localhost)\n\tby st5.example.test")
+
+
+@pytest.mark.parametrize("text,why", [
+    ("V8\nT1\nSroot\nRPFD:a\n", "incomplete"),
+    ("V9\nT1\n.\n", "unsupported"),
+    ("V8\nT1\n.\nRPFD:evil\n", "extra or bogus"),
+    ("V8\nZ\x01\nwhat\n.\n", "bad line"),
+    ("", "not a version 8"),
+])
+def test_bad_files_refused(text, why):
+    with pytest.raises(queue.BadQueueFile, match=why):
+        queue.parse_entry("X", text)
+
+
+def test_newlines_cannot_forge_lines(tmp_path):
+    e = queue.Entry("Q", sender="a\nRPFD:evil", recipients=[queue.Recipient("b\n.\nX")],
+                    headers=[Header("Subject", "x\nRPFD:evil")])
+    text = queue.format_entry(e)
+    back = queue.parse_entry("Q", text)
+    assert [r.addr for r in back.recipients] == ["b . X"]
+    assert back.headers[0].value == "x\n\tRPFD:evil"
+
+
+def test_store_read_remove_and_lock(tmp_path):
+    e = queue.Entry(queue.new_id(), ctime=1, sender="root", recipients=[queue.Recipient("bob")])
+    queue.store(str(tmp_path), e, "body\n")
+    assert sorted(os.listdir(tmp_path)) == sorted(["df" + e.qid, "qf" + e.qid])
+    got = queue.read(str(tmp_path), e.qid)
+    assert got.body_size == 5 and got.recipients[0].addr == "bob"
+    with queue.lock(str(tmp_path), e.qid):
+        assert queue.is_locked(str(tmp_path), e.qid)
+        with pytest.raises(queue.Locked), queue.lock(str(tmp_path), e.qid):
+            pass
+    assert not queue.is_locked(str(tmp_path), e.qid)
+    queue.remove(str(tmp_path), e.qid)
+    assert os.listdir(tmp_path) == []
+
+
+def test_store_into_missing_dir_is_cantcreat(tmp_path):
+    e = queue.Entry("Q", sender="root")
+    with pytest.raises(errors.CantCreate):
+        queue.store(str(tmp_path / "nope"), e, "x")
+
+
+def test_mailq_golden(tmp_path, monkeypatch):
+    from mta import mailq
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    q = tmp_path / "q"
+    shutil.copytree(DATA / "mqueue", q)
+    want = (DATA / "mqueue.mailq").read_text().replace("QDIR", str(q))
+    assert mailq.show(str(q)) == want
