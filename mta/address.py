@@ -11,14 +11,14 @@ phrase (``Unbalanced '<'``, ...) for text it cannot read; it never accepts CR, L
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from mta import errors
+from mta.record import record
 
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Address:
     """A parsed address: ``local`` and ``domain`` ('' when unqualified); ``null`` for <>."""
 

@@ -10,10 +10,10 @@ when it is missing we read the text itself.  ``Aliases.lookup`` answers a value,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from mta import cdb, errors
 from mta.address import split_list
+from mta.record import record
 
 MAX_RECURSION = 10
 
@@ -97,7 +97,7 @@ class Aliases:
         return [(k, v) for k, v, _n in parse_file(self.path)]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Target:
     """One result of expansion: what to deliver to and the alias that led there."""
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-from dataclasses import dataclass, field
 
 from mta import VERSION, errors
+from mta.record import factory, record
 
 DEFAULT_CF = "/etc/mail/sendmail.cf"
 DEFAULT_SUBMIT_CF = "/etc/mail/submit.cf"
@@ -151,7 +150,7 @@ KNOWN_OPTIONS |= set(SHORT_OPTIONS.values())
 PRECEDENCES = {"first-class": 0, "special-delivery": 100, "list": -30, "bulk": -60, "junk": -100}
 
 
-@dataclass
+@record
 class MapDecl:
     """A K line: ``Kname type [flags] [path]``."""
 
@@ -161,7 +160,7 @@ class MapDecl:
     path: str
 
 
-@dataclass
+@record
 class Mailer:
     """An M line: ``Mname, P=path, F=flags, ..., A=argv``."""
 
@@ -169,7 +168,7 @@ class Mailer:
     path: str
     flags: str = ""
     argv: str = ""
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = factory(dict)
 
     @property
     def is_ipc(self) -> bool:
@@ -185,18 +184,18 @@ BUILTIN_MAILERS = {
 }
 
 
-@dataclass
+@record
 class Config:
     path: str
-    options: dict[str, object] = field(default_factory=dict)
-    macros: dict[str, str] = field(default_factory=dict)
-    classes: dict[str, set[str]] = field(default_factory=dict)
-    maps: dict[str, MapDecl] = field(default_factory=dict)
-    mailers: dict[str, Mailer] = field(default_factory=dict)
-    precedences: dict[str, int] = field(default_factory=lambda: dict(PRECEDENCES))
-    daemon_ports: list[str] = field(default_factory=list)
+    options: dict[str, object] = factory(dict)
+    macros: dict[str, str] = factory(dict)
+    classes: dict[str, set[str]] = factory(dict)
+    maps: dict[str, MapDecl] = factory(dict)
+    mailers: dict[str, Mailer] = factory(dict)
+    precedences: dict[str, int] = factory(lambda: dict(PRECEDENCES))
+    daemon_ports: list[str] = factory(list)
     ignored_rules: int = 0
-    notices: list[str] = field(default_factory=list)
+    notices: list[str] = factory(list)
 
     def __getitem__(self, name: str):
         """The typed value of option ``name`` (its default when unset)."""
@@ -235,7 +234,8 @@ class Config:
         return "MTAHost" in self.macros
 
     def is_local_host(self, host: str) -> bool:
-        return host.lower().rstrip(".") in self.klass("w")
+        host = host.lower().rstrip(".")
+        return host in self.klass("w") or (host.startswith("[") and host in local_literals())
 
     def mailer(self, name: str) -> Mailer:
         return self.mailers.get(name) or BUILTIN_MAILERS[name]
@@ -273,13 +273,17 @@ def expand(text: str, macros: dict[str, str]) -> str:
     return "".join(out)
 
 
-def _default_macros() -> dict[str, str]:
-    fqdn = socket.getfqdn()
-    if "." not in fqdn:
-        fqdn = socket.gethostname()
-    short = fqdn.split(".")[0]
-    return {"j": fqdn, "w": short, "m": fqdn.partition(".")[2], "v": VERSION, "Z": VERSION,
-            "n": "MAILER-DAEMON"}
+def _host_macros(macros: dict[str, str]) -> None:
+    """$j (canonical name, from the resolver unless the cf sets Dj), $w (short name), $m (domain)."""
+    if not macros.get("j"):
+        import socket
+
+        fqdn = socket.getfqdn()
+        macros["j"] = fqdn if "." in fqdn else socket.gethostname()
+    j = macros["j"]
+    macros.setdefault("w", j.split(".")[0])
+    macros.setdefault("m", j.partition(".")[2])
+    macros.setdefault("k", os.uname().nodename)
 
 
 def _logical_lines(text: str):
@@ -374,15 +378,24 @@ def parse(text: str, cfg: Config) -> Config:
     return cfg
 
 
-def _local_addresses() -> set[str]:
-    names = {"[127.0.0.1]", "[ipv6:::1]"}
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            addr = info[4][0]
-            names.add(f"[ipv6:{addr}]" if ":" in addr else f"[{addr}]")
-    except OSError:
-        pass
-    return names
+_LOCAL_LITERALS: set[str] | None = None
+
+
+def local_literals() -> set[str]:
+    """This host's addresses as address literals ([127.0.0.1], [ipv6:::1]); computed once."""
+    global _LOCAL_LITERALS
+    if _LOCAL_LITERALS is None:
+        import socket
+
+        names = {"[127.0.0.1]", "[ipv6:::1]"}
+        try:
+            for info in socket.getaddrinfo(socket.gethostname(), None):
+                addr = info[4][0]
+                names.add(f"[ipv6:{addr}]" if ":" in addr else f"[{addr}]")
+        except OSError:
+            pass
+        _LOCAL_LITERALS = names
+    return _LOCAL_LITERALS
 
 
 def load(path: str, overrides: list[tuple[str, str]] | None = None) -> Config:
@@ -392,14 +405,12 @@ def load(path: str, overrides: list[tuple[str, str]] | None = None) -> Config:
             text = fh.read()
     except OSError as exc:
         raise errors.ConfigError(f"{path}: line 0: cannot open: {exc.strerror}") from exc
-    cfg = Config(path=path, macros=_default_macros())
+    cfg = Config(path=path, macros={"v": VERSION, "Z": VERSION, "n": "MAILER-DAEMON"})
     parse(text, cfg)
+    _host_macros(cfg.macros)
     for name, value in overrides or ():
         cfg.set_option(name, value, strict=True)
-    w = cfg.klass("w")
-    w.update({cfg.macros["j"].lower(), cfg.macros.get("w", "").lower()} - {""})
-    w.update(_local_addresses())
-    cfg.macros.setdefault("k", socket.gethostname())
+    cfg.klass("w").update({cfg.macros["j"].lower(), cfg.macros["w"].lower()} - {""})
     return cfg
 
 

@@ -9,19 +9,19 @@ from __future__ import annotations
 import os
 import pwd
 import sys
-from dataclasses import dataclass, field
 
 from mta import aliases, config, log
+from mta.record import record
 
 
-@dataclass
+@record
 class Context:
     cfg: config.Config
     log: log.Logger
     user: pwd.struct_passwd  # the real user who ran us
     verbose: object = None  # a stream for -v transcripts, or None
     interactive: bool = False  # errors are printed to the user (ErrorMode p, command line)
-    _aliases: aliases.Aliases | None = field(default=None, repr=False)
+    _aliases: aliases.Aliases | None = None
 
     @classmethod
     def create(cls, cfg: config.Config, ident: str | None = None, verbose: bool = False) -> Context:

@@ -9,10 +9,9 @@ notifications about mail from <> (double bounces).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mta import log
 from mta.message import arpadate, message_id
+from mta.record import record
 
 WARNING_BOX = """    **********************************************
     **      THIS IS A WARNING MESSAGE ONLY      **
@@ -22,7 +21,7 @@ WARNING_BOX = """    **********************************************
 """
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Failed:
     """One recipient in a notification."""
 

@@ -7,9 +7,8 @@ with the LogFile option (ext), to a file in rsyslog's default format
 
 from __future__ import annotations
 
-import datetime
 import os
-import socket
+import time
 
 
 def pintvl(seconds: float) -> str:
@@ -49,8 +48,12 @@ class Logger:
             pass
 
     def _to_file(self, text: str) -> None:
-        stamp = datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="microseconds")
-        host = socket.gethostname().split(".")[0]
+        now = time.time()
+        tm = time.localtime(now)
+        off = tm.tm_gmtoff
+        zone = f"{'+' if off >= 0 else '-'}{abs(off) // 3600:02d}:{abs(off) % 3600 // 60:02d}"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", tm) + f".{int(now % 1 * 1e6):06d}{zone}"
+        host = os.uname().nodename.split(".")[0]
         data = f"{stamp} {host} {self.ident}[{os.getpid()}]: {text}\n".encode("utf-8", "replace")
         fd = os.open(self.logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+
+from mta.record import factory, record
 
 ENCODING = "latin-1"
 _HEADER_LINE = re.compile(r"^([!-9;-~]+)[ \t]*:")
@@ -25,7 +26,7 @@ def from_bytes(data: bytes) -> str:
     return data.decode(ENCODING)
 
 
-@dataclass
+@record
 class Header:
     name: str
     value: str
@@ -35,9 +36,9 @@ class Header:
         return f"{self.name}: {self.value}\n"
 
 
-@dataclass
+@record
 class Message:
-    headers: list[Header] = field(default_factory=list)
+    headers: list[Header] = factory(list)
     body: str = ""
 
     def get(self, name: str) -> Header | None:

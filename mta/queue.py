@@ -14,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import random
 import time
-from dataclasses import dataclass, field
 
 from mta import errors
 from mta.message import Header, from_bytes, to_bytes
+from mta.record import factory, record
 
 QID_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MACRO_BYTE = "\x81"  # sendmail's internal macro character, as in H?P?Return-Path: <\x81g>
@@ -47,7 +46,7 @@ def new_id() -> str:
     st = _IdState
     pid = os.getpid()
     if st.pid != pid:
-        st.pid, st.offset, st.count, st.second = pid, random.randrange(3600), 0, -1
+        st.pid, st.offset, st.count, st.second = pid, int.from_bytes(os.urandom(2), "big") % 3600, 0, -1
     now = int(time.time())
     if st.count >= 3600:
         while int(time.time()) == st.second:
@@ -64,7 +63,7 @@ def new_id() -> str:
 
 # -- the entry ---------------------------------------------------------------------------------
 
-@dataclass
+@record
 class Recipient:
     """One R line and the M/C/Q/r lines that precede it."""
 
@@ -80,7 +79,7 @@ class Recipient:
         return "P" in self.flags
 
 
-@dataclass
+@record
 class Entry:
     qid: str
     ctime: int = 0  # T
@@ -90,11 +89,11 @@ class Entry:
     flags: str = ""  # F
     bodytype: str = ""  # B
     status: str = ""  # M (envelope)
-    macros: dict[str, str] = field(default_factory=dict)  # $x and ${name}
+    macros: dict[str, str] = factory(dict)  # $x and ${name}
     sender: str = ""  # S
     envid: str = ""  # Z
-    recipients: list[Recipient] = field(default_factory=list)
-    headers: list[Header] = field(default_factory=list)
+    recipients: list[Recipient] = factory(list)
+    headers: list[Header] = factory(list)
     body_size: int = -1  # df size, filled in when read from a directory
 
     def header(self, name: str) -> Header | None:

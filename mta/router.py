@@ -14,13 +14,13 @@ so one bad recipient does not hide the others.
 from __future__ import annotations
 
 import pwd
-from dataclasses import dataclass
 
 from mta import address, aliases, errors
 from mta.config import Config
+from mta.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Route:
     mailer: str  # local, prog, *file*, esmtp, relay, error
     user: str  # mailbox owner, program, path, or the remote address

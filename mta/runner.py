@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 from mta import dsn, errors, message, queue, router
 from mta.context import Context
 from mta.mailers import Outcome
 from mta.message import Header, Message
 from mta.queue import Entry, Recipient
+from mta.record import record
 
 
-@dataclass
+@record
 class Result:
     """What happened to one recipient."""
 
@@ -362,7 +362,7 @@ def after_submit(ctx: Context, entry: Entry) -> int:
     return errors.EX_OK if code == errors.EX_TEMPFAIL else code
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Selection:
     """-qI / -qR / -qS substrings ('!' negates), as sendmail's queue run and mailq filter."""
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 from mta import address, errors, message, queue, router
 from mta.context import Context
 from mta.message import Header, Message
 from mta.queue import Entry, Recipient
+from mta.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Submission:
     """What the sendmail front asks for (argv already parsed)."""
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+
+from mta.record import factory, record
 
 EX_USAGE = 64
 EX_SOFTWARE = 70
@@ -21,14 +22,14 @@ OPTIONAL_ARG = set("qQ")
 NO_ARG = set("GIimnstvcTU8")
 
 
-@dataclass
+@record
 class Request:
     prog: str = "sendmail"
     mode: str = "m"  # the -b letter
     cf: str | None = None
     submit_cf: bool | None = None  # -Ac (True) / -Am (False)
-    overrides: list[tuple[str, str]] = field(default_factory=list)
-    recipients: list[str] = field(default_factory=list)
+    overrides: list[tuple[str, str]] = factory(list)
+    recipients: list[str] = factory(list)
     sender: str | None = None
     full_name: str | None = None
     read_headers: bool = False
@@ -40,9 +41,9 @@ class Request:
     log_ident: str | None = None
     queue_run: bool = False
     queue_interval: str = ""
-    queue_select: list[tuple[str, str, bool]] = field(default_factory=list)  # (kind, text, negate)
+    queue_select: list[tuple[str, str, bool]] = factory(list)  # (kind, text, negate)
     json: bool = False
-    debug: list[str] = field(default_factory=list)
+    debug: list[str] = factory(list)
 
 
 class UsageError(Exception):

@@ -6,12 +6,11 @@ The class of the enhanced status (2, 4 or 5) decides sent, deferred or bounced, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mta import errors
+from mta.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Outcome:
     status: str  # enhanced status, e.g. 2.0.0, 4.4.1, 5.1.1
     text: str  # the log's stat= text: 'Sent', 'Deferred: ...', 'User unknown'

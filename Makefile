@@ -1,0 +1,46 @@
+# sendmail-py: `make run` starts the MTA on the embedded defaults, `make test` runs every test.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+VENV := .venv
+BIN := $(VENV)/bin
+VAR := $(CURDIR)/var
+CF := $(VAR)/etc-mail/sendmail.cf
+
+.PHONY: run test lint venv etc deps bench acceptance clean
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# ./var/etc-mail: etc-mail/ with every path under ./var and unprivileged ports (2525, 2587)
+etc: venv
+	$(BIN)/python scripts/render_etc.py etc-mail $(VAR)
+	$(BIN)/newaliases -C $(CF)
+
+run: etc
+	@echo "sendmail-py: MTA on 127.0.0.1:2525, spool $(VAR)/spool, mail in $(VAR)/mail, log $(VAR)/log/maillog"
+	@echo "next, in another terminal:"
+	@echo "  echo 'Subject: hi' | $(BIN)/sendmail -C $(VAR)/etc-mail/submit.cf $$USER   # submit via the MSP"
+	@echo "  $(BIN)/mailq -C $(CF)                                # both queues"
+	@echo "  swaks --server 127.0.0.1:2525 --to $$USER@localhost     # talk SMTP to it"
+	$(BIN)/sendmail -C $(CF) -bD -q15m
+
+deps:
+	sh scripts/install-test-deps
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: venv deps lint
+	$(BIN)/pytest tests
+
+bench: venv
+	$(BIN)/python bench/submit.py
+
+acceptance: venv
+	for t in ../shared/acceptance/[0-9]*; do python3 $$t || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(VAR) build dist *.egg-info
