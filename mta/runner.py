@@ -160,7 +160,7 @@ def _log_results(ctx: Context, entry: Entry, results: list[Result], started: flo
         for addr in addrs:
             if ctx.verbose:
                 ctx.verbose.write(f"{addr}... {text}\n")
-            elif ctx.interactive and not status.startswith("2"):
+            elif ctx.interactive and not status.startswith("2") and not ctx.cfg.is_msp:
                 print(f"{addr}... {text}", flush=True)
 
 
@@ -304,11 +304,25 @@ def bounce(ctx: Context, entry: Entry, failed: list[tuple[str, errors.MTAError]]
     if entry.sender == "<>" and entry.macros.get("_") == "localhost":
         ctx.log.line("DSN to <> about a DSN: dropped", entry.qid)
         return
+    if ctx.cfg.is_msp and _save_dead_letter(ctx, entry, body):
+        return  # the MSP hands its errors back in ~/dead.letter, as Sendmail's does
     return_body = "n" not in entry.flags and "nobodyreturn" not in ctx.cfg["PrivacyOptions"]
     _notify(ctx, kind="failure", sender=entry.sender, headers=entry.headers, body=body,
             arrival=entry.ctime, origin=entry.macros.get("_", "localhost"),
             failed=[_failed(a, e, "@" in a and not ctx.cfg.is_msp) for a, e in failed],
             return_body=return_body, origin_qid=entry.qid)
+
+
+def _save_dead_letter(ctx: Context, entry: Entry, body: str) -> bool:
+    from mta import submit
+
+    saved = submit.dead_letter(ctx, entry.sender, Message(entry.headers, body), entry.ctime)
+    if saved is None:
+        return False
+    ctx.log.line(f"Saved message in {saved}", entry.qid)
+    if ctx.interactive:
+        print(f"{saved}... Saved message in {saved}", flush=True)
+    return True
 
 
 def bounce_unqueued(ctx: Context, qid: str, sender: str, msg: Message, when: float,

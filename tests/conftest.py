@@ -48,6 +48,8 @@ class Instance:
         (self.etc / "inc.list").write_text("# list\nmtaalice\nmtabob\n")
         (self.etc / "local-host-names").write_text(f"localhost\n{host}\n")
         self.write_cf()
+        for sub in ("mqueue", "mqueue-client", "log"):  # so other users can submit in tests
+            os.chmod(root / sub, 0o1777)
 
     def write_cf(self, extra: str = "", extra_submit: str = "") -> None:
         r = self.root
@@ -75,8 +77,11 @@ Mrelay, P=[IPC], F=mDFMuXa8k, S=EnvFromSMTP/HdrFromSMTP, R=MasqSMTP, E=\\r\\n, L
 """)
 
     def run(self, *args: str, stdin: bytes = b"", cf: Path | None = None, prog: str = "sendmail",
-            env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+            env: dict | None = None, timeout: float = 60, user: str = "") -> subprocess.CompletedProcess:
+        """Run an installed command against this instance (as another local user, if given)."""
         cmd = [str(BIN / prog), "-C", str(cf or self.cf), *args]
+        if user:
+            cmd = ["runuser", "-u", user, "--", *cmd]
         return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout,
                               env={**os.environ, "TZ": "UTC", **(env or {})})
 

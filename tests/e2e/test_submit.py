@@ -176,27 +176,29 @@ def test_msp_held_then_delivered(inst):
                      r"stat=Sent \(SINKID Message accepted for delivery\)", inst.log())
 
 
-def test_msp_refused_recipient_goes_to_dead_letter(inst, users, tmp_path):
+def test_msp_refused_recipient_goes_to_dead_letter(inst, users):
     sink = Sink(refuse={"nosuchuser@test.example"})
     server = serve(inst.port, sink)
-    home = tmp_path / "home"
-    home.mkdir()
+    dead = os.path.join(users["mtabob"].pw_dir, "dead.letter")
+    if os.path.exists(dead):
+        os.unlink(dead)
     try:
-        r = inst.run("nosuchuser", cf=inst.submit, stdin=b"Subject: refused\n\nbody\n",
-                     env={"HOME": str(home)})
+        r = inst.run("nosuchuser", cf=inst.submit, stdin=b"Subject: refused\n\nbody\n", user="mtabob")
     finally:
         server.shutdown()
         server.server_close()
-    assert r.returncode == 67, r.stdout
-    assert b"User unknown" in r.stdout
+    assert r.returncode == 67, r.stdout + r.stderr
+    assert r.stdout.decode().splitlines()[-1] == f"{dead}... Saved message in {dead}"
+    with open(dead, "rb") as fh:
+        saved = fh.read()
+    assert re.match(rb"From mtabob \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\nReturn-Path: <mtabob>\n", saved)
+    assert b"Subject: refused\n\nbody\n\n" in saved
+    assert not inst.qfs(client=True) and sink.messages == []
 
 
 def test_untrusted_sender_gets_auth_warning(inst, users):
-    os.chmod(inst.mqueue, 0o1777)
-    os.chmod(inst.logfile.parent, 0o1777)
-    cmd = ["runuser", "-u", "mtabob", "--", str(inst.run.__globals__["BIN"] / "sendmail"), "-C", str(inst.cf),
-           "-Am", "-odi", "-f", "someone@example.org", "mtaalice"]
-    r = subprocess.run(cmd, input=b"Subject: forged\n\nx\n", capture_output=True)
+    r = inst.run("-Am", "-odi", "-f", "someone@example.org", "mtaalice", stdin=b"Subject: forged\n\nx\n",
+                 user="mtabob")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (b"X-Authentication-Warning: test.example: mtabob set sender to <someone@example.org> using -f"
             in inst.mbox("mtaalice"))
@@ -224,16 +226,39 @@ def test_bad_input_never_tracebacks(inst):
     assert r.returncode == 78 and b"Traceback" not in r.stdout + r.stderr
 
 
-def test_unwritable_queue_keeps_message_in_dead_letter(inst, tmp_path):
+def _dead_letter(user) -> str:
+    path = os.path.join(user.pw_dir, "dead.letter")
+    if os.path.exists(path):
+        os.unlink(path)
+    return path
+
+
+def test_unwritable_queue_keeps_message_in_dead_letter(inst, users):
     inst.write_cf(f"O QueueDirectory={inst.root}/no/such/dir")
-    home = tmp_path / "home"
-    home.mkdir()
-    r = inst.run("-Am", "-odi", "mtaalice", stdin=b"Subject: keep me\n\nbody\n", env={"HOME": str(home)})
+    dead = _dead_letter(users["mtabob"])
+    r = inst.run("-Am", "-odi", "mtaalice", stdin=b"Subject: keep me\n\nbody\n", user="mtabob")
     assert r.returncode == 73, r.stdout
-    dead = (home / "dead.letter") if os.geteuid() else None
-    saved = r.stdout.decode().splitlines()[-1]
-    assert saved.endswith("... Saved message in " + saved.split("...")[0])
-    path = saved.split("...")[0]
-    with open(path, "rb") as fh:
-        assert b"Subject: keep me" in fh.read()
-    assert dead is None or dead.exists()
+    assert r.stdout.decode().splitlines()[-1] == f"{dead}... Saved message in {dead}"
+    with open(dead, "rb") as fh:
+        assert b"Subject: keep me\n\nbody\n" in fh.read()
+
+
+def test_full_disk_is_tempfail_and_nothing_lost(inst, users):
+    full = inst.root / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)]).returncode:
+        import pytest
+
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        os.chmod(full, 0o1777)
+        inst.write_cf(f"O QueueDirectory={full}")
+        dead = _dead_letter(users["mtabob"])
+        body = b"Subject: big\n\n" + b"y" * 200_000 + b"\n"
+        r = inst.run("-Am", "-odi", "mtaalice", stdin=body, user="mtabob")
+        assert r.returncode == 75, r.stdout
+        assert [n for n in os.listdir(full) if n.startswith(("qf", "tf"))] == []
+        with open(dead, "rb") as fh:
+            assert fh.read().count(b"y" * 1000) == 200
+    finally:
+        subprocess.run(["umount", str(full)])
