@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR := $(CURDIR)/var
 CF := $(VAR)/etc-mail/sendmail.cf
 
-.PHONY: run test lint venv etc deps bench acceptance clean
+.PHONY: run test lint venv etc deps bench acceptance release clean
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
@@ -38,6 +38,10 @@ test: venv deps lint
 
 bench: venv
 	$(BIN)/python bench/submit.py
+
+# sdist + wheel in dist/, each with a detached .asc signature when RELEASE_KEY names a gpg key
+release: venv
+	$(BIN)/python scripts/release.py
 
 acceptance: venv
 	for t in ../shared/acceptance/[0-9]*; do python3 $$t || exit 1; done

@@ -95,6 +95,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "MailboxFormat": ("mbox", text_value),  # (ext)
     "LogFile": ("", text_value),  # (ext): empty = syslog, facility mail
     "MSPQueueDirectory": ("", text_value),  # (ext)
+    "PGPKeyMap": ("", text_value),  # (ext): recipient -> public key file, for encryption at delivery
     "NoRecipientAction": ("none", text_value),
     "MaxDaemonChildren": (0, int),
     "SafeFileEnvironment": ("", text_value),

@@ -85,6 +85,11 @@ def _deliver_route(ctx: Context, entry: Entry, body: str, route: router.Route) -
         from mta.mailers import local
 
         owner = router.local_user(route.user)
+        if cfg["PGPKeyMap"]:
+            try:
+                text = _encrypted(cfg, route.user, text, entry.qid)
+            except errors.MTAError as exc:
+                return Outcome.from_error(exc)
         return local.deliver(spool=cfg["MailSpoolDirectory"], fmt=cfg["MailboxFormat"], owner=owner,
                              sender=sender, text=text, when=time.time())
     if route.mailer == "prog":
@@ -96,6 +101,14 @@ def _deliver_route(ctx: Context, entry: Entry, body: str, route: router.Route) -
 
     return file.deliver(path=route.user, text=text, sender=sender, when=time.time(),
                         safe_root=cfg["SafeFileEnvironment"])
+
+
+def _encrypted(cfg, user: str, text: str, seed: str) -> str:
+    """PGP/MIME for recipients that have a key in PGPKeyMap (ext); others get text as it is."""
+    from mta import pgp
+
+    key = pgp.key_for(cfg["PGPKeyMap"], user)
+    return pgp.encrypt_message(text, key, seed) if key else text
 
 
 def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
