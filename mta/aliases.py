@@ -2,16 +2,17 @@
 
 Text format (aliases(5)): ``name: value, value`` with continuation lines that start with
 white space and ``#`` comments.  A value is a local name, ``user@domain``, ``|program``,
-``/file``, ``:include:/path`` or ``\\user`` (no further aliasing).  The database is a cdb
-file ``AliasFile.cdb`` holding lower-cased keys and the ``@``/``@`` completeness mark;
-when it is missing we read the text itself.  ``Aliases.lookup`` answers a value, or None.
+``/file``, ``:include:/path`` or ``\\user`` (no further aliasing).  The database is what
+Sendmail's newaliases writes: ``AliasFile.db`` (Berkeley DB hash; ``O AliasFile=cdb:/path``
+and the other map types work too) with lower-cased keys, keys and values NUL-terminated, and
+the ``@``/``@`` completeness mark.  When it is missing we read the text itself.
 """
 
 from __future__ import annotations
 
 import os
 
-from mta import cdb, errors
+from mta import errors, maps
 from mta.address import split_list
 from mta.record import record
 
@@ -40,20 +41,31 @@ def parse_file(path: str) -> list[tuple[str, str, int]]:
     return [(e[0], e[1].strip(), e[2]) for e in entries]
 
 
+def spec(alias_file: str) -> tuple[str, str]:
+    """AliasFile '[type:]path' -> (map type, path); the type defaults to hash, as Sendmail's."""
+    first = alias_file.split(",")[0].strip()
+    mtype, colon, path = first.partition(":")
+    if colon and mtype in maps.TYPES and not mtype.startswith("/"):
+        return mtype, path
+    return "hash", first
+
+
 def db_path(alias_file: str) -> str:
-    return alias_file + ".cdb"
+    mtype, path = spec(alias_file)
+    return maps.db_files(maps.resolve_type(mtype, path), path)[0]
 
 
 def build(alias_file: str) -> tuple[int, int, int]:
     """newaliases: rebuild the database; returns (count, longest value, total bytes)."""
-    entries = parse_file(alias_file)
+    mtype, path = spec(alias_file)
+    entries = parse_file(path)
     seen: dict[str, str] = {}
     for name, value, _n in entries:
         seen[name] = value  # a later duplicate wins, as sendmail's hash map insert does
-    items = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in seen.items()]
-    items.append((b"@", b"@"))
+    items = [(k.encode("latin-1") + b"\0", v.encode("latin-1") + b"\0") for k, v in seen.items()]
+    items.append((b"@\0", b"@\0"))
     try:
-        cdb.write(db_path(alias_file), items)
+        maps.write(mtype, path, items)
     except OSError as exc:
         raise errors.CantCreate(f"{db_path(alias_file)}: {exc.strerror}") from exc
     longest = max((len(v) for _k, v, _n in entries), default=0)
@@ -65,24 +77,29 @@ class Aliases:
     """Lookups in one AliasFile: the database when present and whole, else the text."""
 
     def __init__(self, alias_file: str):
-        self.path = alias_file
+        mtype, self.path = spec(alias_file)
         self._table: dict[str, str] | None = None
-        self._db: cdb.Reader | None = None
+        self._db = None
         self.stale = False
-        dbp = db_path(alias_file)
         try:
-            self._db = cdb.Reader(dbp)
-            if self._db.get(b"@") is None:
+            self._db = maps.open_reader(mtype, self.path)
+            if self._get(b"@") is None:
                 self._db = None
             else:
-                self.stale = os.stat(alias_file).st_mtime > os.stat(dbp).st_mtime
+                self.stale = os.stat(self.path).st_mtime > os.stat(db_path(alias_file)).st_mtime
         except (OSError, ValueError):
             self._db = None
+
+    def _get(self, key: bytes) -> bytes | None:
+        value = self._db.get(key + b"\0")
+        if value is None:
+            value = self._db.get(key)
+        return None if value is None else value.rstrip(b"\0")
 
     def lookup(self, name: str) -> str | None:
         key = name.lower()
         if self._db is not None:
-            value = self._db.get(key.encode("latin-1"))
+            value = self._get(key.encode("latin-1"))
             return None if value is None else value.decode("latin-1")
         if self._table is None:
             try:
@@ -93,7 +110,8 @@ class Aliases:
 
     def items(self):
         if self._db is not None:
-            return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._db.items()]
+            return [(k.rstrip(b"\0").decode("latin-1"), v.rstrip(b"\0").decode("latin-1"))
+                    for k, v in self._db.items()]
         return [(k, v) for k, v, _n in parse_file(self.path)]
 
 

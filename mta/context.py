@@ -22,6 +22,7 @@ class Context:
     verbose: object = None  # a stream for -v transcripts, or None
     interactive: bool = False  # errors are printed to the user (ErrorMode p, command line)
     _aliases: aliases.Aliases | None = None
+    _maps: object = None
 
     @classmethod
     def create(cls, cfg: config.Config, ident: str | None = None, verbose: bool = False) -> Context:
@@ -43,6 +44,15 @@ class Context:
             if self._aliases.stale:
                 self.log.line(f"alias database {aliases.db_path(self.cfg['AliasFile'])} out of date")
         return self._aliases
+
+    @property
+    def maps(self):
+        """The K-line maps, opened on first use."""
+        if self._maps is None:
+            from mta import maps
+
+            self._maps = maps.Maps(self.cfg, self.log)
+        return self._maps
 
     def trusted(self) -> bool:
         """May the real user set the sender freely (root, daemon, uucp, TrustedUser, class t)?"""

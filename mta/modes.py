@@ -129,15 +129,15 @@ def verify(req) -> int:
     exitcode = errors.EX_OK
     good, bad = [], []
     for text in req.recipients:
-        for route in router.resolve(ctx.cfg, table, text):
+        for route in router.resolve(ctx.cfg, table, text, ctx.maps):
             (bad if route.error else good).append(route)
     for route in bad:
-        print(f"{route.addr}... {route.describe()}")
+        print(f"{route.addr}... {route.describe(req.verbose)}")
         if exitcode == errors.EX_OK:
             exitcode = route.error.exitcode
     for route in good:
         name = route.user if route.mailer in ("prog", "*file*") else route.addr
-        print(f"{name}... {route.describe()}")
+        print(f"{name}... {route.describe(req.verbose)}")
     return exitcode
 
 

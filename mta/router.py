@@ -6,7 +6,12 @@ Pure given the config, the aliases and the password database.  Rules, in order:
   3. A local address (no domain, or a domain in class w) is expanded through aliases;
      what remains local must be a user in passwd (``user+detail`` tries ``user``), else
      "User unknown".  ``postmaster`` without an alias reaches root (RFC 5321 4.5.1).
-  4. Anything else goes to the smart host (``DS``) over relay, or to its domain over esmtp.
+  4. A local or virtual domain's address found in the virtusertable is replaced by its value
+     (``user@domain``, ``user+*@domain``, ``user@domain``, then ``@domain``; %1 %2 %3).
+  5. A remote domain found in the mailertable (exact host, then ``.parent`` domains, then ``.``)
+     goes where it says: ``mailer:host``, ``[host]`` (no MX), ``local:user``, ``error:...``.
+  6. Anything else goes to the smart host (``DS``) over relay, or to its domain over esmtp.
+Every route can say why it was chosen (``Route.why``), for ``sendmail -bv -v``.
 An error is returned as a ``Route`` with mailer ``error`` and the error; it is never raised,
 so one bad recipient does not hide the others.
 """
@@ -29,13 +34,65 @@ class Route:
     error: errors.MTAError | None = None
     owner: str = ""  # owner-LIST that gets errors, if any
     alias: str = ""
+    why: str = ""  # which map entry decided, e.g. 'mailertable: example.com'
 
-    def describe(self) -> str:
-        """sendmail -bv wording: 'deliverable: mailer local, user alice'."""
+    def describe(self, explain: bool = False) -> str:
+        """sendmail -bv wording: 'deliverable: mailer local, user alice' (+ why, with -v)."""
         if self.error:
-            return self.error.text
-        host = f", host {self.host}" if self.host else ""
-        return f"deliverable: mailer {self.mailer}{host}, user {self.user}"
+            text = self.error.text
+        else:
+            host = f", host {self.host}" if self.host else ""
+            text = f"deliverable: mailer {self.mailer}{host}, user {self.user}"
+        return f"{text} ({self.why})" if explain and self.why else text
+
+
+MAX_DEPTH = 10
+
+
+def map_error(value: str, key: str) -> errors.MTAError:
+    """error:[D.S.N:]CODE text  or  error:NAME CODE text (nouser, unavailable...) from a map."""
+    from mta import access
+
+    body = value.split(":", 1)[1].strip() if ":" in value else ""
+    name, _, rest = body.partition(" ")
+    if name.isalpha():  # a sysexits name: error:nouser 550 No such user here
+        body = rest
+    d = access.parse_value("ERROR:" + body, key)
+    return errors.MTAError(d.text or "Service unavailable", status=d.status or "5.0.0", code=d.code or 550,
+                           exitcode=errors.EX_NOUSER if name == "nouser" else errors.EX_UNAVAILABLE)
+
+
+def virtuser_keys(addr: address.Address) -> list[tuple[str, dict[str, str]]]:
+    """(key, %-substitutions) in Sendmail's order for a virtual address."""
+    user, plus, detail = addr.local.partition("+")
+    subs = {"1": user, "2": detail, "3": plus + detail}
+    d = addr.domain.lower()
+    keys = [(f"{addr.local}@{d}", subs)]
+    if plus:
+        if detail:
+            keys.append((f"{user}++@{d}", subs))
+        keys += [(f"{user}+*@{d}", subs), (f"{user}@{d}", subs)]
+        if detail:
+            keys.append((f"++@{d}", subs))
+        keys.append((f"+*@{d}", subs))
+    keys.append((f"@{d}", subs))
+    return keys
+
+
+def substitute(value: str, subs: dict[str, str]) -> str:
+    import re
+
+    return re.sub(r"%([0-9%])", lambda m: "%" if m.group(1) == "%" else subs.get(m.group(1), ""), value)
+
+
+def mailertable_keys(domain: str) -> list[tuple[str, str]]:
+    """(key, %1) for host.sub.example: itself, .sub.example, .example, then '.'."""
+    labels = domain.lower().rstrip(".").split(".")
+    keys = [(".".join(labels), "")]
+    for i in range(1, len(labels)):
+        keys.append(("." + ".".join(labels[i:]), ".".join(labels[:i])))
+    keys.append((".", domain.lower()))
+    return keys
 
 
 def local_user(name: str) -> pwd.struct_passwd | None:
@@ -59,7 +116,7 @@ def _remote(cfg: Config, addr: address.Address, text: str) -> Route:
     return Route("esmtp", str(addr), text, host=addr.domain)
 
 
-def _local_target(cfg: Config, target: aliases.Target) -> Route:
+def _local_target(cfg: Config, target: aliases.Target, maps=None) -> Route:
     value = target.value
     info = dict(owner=target.owner, alias=target.alias)
     if value.startswith(("|", "/")) and not target.alias:  # only an alias or .forward may name these
@@ -73,7 +130,7 @@ def _local_target(cfg: Config, target: aliases.Target) -> Route:
     except errors.AddressError as exc:
         return Route("error", value, value, error=exc, **info)
     if not is_local(cfg, addr):
-        return _remote(cfg, addr, value)
+        return _mailertable(cfg, maps, addr, value) or _remote(cfg, addr, value)
     entry = local_user(addr.local)
     if entry is None and addr.local.lower() == "postmaster":
         entry = local_user("root")
@@ -82,7 +139,49 @@ def _local_target(cfg: Config, target: aliases.Target) -> Route:
     return Route("local", entry.pw_name, value, **info)
 
 
-def resolve(cfg: Config, table: aliases.Aliases | None, text: str) -> list[Route]:
+def _virtual(cfg: Config, maps, addr: address.Address, text: str, table, depth: int) -> list[Route] | None:
+    if maps is None or not addr.domain or depth >= MAX_DEPTH:
+        return None
+    domain = addr.domain.lower()
+    if not (cfg.is_local_host(domain) or domain in cfg.klass("VirtHost")):
+        return None
+    for key, subs in virtuser_keys(addr):
+        value = maps.lookup("virtuser", key)
+        if value is None:
+            continue
+        why = f"virtusertable: {key}"
+        if value.lower().startswith("error:"):
+            return [Route("error", text, text, error=map_error(value, key), why=why)]
+        routes = resolve(cfg, table, substitute(value, subs), maps, depth + 1)
+        return [Route(r.mailer, r.user, text if r.addr == r.user or len(routes) == 1 else r.addr, r.host,
+                      r.error, r.owner, r.alias, r.why or why) for r in routes]
+    return None
+
+
+def _mailertable(cfg: Config, maps, addr: address.Address, text: str) -> Route | None:
+    if maps is None or not addr.domain or addr.domain.startswith("["):
+        return None
+    for key, wild in mailertable_keys(addr.domain):
+        value = maps.lookup("mailertable", key)
+        if value is None:
+            continue
+        why = f"mailertable: {key}"
+        value = substitute(value.strip(), {"1": wild})
+        mailer, _, host = value.partition(":")
+        mailer = mailer.strip().lower()
+        if mailer == "error":
+            return Route("error", text, text, error=map_error(value, key), why=why)
+        if mailer == "local":
+            user = host.strip() or addr.local
+            entry = local_user(user)
+            if entry is None:
+                return Route("error", user, text, error=errors.NoUser(), why=why)
+            return Route("local", entry.pw_name, text, why=why)
+        return Route(mailer, str(addr), text, host=host.strip() or addr.domain, why=why)
+    return None
+
+
+def resolve(cfg: Config, table: aliases.Aliases | None, text: str, maps=None, depth: int = 0) -> list[Route]:
     """Every delivery that recipient ``text`` stands for."""
     try:
         addr = address.parse(text)
@@ -95,13 +194,19 @@ def resolve(cfg: Config, table: aliases.Aliases | None, text: str) -> list[Route
         return [Route("relay", str(addr), text, host=cfg.macros["MTAHost"])]
     if addr.local.startswith(("|", "/", ":", "\\")) and not addr.domain:
         return [Route("error", text, text, error=errors.NoUser())]
-    if not is_local(cfg, addr):
-        return [_remote(cfg, addr, text)]
+    try:
+        virtual = _virtual(cfg, maps, addr, text, table, depth)
+        if virtual is not None:
+            return virtual
+        if not is_local(cfg, addr):
+            return [_mailertable(cfg, maps, addr, text) or _remote(cfg, addr, text)]
+    except errors.TempFail as exc:  # a map that cannot answer now: try again later
+        return [Route("error", text, text, error=exc)]
     targets = aliases.expand(table, addr.local,
                              is_local=lambda v: "@" not in v or cfg.is_local_host(v.rsplit("@", 1)[1]))
     routes = []
     for t in targets:
-        route = _local_target(cfg, t)
+        route = _local_target(cfg, t, maps)
         routes.append(route if t.value != addr.local or t.alias else
                       Route(route.mailer, route.user, text, route.host, route.error))
     return routes

@@ -33,7 +33,7 @@ class Result:
 def mailer_sender(cfg, mailer: str, sender: str) -> str:
     """$g as a mailer sees it: MAILER-DAEMON for <> locally, qualified for SMTP mailers."""
     bare = sender[1:-1] if sender.startswith("<") and sender.endswith(">") else sender
-    if mailer in ("esmtp", "relay", "smtp"):
+    if cfg_is_smtp(cfg, mailer):
         return bare if not bare or "@" in bare else f"{bare}@{cfg.hostname}"
     return bare or "MAILER-DAEMON"
 
@@ -65,9 +65,10 @@ def _routes_for(ctx: Context, rcpt: Recipient) -> list[router.Route]:
     if "A" in rcpt.flags:  # an alias expansion we stored ourselves: deliver as is
         from mta import aliases
 
-        return [router._local_target(ctx.cfg, aliases.Target(rcpt.addr, alias=rcpt.ctladdr.lstrip(":")))]
+        target = aliases.Target(rcpt.addr, alias=rcpt.ctladdr.lstrip(":"))
+        return [router._local_target(ctx.cfg, target, ctx.maps)]
     table = None if ctx.cfg.is_msp else ctx.aliases
-    return router.resolve(ctx.cfg, table, rcpt.addr)
+    return router.resolve(ctx.cfg, table, rcpt.addr, ctx.maps)
 
 
 def _say_connect(ctx: Context, addrs: list[str], route: router.Route) -> None:
@@ -125,8 +126,13 @@ def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
     rcpts = [r.user if "@" in r.user else f"{r.user}@{cfg.hostname}" for _rc, r in group]
     timeout = cfg["Timeout.connect"] or esmtp.DEFAULT_TIMEOUT
     return esmtp.deliver(host=route.host, port=port, helo=cfg.hostname, sender=sender,
-                         recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose,
-                         use_mx=route.mailer == "esmtp")
+                         recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose)
+
+
+def cfg_is_smtp(cfg, mailer: str) -> bool:
+    """Is this an [IPC] mailer (smtp, esmtp, smtp8, dsmtp, relay, or one the cf defines)?"""
+    m = cfg.mailers.get(mailer)
+    return m.is_ipc if m else mailer in ("smtp", "esmtp", "smtp8", "dsmtp", "relay")
 
 
 def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
@@ -136,7 +142,7 @@ def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
         for route in _routes_for(ctx, rcpt):
             if route.error:
                 results.append(Result(rcpt, route, Outcome.from_error(route.error)))
-            elif route.mailer in ("esmtp", "relay", "smtp"):
+            elif cfg_is_smtp(ctx.cfg, route.mailer):
                 smtp_groups.setdefault((route.mailer, route.host.lower()), []).append((rcpt, route))
             else:
                 _say_connect(ctx, [route.addr], route)

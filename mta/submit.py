@@ -207,8 +207,8 @@ def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, 
     """Route every recipient now, so an unknown user or a bad address is told before exit."""
     good, failed, exitcode = [], [], errors.EX_OK
     for text in rcpts:
-        routes = router.resolve(ctx.cfg, None if ctx.cfg.is_msp else ctx.aliases, text)
-        bad = [r for r in routes if r.error]
+        routes = router.resolve(ctx.cfg, None if ctx.cfg.is_msp else ctx.aliases, text, ctx.maps)
+        bad = [r for r in routes if r.error and not r.error.temporary]  # 4xx: queue, retry later
         for r in bad:
             print(f"{r.addr}... {r.error.text}", flush=True)
             exitcode = exitcode or r.error.exitcode

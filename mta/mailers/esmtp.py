@@ -65,10 +65,10 @@ def _reply_outcome(code: int, msg: bytes, relay: str, default_status: str) -> Ou
 
 
 def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[str], text: str,
-            timeout: float = DEFAULT_TIMEOUT, transcript=None, use_mx: bool = True) -> list[Outcome]:
-    """Send text from sender to recipients at host; one Outcome per recipient, in order."""
+            timeout: float = DEFAULT_TIMEOUT, transcript=None) -> list[Outcome]:
+    """Send text from sender to recipients at host ([host]: no MX lookup); one Outcome each."""
     try:
-        hosts = dns.mail_hosts(host) if use_mx else [host]
+        hosts = dns.mail_hosts(host)
     except errors.MTAError as exc:
         return [Outcome.from_error(exc)] * len(recipients)
     last = errors.TempFail(f"Connection refused by {host}", status="4.4.1")
