@@ -36,8 +36,9 @@ lint: venv
 test: venv deps lint
 	$(BIN)/pytest tests
 
-bench: venv
+bench: venv deps
 	$(BIN)/python bench/submit.py
+	$(BIN)/python bench/makemap.py
 
 # sdist + wheel in dist/, each with a detached .asc signature when RELEASE_KEY names a gpg key
 release: venv

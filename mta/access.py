@@ -37,7 +37,7 @@ class Decision:
         return self.action in ("OK", "RELAY")
 
 
-_ERROR = re.compile(r'^(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}):)?\s*(?P<code>[245]\d\d)\s*(?P<text>.*)$', re.S)
+_ERROR = re.compile(r'^(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}):)?\s*(?P<code>[245]\d\d)(?:\s+(?P<text>.*))?$', re.S)
 
 
 def parse_value(value: str, key: str = "") -> Decision:
@@ -58,7 +58,7 @@ def parse_value(value: str, key: str = "") -> Decision:
     if m and (word == "ERROR" or raw[:1].isdigit()):
         code = int(m.group("code"))
         status = m.group("dsn") or f"{code // 100}.0.0"
-        return Decision("ERROR" if code >= 500 else "TEMP", code, status, m.group("text").strip(), key=key)
+        return Decision("ERROR" if code >= 500 else "TEMP", code, status, (m.group("text") or "").strip(), key=key)
     if word == "ERROR":
         return Decision("ERROR", 550, "5.0.0", body, key=key)
     return Decision("VALUE", text=raw, key=key)

@@ -90,6 +90,7 @@ class Reader:
         if m[24] or m[26] & 1:
             raise BadFile(f"{path}: encrypted or checksummed databases are not supported")
         self.order, self.pagesize, self.path = order, pagesize, path
+        self._cache: dict[int, tuple[int, ...]] = {}
         self.kind = "hash" if magic == HASH_MAGIC else "btree"
         self.npages = len(m) // pagesize
         self._u32 = struct.Struct(order + "I")
@@ -115,12 +116,17 @@ class Reader:
         entries, hoff = struct.unpack_from(self.order + "HH", self._m, base + 20)
         return prev, nxt, entries, hoff, self._m[base + 24], self._m[base + 25]
 
-    def _offsets(self, base: int, entries: int) -> list[int]:
+    def _offsets(self, base: int, entries: int) -> tuple[int, ...]:
+        """A page's item offsets, checked once and kept (the file never changes under us)."""
+        offs = self._cache.get(base)
+        if offs is not None and len(offs) == entries:
+            return offs
         if HEADER + 2 * entries > self.pagesize:
             raise BadFile(f"{self.path}: bad entry count")
-        offs = list(struct.unpack_from(f"{self.order}{entries}H", self._m, base + HEADER))
-        if any(o < HEADER or o >= self.pagesize for o in offs):
+        offs = struct.unpack_from(f"{self.order}{entries}H", self._m, base + HEADER)
+        if offs and (min(offs) < HEADER or max(offs) >= self.pagesize):
             raise BadFile(f"{self.path}: item offset out of page")
+        self._cache[base] = offs
         return offs
 
     def _overflow(self, pgno: int, total: int) -> bytes:
@@ -167,7 +173,7 @@ class Reader:
             _prev, nxt, entries, _h, _l, ptype = self._header(base)
             if ptype not in (P_HASH, 2):
                 raise BadFile(f"{self.path}: page {pgno} is not a hash page")
-            yield base, entries
+            yield base, entries, ptype
             pgno = nxt
         raise BadFile(f"{self.path}: bucket chain loops")
 
@@ -211,7 +217,7 @@ class Reader:
         """Every (key, value), bucket by bucket (hash) or in key order (btree)."""
         if self.kind == "hash":
             for bucket in range(self.max_bucket + 1):
-                for base, entries in self._bucket_pages(bucket):
+                for base, entries, _t in self._bucket_pages(bucket):
                     it = self._hash_items(base, entries)
                     yield from zip(it[0::2], it[1::2], strict=False)
             return
@@ -227,17 +233,51 @@ class Reader:
             if seen > self.npages:
                 raise BadFile(f"{self.path}: leaf chain loops")
 
+    def _hash_find(self, base: int, entries: int, ptype: int, key: bytes) -> bytes | None:
+        """The value for key on one hash page: a binary search on sorted pages (as libdb's
+        __ham_getindex_sorted), a scan on old unsorted ones or when keys live off-page."""
+        m, pagesize = self._m, self.pagesize
+        offs = self._offsets(base, entries)
+
+        def item(i: int) -> bytes | None:
+            off, end = offs[i], (pagesize if i == 0 else offs[i - 1])
+            return bytes(m[base + off + 1:base + end]) if m[base + off] == H_KEYDATA else None
+
+        def value(i: int) -> bytes:
+            v = item(i + 1)
+            return v if v is not None else self._hash_items(base, entries)[i + 1]
+
+        if ptype == P_HASH:
+            lo, hi = 0, entries // 2
+            while lo < hi:
+                mid = (lo + hi) // 2
+                k = item(2 * mid)
+                if k is None:
+                    break  # an off-page key: fall back to the scan
+                c = _hash_order(key, k)
+                if c == 0:
+                    return value(2 * mid)
+                lo, hi = (lo, mid) if c < 0 else (mid + 1, hi)
+            else:
+                return None
+        for i in range(0, entries - 1, 2):
+            k = item(i)
+            if k is None:
+                k = self._hash_items(base, entries)[i]
+            if k == key:
+                return value(i)
+        return None
+
     def get(self, key: bytes) -> bytes | None:
         if self.kind == "hash":
             h = fnv1(key)
             bucket = h & self.high_mask
             if bucket > self.max_bucket:
                 bucket &= self.low_mask
-            for base, entries in self._bucket_pages(bucket):
-                it = self._hash_items(base, entries)
-                for k, v in zip(it[0::2], it[1::2], strict=False):
-                    if k == key:
-                        return v
+            for base, entries, ptype in self._bucket_pages(bucket):
+                value = self._hash_find(base, entries, ptype, key)
+                if value is not None:
+                    return value
             return None
         pgno = self.root
         for _ in range(64):
@@ -252,12 +292,14 @@ class Reader:
             if ptype != P_IBTREE:
                 raise BadFile(f"{self.path}: bad btree page {pgno}")
             children = self._btree_items(base, entries, True)
-            pgno = children[0][1]
-            for k, child in children[1:]:
-                if k <= key:
-                    pgno = child
+            lo, hi = 1, len(children)  # entry 0's key is ignored: it stands for -infinity
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if children[mid][0] <= key:
+                    lo = mid + 1
                 else:
-                    break
+                    hi = mid
+            pgno = children[lo - 1][1]
         raise BadFile(f"{self.path}: btree too deep")
 
 

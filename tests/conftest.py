@@ -114,3 +114,21 @@ def inst(users):
     root = Path(tempfile.mkdtemp(prefix="smpy."))
     yield Instance(root, free_port())
     shutil.rmtree(root, ignore_errors=True)
+
+
+DEBIAN_MAKEMAP = "/opt/debian-sendmail/usr/libexec/sendmail/makemap"
+
+
+def debian_makemap(*args: str, stdin: bytes = b"", cf: str = "") -> subprocess.CompletedProcess:
+    """Debian's own makemap (unpacked by scripts/install-test-deps), with an empty cf."""
+    if not os.path.exists(DEBIAN_MAKEMAP):
+        pytest.skip("Debian's makemap is not unpacked here (scripts/install-test-deps)")
+    if not cf:
+        cf = os.path.join(tempfile.gettempdir(), "empty-for-makemap.cf")
+        Path(cf).write_text("")
+    return subprocess.run([DEBIAN_MAKEMAP, "-C", cf, *args], input=stdin, capture_output=True)
+
+
+def makemap(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    """Our installed makemap."""
+    return subprocess.run([str(BIN / "makemap"), *args], input=stdin, capture_output=True)

@@ -64,3 +64,67 @@ def test_msp_sends_everything_to_mta(tmp_path):
 def test_bad_syntax_is_an_error_route(cfg):
     r = router.resolve(cfg, None, "<<bad@@")[0]
     assert r.mailer == "error" and r.error.text == "Unbalanced '<'"
+
+
+MAILERTABLE = b"""st5.example.test\tsmtp:mail.st5.example.test
+.sub.example.test\tesmtp:[relay.example.test]
+err.example.test\terror:5.7.0:550 go away
+nouser.example.test\terror:nouser 550 No such user here
+localhub.example.test\tlocal:root
+samename.example.test\tlocal:
+.wild.example.test\tesmtp:%1.inner.example.test
+.\trelay:smarthost.example.test
+"""
+VIRTUSER = b"""info@test.example\troot
+old+*@test.example\tnew+%2@elsewhere.example
+@virt.example\t%1@elsewhere.example
+joe@virt.example\terror:nouser 550 No such user here
+"""
+
+
+@pytest.fixture
+def mapped(tmp_path):
+    from tests.conftest import makemap
+
+    for name, data in (("mailertable", MAILERTABLE), ("virtusertable", VIRTUSER)):
+        assert makemap("hash", str(tmp_path / name), stdin=data).returncode == 0
+    cf = tmp_path / "sendmail.cf"
+    cf.write_text(f"Djmx.test.example\nCwlocalhost test.example virt.example\n"
+                  f"Kmailertable hash -o {tmp_path}/mailertable\nKvirtuser hash -o {tmp_path}/virtusertable\n")
+    from mta import maps
+
+    cfg = config.load(str(cf))
+    return cfg, maps.Maps(cfg)
+
+
+@pytest.mark.parametrize("addr,want", [
+    ("u@st5.example.test", "deliverable: mailer smtp, host mail.st5.example.test, user u@st5.example.test "
+                           "(mailertable: st5.example.test)"),
+    ("u@a.b.sub.example.test", "deliverable: mailer esmtp, host [relay.example.test], user u@a.b.sub.example.test "
+                               "(mailertable: .sub.example.test)"),
+    ("u@err.example.test", "go away (mailertable: err.example.test)"),
+    ("u@nouser.example.test", "No such user here (mailertable: nouser.example.test)"),
+    ("u@localhub.example.test", "deliverable: mailer local, user root (mailertable: localhub.example.test)"),
+    ("root@samename.example.test", "deliverable: mailer local, user root (mailertable: samename.example.test)"),
+    ("u@x.wild.example.test", "deliverable: mailer esmtp, host x.inner.example.test, user u@x.wild.example.test "
+                              "(mailertable: .wild.example.test)"),
+    ("u@elsewhere.org", "deliverable: mailer relay, host smarthost.example.test, user u@elsewhere.org "
+                        "(mailertable: .)"),
+    ("info@test.example", "deliverable: mailer local, user root (virtusertable: info@test.example)"),
+    ("old+news@test.example", "deliverable: mailer relay, host smarthost.example.test, "
+                              "user new+news@elsewhere.example (mailertable: .)"),
+    ("anyone@virt.example", "deliverable: mailer relay, host smarthost.example.test, "
+                            "user anyone@elsewhere.example (mailertable: .)"),
+    ("joe@virt.example", "No such user here (virtusertable: joe@virt.example)"),
+])
+def test_mailertable_and_virtusertable(mapped, addr, want):
+    cfg, m = mapped
+    routes = router.resolve(cfg, None, addr, m)
+    assert [r.describe(explain=True) for r in routes] == [want]
+
+
+def test_unreadable_map_defers(mapped, tmp_path):
+    cfg, m = mapped
+    (tmp_path / "mailertable.db").write_bytes(b"\0garbage" * 100)
+    r = router.resolve(cfg, None, "u@st5.example.test", m)[0]
+    assert r.mailer == "error" and r.error.temporary
