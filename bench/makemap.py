@@ -8,7 +8,6 @@ Build: `makemap hash` (ours) vs Debian's makemap (libdb), same input.  Lookups: 
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import tempfile

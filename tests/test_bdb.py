@@ -55,7 +55,7 @@ def test_truncated_database(tmp_path):
     path.write_bytes(path.read_bytes()[:4096 * 3])
     r = bdb.Reader(str(path))
     with pytest.raises(bdb.BadFile):
-        for k, v in ITEMS:
+        for k, _v in ITEMS:
             r.get(k)
 
 
