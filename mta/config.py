@@ -96,6 +96,11 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "LogFile": ("", text_value),  # (ext): empty = syslog, facility mail
     "MSPQueueDirectory": ("", text_value),  # (ext)
     "PGPKeyMap": ("", text_value),  # (ext): recipient -> public key file, for encryption at delivery
+    "AuthPasswordFile": ("", text_value),  # (ext): user:hash lines for SMTP AUTH (mta.authdb)
+    "ServerCertFile": ("", text_value),
+    "ServerKeyFile": ("", text_value),
+    "CACertFile": ("", text_value),
+    "AuthMechanisms": ("", text_value),
     "NoRecipientAction": ("none", text_value),
     "MaxDaemonChildren": (0, int),
     "SafeFileEnvironment": ("", text_value),

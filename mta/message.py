@@ -133,13 +133,18 @@ def message_id(qid: str, host: str, when: float) -> str:
 
 
 def received(*, host: str, version: str, qid: str, when: float, local_user: str = "",
-             helo: str = "", relay: str = "", proto: str = "", for_rcpt: str = "") -> str:
+             helo: str = "", relay: str = "", proto: str = "", for_rcpt: str = "", tls: str = "",
+             auth: str = "") -> str:
     """The Received: value (cfhead.m4 confRECEIVED_HEADER), continuation lines included."""
     if local_user:
         first = f"(from {local_user}@localhost)"
     else:
         first = f"from {helo} ({relay})" if helo else f"from {relay}"
+    if auth:
+        first += "\n\t(authenticated bits=0)"
     line2 = f"by {host} ({version}) " + (f"with {proto} " if proto else "") + f"id {qid}"
+    if tls:
+        line2 += f"\n\t({tls})"
     if for_rcpt:
         return f"{first}\n\t{line2}\n\tfor {for_rcpt}; {arpadate(when)}"
     return f"{first}\n\t{line2};\n\t{arpadate(when)}"

@@ -16,6 +16,7 @@ from mta.context import Context
 
 
 def choose_cf(req) -> str:
+    """-C wins; else -Ac/-Am; else submit.cf for plain submission and -bs by a user, sendmail.cf."""
     if req.cf:
         if req.submit_cf and os.path.basename(req.cf) != "submit.cf":
             return config.submit_path_for(req.cf)
@@ -53,12 +54,12 @@ def run(req) -> int:
         print(f"Version {VERSION} (sendmail-py {PACKAGE_VERSION})")
         if req.mode == "m" and not req.recipients:
             return errors.EX_OK
-    handler = {"m": submit, "p": print_queue, "i": rebuild_aliases, "v": verify,
-               "P": queue_stats, "z": frozen, "t": address_test}.get(req.mode)
+    handler = {"m": submit, "p": print_queue, "i": rebuild_aliases, "v": verify, "d": daemon, "D": daemon,
+               "s": smtp_stdio, "P": queue_stats, "z": frozen, "t": address_test}.get(req.mode)
     if req.queue_run and req.mode == "m":
         handler = run_queue
     if handler is None:
-        if req.mode in ("d", "D", "s", "h", "H"):
+        if req.mode in ("h", "H"):
             print(f"Operation mode -b{req.mode} is not available yet", flush=True)
             return errors.EX_UNAVAILABLE
         print(f"Invalid operation mode {req.mode}", flush=True)
@@ -139,6 +140,26 @@ def verify(req) -> int:
         name = route.user if route.mailer in ("prog", "*file*") else route.addr
         print(f"{name}... {route.describe(req.verbose)}")
     return exitcode
+
+
+def daemon(req) -> int:
+    """-bd (detached) and -bD (foreground): the SMTP daemon, with -qTIME a queue runner too."""
+    from mta import smtpd
+
+    ctx = _context(req)
+    if not ctx.trusted():
+        print("550 Permission denied (real uid not trusted)", flush=True)
+        return errors.EX_USAGE
+    interval = config.interval(req.queue_interval) if req.queue_interval else 0
+    return smtpd.serve(ctx, queue_interval=interval, foreground=req.mode == "D", overrides=req.overrides)
+
+
+def smtp_stdio(req) -> int:
+    """-bs: SMTP on standard input/output, as the local user."""
+    from mta import smtpd
+
+    ctx = _context(req)
+    return smtpd.stdio(ctx, ctx.user.pw_name)
 
 
 def run_queue(req) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 import time
 
 from mta import errors
@@ -35,6 +36,7 @@ class Locked(errors.TempFail):
 # -- queue IDs (queue.c assign_queueid) ------------------------------------------------------
 
 class _IdState:
+    lock = threading.Lock()  # the daemon assigns IDs from several threads
     pid = 0
     offset = 0
     count = 0
@@ -43,7 +45,11 @@ class _IdState:
 
 def new_id() -> str:
     """A 14-character sendmail queue ID: UTC date/time, a 2-char sequence and the pid."""
-    st = _IdState
+    with _IdState.lock:
+        return _new_id(_IdState)
+
+
+def _new_id(st) -> str:
     pid = os.getpid()
     if st.pid != pid:
         st.pid, st.offset, st.count, st.second = pid, int.from_bytes(os.urandom(2), "big") % 3600, 0, -1

@@ -137,6 +137,32 @@ def dead_letter(ctx: Context, sender: str, msg: Message, when: float) -> str | N
     return None
 
 
+def smtp(ctx: Context, client, envelope, proto: str) -> Entry:
+    """A message received over SMTP (daemon or -bs): queue it durably; returns the entry.
+
+    The data is the unstuffed DATA with CRLF line ends; the queue keeps LF, as Sendmail does."""
+    when = time.time()
+    qid = queue.new_id()
+    msg = message.parse(message.from_bytes(envelope.data).replace("\r\n", "\n"))
+    rcpts = envelope.recipients
+    version = f"{ctx.cfg.macros['v']}/{ctx.cfg.macros['Z']}"
+    received = message.received(
+        host=ctx.cfg.hostname, version=version, qid=qid, when=when, helo=client.helo,
+        relay=client.relay_text, proto=proto, for_rcpt=f"<{rcpts[0].addr}>" if len(rcpts) == 1 else "",
+        tls=client.tls_info if getattr(client, "tls_info", "") else "", auth=client.auth)
+    sender = "<>" if not envelope.sender else sender_form(envelope.sender)
+    add_headers(ctx, msg, qid=qid, when=when, sender=sender, full_name="", received=received)
+    recipients = [Recipient(f"<{r.addr}>", "P" + notify_flags(r.notify), r.orcpt,
+                            f"RFC822; {qualified(r.addr, ctx.cfg.hostname)}") for r in rcpts]
+    macros = {"_": client.relay_text, "r": proto, "s": client.helo, "daemon_flags": ""}
+    if client.addr:
+        macros["if_addr"] = getattr(client, "local_addr", "")
+    flags = "n" if envelope.ret == "HDRS" else ""
+    return enqueue(ctx, qid=qid, sender=sender, recipients=recipients, msg=msg, when=when, macros=macros,
+                   flags=flags, bodytype=envelope.body_type, envid=envelope.envid, proto=proto,
+                   daemon=client.daemon if client.addr else "", relay=client.relay_text)
+
+
 def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
     """sendmail [flags] [recipients] < message: queue it and deliver it; returns the exit code."""
     from mta import runner

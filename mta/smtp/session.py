@@ -1,0 +1,497 @@
+"""The SMTP server conversation as a state machine, with Sendmail's replies.  No I/O.
+
+``Session.receive(bytes)`` returns outputs: reply bytes to send, or an ``Action`` the transport
+must carry out (queue the message, start TLS, run the queue for ETRN, close) before calling
+``resume(result)``.  While an action is pending, buffered input waits (pipelining stays in
+order); after STARTTLS whatever was buffered in clear is dropped.
+
+States and the commands each allows (one table, VERBS):
+    connected   -> EHLO/HELO -> greeted
+    greeted     -> MAIL -> mail -> RCPT (ok) -> rcpt -> DATA -> data -> (queued) -> greeted
+    any state   -> RSET (back to greeted), NOOP, HELP, VRFY, EXPN, QUIT
+STARTTLS and AUTH are only outside a transaction; a second EHLO/HELO resets.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from mta import address, errors
+from mta.policy import Client, Policy, Refusal
+from mta.record import factory, record
+from mta.smtp import wire
+
+MAX_BAD_COMMANDS = 25
+MAX_RECIPIENTS_HARD = 10000
+MAX_MESSAGE_HARD = 64 * 1024 * 1024
+_DOMAIN_OK = re.compile(r"^[A-Za-z0-9\[\]._:#-]+$")
+
+
+@record
+class Recipient:
+    addr: str  # as the client wrote it, between the brackets
+    notify: str = ""
+    orcpt: str = ""
+
+
+@record
+class Envelope:
+    sender: str = ""  # '' for <>
+    recipients: list = factory(list)
+    body_type: str = ""
+    size: int = 0
+    ret: str = ""
+    envid: str = ""
+    data: bytes = b""
+
+
+@record(frozen=True)
+class Action:
+    kind: str  # 'queue', 'starttls', 'etrn', 'close'
+    arg: object = None
+
+
+def reply(code: int, status: str, text: str) -> bytes:
+    """One reply; a multi-line text gives continuation lines."""
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        sep = "-" if i < len(lines) - 1 else " "
+        out.append(f"{code}{sep}{status + ' ' if status else ''}{line}\r\n")
+    return "".join(out).encode("utf-8", "replace")
+
+
+def _params(text: str) -> tuple[str, dict[str, str] | str]:
+    """'<addr> KEY=VAL KEY' -> (addr text, params) or (addr, error text)."""
+    text = text.strip()
+    if text.startswith("<"):
+        end = text.find(">")
+        if end < 0:
+            return text, {}
+        # keep '>>' and the like with the address: the parser reports them
+        while end + 1 < len(text) and text[end + 1] == ">":
+            end += 1
+        addr, rest = text[:end + 1], text[end + 1:]
+    else:
+        addr, _, rest = text.partition(" ")
+    params = {}
+    for word in rest.split():
+        key, _, value = word.partition("=")
+        params[key.upper()] = value
+    return addr, params
+
+
+class Session:
+    def __init__(self, ctx, client: Client, *, tls_available: bool = False, auth=None):
+        self.ctx, self.cfg, self.client = ctx, ctx.cfg, client
+        self.policy = Policy(ctx)
+        self.host = self.cfg.hostname
+        self.buffer = wire.Buffer()
+        self.tls_available = tls_available
+        self.auth = auth  # callable(user, password) -> bool, or None when AUTH is off
+        self.state = "connected"
+        self.proto = "SMTP"
+        self.envelope: Envelope | None = None
+        self.bad = 0
+        self.closed = False
+        self.did_mail = False
+        self.rejected: Refusal | None = self.policy.connect(client)  # Connect: REJECT and friends
+        self.nullserver = self.rejected is not None
+        self._pending: Action | None = None
+        self._auth_step: tuple | None = None
+        self.max_size = self.cfg["MaxMessageSize"] or MAX_MESSAGE_HARD
+        self.max_rcpts = self.cfg["MaxRecipientsPerMessage"] or MAX_RECIPIENTS_HARD
+
+    # -- the transport's side -------------------------------------------------------------------
+
+    def greeting(self) -> bytes:
+        text = self.cfg.expand(self.cfg["SmtpGreetingMessage"], {"b": _arpadate()})
+        first, _, rest = text.partition(" ")
+        return reply(220, "", f"{first} ESMTP {rest}".rstrip())
+
+    def refuse_early_talker(self) -> bytes:
+        self.rejected = Refusal(554, "5.0.0", "Command rejected", with_addr=False)
+        self.nullserver = True
+        return reply(554, "", f"{self.host} ESMTP not accepting messages")
+
+    def receive(self, data: bytes) -> list:
+        self.buffer.feed(data)
+        return [] if self._pending else self._run()
+
+    def resume(self, result) -> list:
+        action, self._pending = self._pending, None
+        out = self._finish(action, result)
+        return out + ([] if self._pending or self.closed else self._run())
+
+    def lost(self) -> str:
+        """The log line for a client that went away (or None)."""
+        who, daemon = self.client.relay_text, self.client.daemon
+        if self.state == "data":
+            return "collect: premature EOM: unexpected close"
+        if self.state in ("mail", "rcpt"):
+            return f"lost input channel from {who} to {daemon} after {self.state}"
+        if not self.did_mail:
+            return f"{who} did not issue MAIL/EXPN/VRFY/ETRN during connection to {daemon}"
+        return ""
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def _run(self) -> list:
+        out: list = []
+        while not self.closed and not self._pending:
+            if self.state == "data":
+                try:
+                    done = self.buffer.data(self.max_size)
+                except wire.BareLineEnd as exc:
+                    word = "linefeed (LF)" if exc.which == "LF" else "carriage return (CR)"
+                    self.ctx.log.line(f"collect: relay={self.client.name or self.client.addr}, "
+                                      f"from=<{self.envelope.sender}>, info=Bare {word} not allowed, "
+                                      "where=body, status=tempfail")
+                    out.append(reply(421, "4.5.0", f"Bare {word} not allowed"))
+                    self._close()
+                    break
+                if not done:
+                    break
+                out += self._end_of_data()
+                continue
+            try:
+                line = self.buffer.command()
+            except wire.TooLong:
+                out.append(reply(421, "4.7.0", f"{self.host} Command too long, possible attack "
+                                               f"{self.client.relay_text}"))
+                self._close()
+                break
+            if line is None:
+                break
+            out += self._command(line.decode("utf-8", "surrogateescape"))
+        return out
+
+    def _close(self) -> None:
+        self.closed = True
+        self.buffer.clear()
+
+    # -- commands -------------------------------------------------------------------------------------
+
+    def _command(self, line: str) -> list:
+        if self._auth_step is not None:
+            return self._auth_continue(line)
+        verb, _, arg = line.strip(" ").partition(" ")
+        name = verb.upper()
+        handler = VERBS.get(name)
+        if handler is None:
+            if name in ("TURN", "SEND", "SOML", "SAML"):
+                return self._bad(502, "5.5.1", f'Command not implemented: "{line}"')
+            return self._bad(500, "5.5.1", f'Command unrecognized: "{line}"')
+        if self.nullserver and name not in ("QUIT", "HELO", "EHLO", "NOOP", "RSET"):
+            r = self.rejected
+            return self._bad(r.code, r.status, r.text)
+        return handler(self, verb, arg.strip())
+
+    def _bad(self, code: int, status: str, text: str) -> list:
+        self.bad += 1
+        out = [reply(code, status, text)]
+        if self.bad >= MAX_BAD_COMMANDS:
+            out.append(reply(421, "4.7.0", f"{self.host} Too many bad commands; closing connection"))
+            self._close()
+        return out
+
+    def _hello(self, verb: str, arg: str) -> list:
+        if not arg:
+            return self._bad(501, "5.0.0", f"{verb} requires domain address")
+        domain = arg.split()[0]
+        if not _DOMAIN_OK.match(domain) or len(domain) > 255:
+            return self._bad(501, "5.0.0", "Invalid domain name")
+        self.client.helo = domain
+        self.envelope, self.state = None, "greeted"
+        who = self.client.relay_text if self.client.addr else f"{self.client.user}@localhost"
+        first = f"{self.host} Hello {who}, pleased to meet you"
+        if verb.upper() == "HELO":
+            self.proto = "SMTP"
+            return [reply(250, "", first)]
+        self.proto = "ESMTPS" if self.client.tls else "ESMTP"
+        if self.nullserver:
+            return [reply(250, "", f"{first}\nENHANCEDSTATUSCODES")]
+        lines = [first, "ENHANCEDSTATUSCODES", "PIPELINING"]
+        if "noexpn" not in self.cfg["PrivacyOptions"] and "goaway" not in self.cfg["PrivacyOptions"]:
+            lines += ["EXPN", "VERB"]
+        lines += ["8BITMIME", f"SIZE {self.cfg['MaxMessageSize']}" if self.cfg["MaxMessageSize"] else "SIZE", "DSN"]
+        if "noetrn" not in self.cfg["PrivacyOptions"] and not self.client.msa:
+            lines.append("ETRN")
+        if self.auth is not None and self.client.tls and not self.client.auth:
+            lines.append("AUTH PLAIN LOGIN")
+        if self.tls_available and not self.client.tls:
+            lines.append("STARTTLS")
+        lines += ["DELIVERBY", "HELP"]
+        return [reply(250, "", "\n".join(lines))]
+
+    def _mail(self, verb: str, arg: str) -> list:
+        if self.state == "connected" and "needmailhelo" in self.cfg["PrivacyOptions"]:
+            return self._bad(503, "5.0.0", "Polite people say HELO first")
+        if self.envelope is not None:
+            return self._bad(503, "5.5.0", "Sender already specified")
+        if self.client.msa and not self.client.auth and self.client.addr:
+            return self._bad(530, "5.7.0", "Authentication required")
+        key, colon, rest = arg.partition(":")
+        if not colon or key.strip().upper() != "FROM" or not rest.strip():
+            return self._bad(501, "5.5.2", f'Syntax error in parameters scanning "{key.split()[0] if key else ""}"')
+        text, params = _params(rest)
+        try:
+            sender = address.parse(text)
+        except errors.AddressError as exc:
+            code = 553
+            status = "5.1.3" if "route" in exc.text or "Domain" in exc.text else "5.0.0"
+            return self._bad(code, status, f"{text}... {exc.text}")
+        env = Envelope(str(sender))
+        for key, value in params.items():
+            if key == "SIZE":
+                if value.isdigit():
+                    env.size = int(value)
+                    if self.cfg["MaxMessageSize"] and env.size > self.cfg["MaxMessageSize"]:
+                        return self._bad(552, "5.2.3", "Message size exceeds fixed maximum message size "
+                                                       f"({self.cfg['MaxMessageSize']})")
+            elif key == "BODY":
+                if value.upper() not in ("7BIT", "8BITMIME"):
+                    return self._bad(501, "5.5.4", f"Unknown BODY type {value}")
+                env.body_type = value.upper()
+            elif key == "RET":
+                if value.upper() not in ("FULL", "HDRS"):
+                    return self._bad(501, "5.5.2", f'Bad argument "{value}" to RET')
+                env.ret = value.upper()
+            elif key == "ENVID":
+                env.envid = value
+            elif key in ("AUTH", "SMTPUTF8", "BY"):
+                continue
+            else:
+                return self._bad(555, "5.5.4", f"{key} parameter unrecognized")
+        refusal = self.policy.mail(self.client, sender)
+        if refusal is not None:
+            return self._refuse("check_mail", text, refusal)
+        self.envelope, self.state, self.did_mail = env, "mail", True
+        return [reply(250, "2.1.0", f"{text}... Sender ok")]
+
+    def _refuse(self, ruleset: str, text: str, r: Refusal) -> list:
+        body = f"{text}... {r.text}" if r.with_addr else r.text
+        self.ctx.log.line(f"ruleset={ruleset}, arg1={text}, relay={self.client.relay_text}, "
+                          f"reject={r.code} {r.status} {body}")
+        return self._bad(r.code, r.status, body)
+
+    def _rcpt(self, verb: str, arg: str) -> list:
+        if self.envelope is None:
+            return self._bad(503, "5.0.0", "Need MAIL before RCPT")
+        key, colon, rest = arg.partition(":")
+        if not colon or key.strip().upper() != "TO" or not rest.strip():
+            return self._bad(501, "5.5.2", f'Syntax error in parameters scanning "{key.split()[0] if key else ""}"')
+        text, params = _params(rest)
+        rcpt = Recipient(text)
+        for k, v in params.items():
+            if k == "NOTIFY":
+                words = {w.upper() for w in v.split(",")}
+                known = words <= {"NEVER", "SUCCESS", "FAILURE", "DELAY"}
+                if not v or not known or ("NEVER" in words and len(words) > 1):
+                    return self._bad(501, "5.5.4", f'Bad argument "{v}"  to NOTIFY')
+                rcpt.notify = v
+            elif k == "ORCPT":
+                if ";" not in v:
+                    return self._bad(501, "5.5.4", "Syntax error in ORCPT parameter value")
+                rcpt.orcpt = v
+            else:
+                return self._bad(555, "5.5.4", f"{k} parameter unrecognized")
+        if len(self.envelope.recipients) >= self.max_rcpts:
+            return [reply(452, "4.5.3", "Too many recipients")]
+        try:
+            addr = address.parse(text)
+        except errors.AddressError as exc:
+            status = "5.1.3" if "route" in exc.text else "5.0.0"
+            return self._bad(553, status, f"{text}... {exc.text}")
+        if addr.null:
+            return self._bad(501, "5.0.0", "Missing recipient")
+        refusal = self.policy.rcpt(self.client, addr, str(addr))
+        if refusal is not None:
+            if refusal.text == "User unknown":
+                self.ctx.log.line(f"{text}... User unknown")
+                return self._bad(refusal.code, refusal.status, f"{text}... {refusal.text}")
+            return self._refuse("check_rcpt", text, refusal)
+        rcpt.addr = str(addr)
+        self.envelope.recipients.append(rcpt)
+        self.state = "rcpt"
+        return [reply(250, "2.1.5", f"{text}... Recipient ok")]
+
+    def _data(self, verb: str, arg: str) -> list:
+        if self.envelope is None:
+            return self._bad(503, "5.0.0", "Need MAIL command")
+        if not self.envelope.recipients:
+            return self._bad(503, "5.0.0", "Need RCPT (recipient)")
+        self.state = "data"
+        self.buffer.start_data()
+        return [reply(354, "", "End data with <CR><LF>.<CR><LF>")]
+
+    def _end_of_data(self) -> list:
+        buf, env = self.buffer, self.envelope
+        self.state = "greeted"
+        self.envelope = None
+        if buf.size > self.max_size:
+            self.ctx.log.line(f"message size ({buf.size}) exceeds maximum ({self.max_size})")
+            return [reply(552, "5.2.3", f"Message exceeds maximum fixed size ({self.max_size})")]
+        if buf.nul:
+            return [reply(554, "5.6.1", "NUL byte not allowed")]
+        env.data = bytes(buf.message)
+        buf.message = bytearray()
+        self._pending = Action("queue", env)
+        return [self._pending]
+
+    def _finish(self, action: Action, result) -> list:
+        if action.kind == "queue":
+            if isinstance(result, errors.MTAError):
+                return [reply(result.code if result.code >= 400 else 451, result.status, result.text)]
+            return [reply(250, "2.0.0", f"{result} Message accepted for delivery")]
+        if action.kind == "starttls":
+            self.buffer.clear()
+            self.client.tls = str(result or "TLS")
+            self.state, self.envelope = "connected", None
+            return []
+        return []
+
+    def _rset(self, verb: str, arg: str) -> list:
+        self.envelope = None
+        if self.state != "connected":
+            self.state = "greeted"
+        return [reply(250, "2.0.0", "Reset state")]
+
+    def _noop(self, verb: str, arg: str) -> list:
+        return [reply(250, "2.0.0", "OK")]
+
+    def _quit(self, verb: str, arg: str) -> list:
+        self._close()
+        return [reply(221, "2.0.0", f"{self.host} closing connection")]
+
+    def _vrfy(self, verb: str, arg: str) -> list:
+        privacy = self.cfg["PrivacyOptions"]
+        if not arg:
+            return self._bad(501, "5.5.2", "Argument required")
+        if verb.upper() == "EXPN":
+            if "noexpn" in privacy or "goaway" in privacy or not privacy:
+                return self._bad(502, "5.7.0", "Sorry, we do not allow this operation")
+        elif "novrfy" in privacy or "goaway" in privacy or not privacy:
+            return [reply(252, "2.5.2", "Cannot VRFY user; try RCPT to attempt delivery (or try finger)")]
+        try:
+            addr = address.parse(arg)
+        except errors.AddressError as exc:
+            return self._bad(553, "5.1.3", f"{arg}... {exc.text}")
+        from mta import router
+
+        routes = router.resolve(self.cfg, self.ctx.aliases, str(addr), self.ctx.maps)
+        good = [r for r in routes if not r.error]
+        if not good:
+            return self._bad(550, "5.1.1", f"{arg}... User unknown")
+        lines = [f"<{r.user if '@' in r.user or r.mailer != 'local' else r.user + '@' + self.host}>" for r in good]
+        return [reply(250, "2.1.5", "\n".join(lines))]
+
+    def _help(self, verb: str, arg: str) -> list:
+        from mta import VERSION
+
+        if arg:
+            return [reply(504, "5.3.0", f'HELP topic "{arg[:10]}" unknown')]
+        text = (f"This is sendmail version {VERSION}\nTopics:\n\tHELO\tEHLO\tMAIL\tRCPT\tDATA\n"
+                "\tRSET\tNOOP\tQUIT\tHELP\tVRFY\n\tEXPN\tVERB\tETRN\tDSN\tSTARTTLS\n"
+                "For more info use \"HELP <topic>\".\nTo report bugs in the implementation see\n"
+                "\thttps://www.sendmail.org/\nFor local information send email to Postmaster at your site.\n"
+                "End of HELP info")
+        return [reply(214, "2.0.0", text)]
+
+    def _verb(self, verb: str, arg: str) -> list:
+        if "noexpn" in self.cfg["PrivacyOptions"]:
+            return self._bad(502, "5.7.0", "Verbose unavailable")
+        return [reply(250, "2.0.0", "Verbose mode")]
+
+    def _etrn(self, verb: str, arg: str) -> list:
+        if "noetrn" in self.cfg["PrivacyOptions"]:
+            return self._bad(502, "5.7.0", "Sorry, we do not allow this operation")
+        if not arg:
+            return self._bad(500, "5.5.2", "Parameter required")
+        if arg.startswith("#"):
+            return [reply(459, "4.5.4", f"Queue {arg[1:]} unknown")]
+        self.did_mail = True
+        self._pending = Action("etrn", arg.lstrip("@"))
+        return [reply(250, "2.0.0", f"Queuing for node {arg} started"), self._pending]
+
+    def _starttls(self, verb: str, arg: str) -> list:
+        if arg:
+            return self._bad(501, "5.5.2", "Syntax error (no parameters allowed)")
+        if not self.tls_available or self.client.tls:
+            return self._bad(454, "4.3.3", "TLS not available after start" if self.client.tls else
+                             "TLS not available")
+        if self.envelope is not None:
+            return self._bad(503, "5.5.0", "TLS not permitted during a mail transaction")
+        self._pending = Action("starttls")
+        self.buffer.clear()  # nothing sent in clear after STARTTLS is obeyed
+        return [reply(220, "2.0.0", "Ready to start TLS"), self._pending]
+
+    def _auth(self, verb: str, arg: str) -> list:
+        if self.client.auth:
+            return self._bad(503, "5.5.0", "Already Authenticated")
+        if self.envelope is not None:
+            return self._bad(503, "5.5.0", "AUTH not permitted during a mail transaction")
+        mech, _, initial = arg.partition(" ")
+        mech = mech.upper()
+        if self.auth is None or not self.client.tls or mech not in ("PLAIN", "LOGIN"):
+            return self._bad(504, "5.3.3", f"AUTH mechanism {mech[:32]} not available")
+        if mech == "PLAIN":
+            if initial and initial != "=":
+                return self._auth_plain(initial)
+            self._auth_step = ("PLAIN",)
+            return [reply(334, "", "")]
+        if initial:
+            return self._auth_continue_login(("LOGIN",), initial)
+        self._auth_step = ("LOGIN",)
+        return [reply(334, "", "VXNlcm5hbWU6")]
+
+    def _auth_continue(self, line: str) -> list:
+        step, self._auth_step = self._auth_step, None
+        if line.strip() == "*":
+            return self._bad(501, "5.0.0", "AUTH aborted")
+        if step[0] == "PLAIN":
+            return self._auth_plain(line.strip())
+        return self._auth_continue_login(step, line.strip())
+
+    def _auth_continue_login(self, step: tuple, line: str) -> list:
+        try:
+            value = base64.b64decode(line, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return self._bad(501, "5.5.2", "Cannot decode response")
+        if len(step) == 1:
+            self._auth_step = ("LOGIN", value)
+            return [reply(334, "", "UGFzc3dvcmQ6")]
+        return self._auth_check(step[1], value)
+
+    def _auth_plain(self, blob: str) -> list:
+        try:
+            parts = base64.b64decode(blob, validate=True).decode("utf-8").split("\0")
+        except (ValueError, UnicodeDecodeError):
+            return self._bad(501, "5.5.2", "Cannot decode response")
+        if len(parts) != 3:
+            return self._bad(501, "5.5.2", "Cannot decode response")
+        return self._auth_check(parts[1], parts[2])
+
+    def _auth_check(self, user: str, password: str) -> list:
+        if self.auth(user, password):
+            self.client.auth = user
+            self.proto = "ESMTPA" if not self.client.tls else "ESMTPSA"
+            return [reply(235, "2.0.0", "OK Authenticated")]
+        self.ctx.log.line(f"AUTH failure (PLAIN/LOGIN): authentication failure, user={user}, "
+                          f"relay={self.client.relay_text}")
+        return self._bad(535, "5.7.0", "authentication failed")
+
+
+def _arpadate() -> str:
+    from mta.message import arpadate
+
+    return arpadate()
+
+
+VERBS = {
+    "HELO": Session._hello, "EHLO": Session._hello, "MAIL": Session._mail, "RCPT": Session._rcpt,
+    "DATA": Session._data, "RSET": Session._rset, "NOOP": Session._noop, "QUIT": Session._quit,
+    "VRFY": Session._vrfy, "EXPN": Session._vrfy, "HELP": Session._help, "VERB": Session._verb,
+    "ETRN": Session._etrn, "STARTTLS": Session._starttls, "AUTH": Session._auth,
+}

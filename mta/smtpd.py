@@ -1,0 +1,410 @@
+"""The SMTP daemon (`sendmail -bd`, `-bD`): asyncio around the protocol core in mta.smtp.
+
+Holds: listeners from every DaemonPortOptions line, TLS (ServerCertFile/ServerKeyFile), the
+connection caps (MaxDaemonChildren, ClientConn:, ClientRate:), GreetPause, timeouts, the PidFile
+in Sendmail's two-line format, signals (SIGHUP re-reads the config and maps, SIGTERM lets
+transactions in flight finish), the queue runner for -qTIME, and delivery of accepted mail.
+Blocking work (queue files with fsync, deliveries, queue runs) runs in a thread pool, so one
+slow disk or mailbox never stalls the other sessions.  A 250 is sent only after the queue
+files are on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import socket
+import ssl
+import sys
+import time
+
+from mta import VERSION, config, errors, runner, submit
+from mta.context import Context
+from mta.policy import Client
+from mta.smtp.session import Action, Session, reply
+
+READ_SIZE = 65536
+RDNS_TIMEOUT = 5.0
+SHUTDOWN_GRACE = 60.0
+
+
+def listener_options(spec: str) -> dict[str, str]:
+    """'Port=2525,Addr=127.0.0.1,Name=MTA,M=Ea' -> {'Port': ..., ...}."""
+    out = {}
+    for part in spec.split(","):
+        key, _, value = part.strip().partition("=")
+        if key:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _port(value: str) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        return socket.getservbyname(value or "smtp", "tcp")
+    except OSError:
+        return 25
+
+
+def tls_context(cfg) -> ssl.SSLContext | None:
+    cert, key = cfg["ServerCertFile"], cfg["ServerKeyFile"]
+    if not cert or not key:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    if cfg["CACertFile"]:
+        ctx.load_verify_locations(cfg["CACertFile"])
+    return ctx
+
+
+def bind(cfg) -> list[tuple[socket.socket, dict[str, str]]]:
+    """Open every DaemonPortOptions listener now, so a bind error reaches the terminal."""
+    out = []
+    for spec in cfg.daemon_ports or ["Port=smtp,Name=MTA"]:
+        opts = listener_options(spec)
+        family = socket.AF_INET6 if opts.get("Family", "inet") == "inet6" else socket.AF_INET
+        host = opts.get("Addr") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, _port(opts.get("Port", "smtp"))))
+            sock.listen(512)
+        except OSError:
+            sock.close()
+            for s, _o in out:
+                s.close()
+            raise
+        sock.setblocking(False)
+        out.append((sock, opts))
+    return out
+
+
+class Daemon:
+    def __init__(self, ctx: Context, listeners, *, queue_interval: int = 0, overrides=None, argv=None):
+        self.ctx = ctx
+        self.listeners = listeners
+        self.overrides = overrides or []
+        self.argv = argv or sys.argv
+        self.queue_interval = queue_interval
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="mta")
+        self.sessions: set[Session] = set()
+        self.per_ip: dict[str, int] = {}
+        self.rate: dict[str, list[float]] = {}
+        self.stopping = asyncio.Event()
+        self.servers: list[asyncio.base_events.Server] = []
+        self.sslctx = None
+        self.auth = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _load_security(self) -> None:
+        cfg = self.ctx.cfg
+        try:
+            self.sslctx = tls_context(cfg)
+        except (OSError, ssl.SSLError) as exc:
+            self.ctx.log.line(f"STARTTLS=server: cannot load certificate: {exc}")
+            self.sslctx = None
+        self.auth = None
+        if cfg["AuthPasswordFile"]:
+            from mta import authdb
+
+            path = cfg["AuthPasswordFile"]
+            self.auth = lambda user, password: authdb.check(path, user, password)
+
+    async def start(self) -> None:
+        self._load_security()
+        for sock, opts in self.listeners:
+            server = await asyncio.start_server(lambda r, w, o=opts: self._connection(r, w, o), sock=sock,
+                                                limit=READ_SIZE * 2)
+            self.servers.append(server)
+        self._write_pidfile()
+        mode = "SMTP+queueing@" + _hms(self.queue_interval) if self.queue_interval else "SMTP"
+        self.ctx.log.line(f"starting daemon ({VERSION}): {mode}")
+        if self.ctx.cfg.ignored_rules:
+            self.ctx.log.line(f"{self.ctx.cfg.path}: {self.ctx.cfg.ignored_rules} rule set lines ignored")
+
+    def _write_pidfile(self) -> None:
+        path = self.ctx.cfg["PidFile"]
+        if not path:
+            return
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(path + ".tmp", "w") as fh:
+                fh.write(f"{os.getpid()}\n{' '.join(self.argv)}\n")
+            os.rename(path + ".tmp", path)
+        except OSError as exc:
+            self.ctx.log.line(f"unable to write pid to {path}: {exc.strerror}")
+
+    def reload(self) -> None:
+        """SIGHUP: read the config (and so the maps) again; sessions under way keep theirs."""
+        try:
+            cfg = config.load(self.ctx.cfg.path, self.overrides)
+        except errors.MTAError as exc:
+            self.ctx.log.line(f"SIGHUP: config not reloaded: {exc.text}")
+            return
+        self.ctx = Context.create(cfg, self.ctx.log.ident)
+        self._load_security()
+        self.ctx.log.line("restarting on SIGHUP: configuration re-read")
+
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        runner_task = asyncio.create_task(self._queue_runner()) if self.queue_interval else None
+        await self.stopping.wait()
+        for server in self.servers:
+            server.close()
+        if runner_task:
+            runner_task.cancel()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while any(s.state in ("mail", "rcpt", "data") or s._pending for s in self.sessions):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        self.ctx.log.line("stopping daemon, reason=signal")
+        self.pool.shutdown(wait=True, cancel_futures=False)
+        path = self.ctx.cfg["PidFile"]
+        try:
+            with open(path) as fh:
+                if fh.readline().strip() == str(os.getpid()):
+                    os.unlink(path)
+        except OSError:
+            pass
+
+    async def _queue_runner(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await loop.run_in_executor(self.pool, runner.run_queue, self.ctx, runner.Selection())
+            await asyncio.sleep(self.queue_interval)
+
+    # -- one connection ---------------------------------------------------------------------------
+
+    def _over_limits(self, ip: str) -> bytes | None:
+        cfg, host = self.ctx.cfg, self.ctx.cfg.hostname
+        if cfg["MaxDaemonChildren"] and len(self.sessions) >= cfg["MaxDaemonChildren"]:
+            return reply(421, "4.3.2", f"{host} Too many concurrent SMTP connections; please try again later")
+        from mta.policy import Policy
+
+        policy = Policy(self.ctx)
+        client = Client(ip)
+        conn = policy.client_limit(client, "ClientConn")
+        if conn and self.per_ip.get(ip, 0) >= conn:
+            return reply(421, "4.7.1", "Too many open connections.")
+        rate = policy.client_limit(client, "ClientRate")
+        if rate:
+            now = time.monotonic()
+            window = [t for t in self.rate.get(ip, []) if now - t < 60]
+            self.rate[ip] = window + [now]
+            if len(window) >= rate:
+                return reply(421, "4.3.2", "Connection rate limit exceeded.")
+        return None
+
+    async def _client(self, writer, opts: dict[str, str]) -> Client:
+        peer = writer.get_extra_info("peername") or ("", 0)
+        sock = writer.get_extra_info("sockname") or ("", 0)
+        ip = peer[0]
+        if ip.startswith("::ffff:"):
+            ip = ip[7:]
+        loop = asyncio.get_running_loop()
+        try:
+            name = (await asyncio.wait_for(loop.run_in_executor(None, socket.gethostbyaddr, ip), RDNS_TIMEOUT))[0]
+        except (TimeoutError, OSError):
+            name = ""
+        modifiers = opts.get("M", "")
+        return Client(ip, name, daemon=opts.get("Name", "MTA"), msa="a" in modifiers, local_addr=sock[0])
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opts) -> None:
+        peer = (writer.get_extra_info("peername") or ("?",))[0]
+        refusal = self._over_limits(peer)
+        if refusal is not None:
+            writer.write(refusal)
+            await _close(writer)
+            return
+        self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
+        session = None
+        try:
+            client = await self._client(writer, opts)
+            ctx = self.ctx
+            session = Session(ctx, client, tls_available=self.sslctx is not None, auth=self.auth)
+            self.sessions.add(session)
+            await self._converse(ctx, session, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if session is not None:
+                self.sessions.discard(session)
+                if not session.closed:
+                    line = session.lost()
+                    if line:
+                        session.ctx.log.line(line)
+            self.per_ip[peer] -= 1
+            if not self.per_ip[peer]:
+                del self.per_ip[peer]
+            await _close(writer)
+
+    async def _converse(self, ctx, session: Session, reader, writer) -> None:
+        timeout = ctx.cfg["Timeout.command"] or 3600
+        pause = session.policy.greet_pause(session.client)
+        if pause:
+            try:
+                early = await asyncio.wait_for(reader.read(READ_SIZE), pause / 1000)
+            except TimeoutError:
+                early = None
+            if early is not None:
+                ctx.log.line(f"rejecting commands from {session.client.relay_text} due to pre-greeting "
+                             f"traffic after {int(pause / 1000)} seconds")
+                writer.write(session.refuse_early_talker())
+                await self._outputs(ctx, session, session.receive(early), writer)
+        if not session.nullserver or not pause:
+            writer.write(session.greeting())
+        await writer.drain()
+        while not session.closed:
+            if self.stopping.is_set() and session.state in ("connected", "greeted"):
+                writer.write(reply(421, "4.3.2", f"{ctx.cfg.hostname} Service shutting down"))
+                session.closed = True
+                break
+            try:
+                data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
+            except TimeoutError:
+                ctx.log.line(f"timeout waiting for input from {session.client.relay_text} during "
+                             f"{'message collect' if session.state == 'data' else 'server cmd read'}")
+                writer.write(reply(421, "4.4.2", f"{ctx.cfg.hostname} Timeout waiting for input"))
+                session.closed = True
+                break
+            if not data:
+                break
+            await self._outputs(ctx, session, session.receive(data), writer)
+
+    async def _outputs(self, ctx, session: Session, outputs: list, writer) -> None:
+        loop = asyncio.get_running_loop()
+        while outputs:
+            out = outputs.pop(0)
+            if isinstance(out, bytes):
+                writer.write(out)
+                continue
+            await writer.drain()
+            result = await self._act(ctx, session, out, writer, loop)
+            outputs.extend(session.resume(result))
+        await writer.drain()
+
+    async def _act(self, ctx, session: Session, action: Action, writer, loop):
+        if action.kind == "queue":
+            try:
+                entry = await loop.run_in_executor(self.pool, submit.smtp, ctx, session.client, action.arg,
+                                                   session.proto)
+            except errors.MTAError as exc:
+                return exc
+            except OSError as exc:
+                return errors.TempFail(f"Insufficient disk space; try again later ({exc.strerror})",
+                                       status="4.3.1", code=452)
+            mode = ctx.cfg["DeliveryMode"]
+            if mode == "i":
+                await loop.run_in_executor(self.pool, runner.deliver, ctx, entry.qid)
+            elif mode not in ("q", "d"):
+                loop.run_in_executor(self.pool, runner.deliver, ctx, entry.qid)
+            return entry.qid
+        if action.kind == "etrn":
+            sel = runner.Selection(recipients=((str(action.arg), False),))
+            loop.run_in_executor(self.pool, runner.run_queue, ctx, sel)
+            return None
+        if action.kind == "starttls":
+            await writer.drain()
+            try:
+                await writer.start_tls(self.sslctx)
+            except (ssl.SSLError, OSError) as exc:
+                ctx.log.line(f"STARTTLS=server, error: accept failed={exc}, relay={session.client.relay_text}")
+                session.closed = True
+                return None
+            obj = writer.get_extra_info("ssl_object")
+            if obj is not None:
+                cipher = obj.cipher() or ("", "", 0)
+                session.client.tls_info = (f"version={obj.version()} cipher={cipher[0]} bits={cipher[2]} "
+                                           "verify=NO")
+                return obj.version()
+            return "TLS"
+        return None
+
+
+async def _close(writer) -> None:
+    try:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 5)
+    except (TimeoutError, OSError, ssl.SSLError):
+        pass
+
+
+def _hms(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def daemonize() -> None:
+    """Detach as Sendmail's -bd does: fork, new session, standard files on /dev/null."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.chdir("/")
+
+
+def serve(ctx: Context, *, queue_interval: int, foreground: bool, overrides=None) -> int:
+    """Run the daemon until SIGTERM; returns an exit code."""
+    try:
+        listeners = bind(ctx.cfg)
+    except OSError as exc:
+        print(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}", flush=True)
+        ctx.log.line(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}")
+        return errors.EX_OSERR
+    if not foreground:
+        daemonize()
+    asyncio.run(Daemon(ctx, listeners, queue_interval=queue_interval, overrides=overrides).run())
+    return errors.EX_OK
+
+
+def stdio(ctx: Context, user: str) -> int:
+    """sendmail -bs: one SMTP session on standard input and output, the same core, no socket."""
+    client = Client("", user=user, daemon="")
+    session = Session(ctx, client)
+    out = sys.stdout.buffer
+    out.write(session.greeting())
+    out.flush()
+    outputs: list = []
+    while not session.closed:
+        data = os.read(0, READ_SIZE)
+        if not data:
+            line = session.lost()
+            if line:
+                ctx.log.line(line)
+            break
+        outputs = session.receive(data)
+        while outputs:
+            item = outputs.pop(0)
+            if isinstance(item, bytes):
+                out.write(item)
+                continue
+            out.flush()
+            outputs.extend(session.resume(_act_inline(ctx, session, item)))
+        out.flush()
+    return errors.EX_OK
+
+
+def _act_inline(ctx: Context, session: Session, action: Action):
+    if action.kind == "queue":
+        try:
+            entry = submit.smtp(ctx, session.client, action.arg, session.proto)
+        except errors.MTAError as exc:
+            return exc
+        if ctx.cfg["DeliveryMode"] not in ("q", "d"):
+            runner.after_submit(ctx, entry)
+        return entry.qid
+    if action.kind == "etrn":
+        runner.run_queue(ctx, runner.Selection(recipients=((str(action.arg), False),)))
+    return None
