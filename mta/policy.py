@@ -75,8 +75,9 @@ class Policy:
             return TEMP_LOOKUP
 
     def relay_client(self, client: Client) -> bool:
-        """May this client relay anywhere: local submission, AUTH, Connect: RELAY, or class R."""
-        if not client.addr or client.auth:
+        """May this client relay anywhere (proto.m4 Relay_ok): local submission, loopback, AUTH,
+        an address prefix in class R, Connect: RELAY, one of our own addresses, a name in R."""
+        if not client.addr or client.auth or client.addr in ("127.0.0.1", "::1", "0"):
             return True
         try:
             d = access.check_connect(self._get, client.name, client.addr)
@@ -87,7 +88,9 @@ class Policy:
         members = self.cfg.klass("R")
         if client.name and access.in_class(client.name, members):
             return True
-        return any(k in members for k in access.address_keys(client.addr))
+        if self.cfg.is_local_host(f"[{client.addr}]"):
+            return True
+        return any(k.lower() in members for k in access.address_keys(client.addr))
 
     def greet_pause(self, client: Client) -> int:
         """GreetPause: milliseconds to wait before the greeting (0: none)."""

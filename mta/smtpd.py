@@ -241,7 +241,7 @@ class Daemon:
                 if not session.closed:
                     line = session.lost()
                     if line:
-                        session.ctx.log.line(line)
+                        session.log(line)
             self.per_ip[peer] -= 1
             if not self.per_ip[peer]:
                 del self.per_ip[peer]
@@ -256,7 +256,7 @@ class Daemon:
             except TimeoutError:
                 early = None
             if early is not None:
-                ctx.log.line(f"rejecting commands from {session.client.relay_text} due to pre-greeting "
+                session.log(f"rejecting commands from {session.client.relay_text} due to pre-greeting "
                              f"traffic after {int(pause / 1000)} seconds")
                 writer.write(session.refuse_early_talker())
                 await self._outputs(ctx, session, session.receive(early), writer)
@@ -271,7 +271,7 @@ class Daemon:
             try:
                 data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
             except TimeoutError:
-                ctx.log.line(f"timeout waiting for input from {session.client.relay_text} during "
+                session.log(f"timeout waiting for input from {session.client.relay_text} during "
                              f"{'message collect' if session.state == 'data' else 'server cmd read'}")
                 writer.write(reply(421, "4.4.2", f"{ctx.cfg.hostname} Timeout waiting for input"))
                 session.closed = True
@@ -317,7 +317,7 @@ class Daemon:
             try:
                 await writer.start_tls(self.sslctx)
             except (ssl.SSLError, OSError) as exc:
-                ctx.log.line(f"STARTTLS=server, error: accept failed={exc}, relay={session.client.relay_text}")
+                session.log(f"STARTTLS=server, error: accept failed={exc}, relay={session.client.relay_text}")
                 session.closed = True
                 return None
             obj = writer.get_extra_info("ssl_object")
@@ -382,7 +382,7 @@ def stdio(ctx: Context, user: str) -> int:
         if not data:
             line = session.lost()
             if line:
-                ctx.log.line(line)
+                session.log(line)
             break
         outputs = session.receive(data)
         while outputs:

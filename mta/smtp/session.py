@@ -101,7 +101,13 @@ class Session:
         self._pending: Action | None = None
         self._auth_step: tuple | None = None
         self.max_size = self.cfg["MaxMessageSize"] or MAX_MESSAGE_HARD
+        from mta import queue
+
+        self.id = queue.new_id()  # the session's ID in log lines, as Sendmail's
         self.max_rcpts = self.cfg["MaxRecipientsPerMessage"] or MAX_RECIPIENTS_HARD
+
+    def log(self, text: str) -> None:
+        self.ctx.log.line(text, self.id)
 
     # -- the transport's side -------------------------------------------------------------------
 
@@ -145,7 +151,7 @@ class Session:
                     done = self.buffer.data(self.max_size)
                 except wire.BareLineEnd as exc:
                     word = "linefeed (LF)" if exc.which == "LF" else "carriage return (CR)"
-                    self.ctx.log.line(f"collect: relay={self.client.name or self.client.addr}, "
+                    self.log(f"collect: relay={self.client.name or self.client.addr}, "
                                       f"from=<{self.envelope.sender}>, info=Bare {word} not allowed, "
                                       "where=body, status=tempfail")
                     out.append(reply(421, "4.5.0", f"Bare {word} not allowed"))
@@ -272,7 +278,7 @@ class Session:
 
     def _refuse(self, ruleset: str, text: str, r: Refusal) -> list:
         body = f"{text}... {r.text}" if r.with_addr else r.text
-        self.ctx.log.line(f"ruleset={ruleset}, arg1={text}, relay={self.client.relay_text}, "
+        self.log(f"ruleset={ruleset}, arg1={text}, relay={self.client.relay_text}, "
                           f"reject={r.code} {r.status} {body}")
         return self._bad(r.code, r.status, body)
 
@@ -309,7 +315,7 @@ class Session:
         refusal = self.policy.rcpt(self.client, addr, str(addr))
         if refusal is not None:
             if refusal.text == "User unknown":
-                self.ctx.log.line(f"{text}... User unknown")
+                self.log(f"{text}... User unknown")
                 return self._bad(refusal.code, refusal.status, f"{text}... {refusal.text}")
             return self._refuse("check_rcpt", text, refusal)
         rcpt.addr = str(addr)
@@ -331,7 +337,7 @@ class Session:
         self.state = "greeted"
         self.envelope = None
         if buf.size > self.max_size:
-            self.ctx.log.line(f"message size ({buf.size}) exceeds maximum ({self.max_size})")
+            self.log(f"message size ({buf.size}) exceeds maximum ({self.max_size})")
             return [reply(552, "5.2.3", f"Message exceeds maximum fixed size ({self.max_size})")]
         if buf.nul:
             return [reply(554, "5.6.1", "NUL byte not allowed")]
@@ -478,7 +484,7 @@ class Session:
             self.client.auth = user
             self.proto = "ESMTPA" if not self.client.tls else "ESMTPSA"
             return [reply(235, "2.0.0", "OK Authenticated")]
-        self.ctx.log.line(f"AUTH failure (PLAIN/LOGIN): authentication failure, user={user}, "
+        self.log(f"AUTH failure (PLAIN/LOGIN): authentication failure, user={user}, "
                           f"relay={self.client.relay_text}")
         return self._bad(535, "5.7.0", "authentication failed")
 
