@@ -36,9 +36,11 @@ lint: venv
 test: venv deps lint
 	$(BIN)/pytest tests
 
-bench: venv deps
+bench: venv
+	sh scripts/install-bench-deps
 	$(BIN)/python bench/submit.py
 	$(BIN)/python bench/makemap.py
+	$(BIN)/python bench/smtpd.py
 
 # sdist + wheel in dist/, each with a detached .asc signature when RELEASE_KEY names a gpg key
 release: venv
