@@ -424,3 +424,29 @@ def test_bs_on_stdio(inst):
 def test_non_root_cannot_start_daemon(inst, users):
     r = inst.run("-bd", user="mtabob")
     assert (r.returncode, r.stdout) == (64, b"550 Permission denied (real uid not trusted)\n")
+
+
+def test_client_rate_and_max_children(inst):
+    (inst.etc / "access").write_text("ClientRate:127.0.0.1\t2\n")
+    assert makemap("hash", str(inst.etc / "access"), stdin=(inst.etc / "access").read_bytes()).returncode == 0
+    inst.write_cf(f"Kaccess hash -o {inst.etc}/access\nO MaxDaemonChildren=3")
+    d = Daemon(inst)  # its own readiness probe was the first connection of this minute
+    try:
+        first = Raw(inst.port)
+        assert first.greeting.startswith("220 ")
+        third = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
+        assert third.recv(200) == b"421 4.3.2 Connection rate limit exceeded.\r\n"
+    finally:
+        d.stop()
+    (inst.etc / "access").write_text("")
+    assert makemap("hash", str(inst.etc / "access"), stdin=b"").returncode == 0
+    inst.write_cf(f"Kaccess hash -o {inst.etc}/access\nO MaxDaemonChildren=1")
+    d = Daemon(inst)
+    try:
+        held = Raw(inst.port)
+        assert held.greeting.startswith("220 ")
+        extra = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
+        assert extra.recv(200) == (b"421 4.3.2 test.example Too many concurrent SMTP connections; "
+                                   b"please try again later\r\n")
+    finally:
+        d.stop()

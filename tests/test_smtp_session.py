@@ -1,0 +1,98 @@
+"""The SMTP core without sockets: scripted conversations, whole and byte by byte."""
+
+import pytest
+
+from mta import config
+from mta.context import Context
+from mta.policy import Client
+from mta.smtp import wire
+from mta.smtp.session import Action, Session
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    cf = tmp_path / "sendmail.cf"
+    (tmp_path / "aliases").write_text("team: root\n")
+    cf.write_text(f"Djmx.test.example\nCwlocalhost test.example\nO AliasFile={tmp_path}/aliases\n"
+                  f"O LogFile={tmp_path}/log\nO QueueDirectory={tmp_path}\nO MaxMessageSize=2000\n"
+                  "O MaxRecipientsPerMessage=2\n")
+    return Context.create(config.load(str(cf)))
+
+
+def drive(ctx, chunks: list[bytes]) -> list[str]:
+    """Feed chunks; answer queue actions with a fake QID; return every reply line."""
+    s = Session(ctx, Client("192.0.2.7", "client.example"))
+    out = [s.greeting()]
+    for chunk in chunks:
+        pending = s.receive(chunk)
+        while pending:
+            item = pending.pop(0)
+            if isinstance(item, Action):
+                assert item.kind == "queue"
+                pending += s.resume("QID0000001")
+            else:
+                out.append(item)
+    return b"".join(out[1:]).decode().splitlines()
+
+
+SCRIPT = (b"EHLO c.example\r\nMAIL FROM:<a@example.org> SIZE=100\r\nRCPT TO:<root@test.example> NOTIFY=SUCCESS\r\n"
+          b"RCPT TO:<team>\r\nRCPT TO:<third@test.example>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\n"
+          b"Subject: s\r\n\r\n..dot\r\nline\r\n.\r\nMAIL FROM:<a@example.org> SIZE=5000\r\nQUIT\r\n")
+
+
+def test_whole_and_byte_by_byte_agree(ctx):
+    whole = drive(ctx, [SCRIPT])
+    bytewise = drive(ctx, [SCRIPT[i:i + 1] for i in range(len(SCRIPT))])
+    assert whole == bytewise
+    assert whole[-7:] == [
+        "250 2.1.5 <team>... Recipient ok",
+        "452 4.5.3 Too many recipients",
+        "452 4.5.3 Too many recipients",
+        "354 End data with <CR><LF>.<CR><LF>",
+        "250 2.0.0 QID0000001 Message accepted for delivery",
+        "552 5.2.3 Message size exceeds fixed maximum message size (2000)",
+        "221 2.0.0 mx.test.example closing connection",
+    ]
+    assert "250-SIZE 2000" in whole
+
+
+def test_relay_denied_from_outside(ctx):
+    lines = drive(ctx, [b"HELO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@elsewhere.example>\r\n"])
+    assert lines[-1] == "550 5.7.1 <x@elsewhere.example>... Relaying denied"
+
+
+def test_message_too_big(ctx):
+    lines = drive(ctx, [b"HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<root>\r\nDATA\r\n" + b"x" * 3000 +
+                        b"\r\n.\r\n"])
+    assert lines[-1] == "552 5.2.3 Message exceeds maximum fixed size (2000)"
+
+
+@pytest.mark.parametrize("data,error", [
+    (b"a\n.\n", "LF"), (b"a\r.\r\n", "CR"), (b"a\r\n.\n", "LF"), (b"a\n.\r\n", "LF"), (b"a\rb", "CR"),
+])
+def test_buffer_bare_line_ends(data, error):
+    buf = wire.Buffer()
+    buf.start_data()
+    buf.feed(data)
+    with pytest.raises(wire.BareLineEnd) as exc:
+        buf.data(0)
+    assert exc.value.which == error
+
+
+def test_buffer_unstuffs_and_ends_only_on_crlf_dot_crlf():
+    buf = wire.Buffer()
+    buf.start_data()
+    buf.feed(b"..one\r\n.two\r\n")
+    assert buf.data(0) is False
+    buf.feed(b"\r")
+    assert buf.data(0) is False  # a CR at the very end may still be followed by LF
+    buf.feed(b"\n.\r\nNEXT\r\n")
+    assert buf.data(0) is True and bytes(buf.message) == b".one\r\ntwo\r\n\r\n"
+    assert buf.command() == b"NEXT"
+
+
+def test_command_limit():
+    buf = wire.Buffer()
+    buf.feed(b"x" * (wire.MAX_COMMAND + 10))
+    with pytest.raises(wire.TooLong):
+        buf.command()
