@@ -178,8 +178,11 @@ def run_queue(req) -> int:
     interval = config.interval(req.queue_interval)
     if interval <= 0:
         return runner.run_queue(ctx, selection)
+    from mta import smtpd
+
+    smtpd.daemonize()  # sendmail -q15m: a queue-runner daemon in the background
     ctx.log.line(f"starting daemon ({config.VERSION}): queueing@{_hms(interval)}")
-    while True:  # a queue-runner daemon: sendmail -q15m
+    while True:
         runner.run_queue(ctx, selection)
         time.sleep(interval)
 

@@ -101,6 +101,7 @@ class Entry:
     recipients: list[Recipient] = factory(list)
     headers: list[Header] = factory(list)
     body_size: int = -1  # df size, filled in when read from a directory
+    unsafe: bool = False  # the qf is owned by someone else than us or root: no programs, no files
 
     def header(self, name: str) -> Header | None:
         lname = name.lower()
@@ -268,6 +269,8 @@ def read(qdir: str, qid: str) -> Entry:
     try:
         with open(qf_path(qdir, qid), "rb") as fh:
             entry = parse_entry(qid, from_bytes(fh.read()))
+            owner = os.fstat(fh.fileno()).st_uid
+            entry.unsafe = owner not in (0, os.geteuid())
     except OSError as exc:
         raise errors.IOFailure(f"{qid}: cannot open: {exc.strerror}") from exc
     try:

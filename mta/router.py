@@ -116,7 +116,7 @@ def _remote(cfg: Config, addr: address.Address, text: str) -> Route:
     return Route("esmtp", str(addr), text, host=addr.domain)
 
 
-def _local_target(cfg: Config, target: aliases.Target, maps=None) -> Route:
+def local_target(cfg: Config, target: aliases.Target, maps=None) -> Route:
     value = target.value
     info = dict(owner=target.owner, alias=target.alias)
     if value.startswith(("|", "/")) and not target.alias:  # only an alias or .forward may name these
@@ -206,7 +206,7 @@ def resolve(cfg: Config, table: aliases.Aliases | None, text: str, maps=None, de
                              is_local=lambda v: "@" not in v or cfg.is_local_host(v.rsplit("@", 1)[1]))
     routes = []
     for t in targets:
-        route = _local_target(cfg, t, maps)
+        route = local_target(cfg, t, maps)
         routes.append(route if t.value != addr.local or t.alias else
                       Route(route.mailer, route.user, text, route.host, route.error))
     return routes

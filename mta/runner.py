@@ -61,12 +61,14 @@ def _qualify_headers(entry: Entry, host: str) -> list[Header]:
 
 # -- delivering one entry ------------------------------------------------------------------------
 
-def _routes_for(ctx: Context, rcpt: Recipient) -> list[router.Route]:
-    if "A" in rcpt.flags:  # an alias expansion we stored ourselves: deliver as is
+def _routes_for(ctx: Context, entry: Entry, rcpt: Recipient) -> list[router.Route]:
+    # An alias expansion we stored ourselves is delivered as is (programs and files included),
+    # but only from a trusted qf in the MTA queue: Sendmail's EF_UNSAFE rule.
+    if "A" in rcpt.flags and not ctx.cfg.is_msp and not entry.unsafe:
         from mta import aliases
 
-        target = aliases.Target(rcpt.addr, alias=rcpt.ctladdr.lstrip(":"))
-        return [router._local_target(ctx.cfg, target, ctx.maps)]
+        target = aliases.Target(rcpt.addr, alias=rcpt.ctladdr.lstrip(":") or "(queue file)")
+        return [router.local_target(ctx.cfg, target, ctx.maps)]
     table = None if ctx.cfg.is_msp else ctx.aliases
     return router.resolve(ctx.cfg, table, rcpt.addr, ctx.maps)
 
@@ -139,7 +141,7 @@ def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
     results: list[Result] = []
     smtp_groups: dict[tuple[str, str], list[tuple[Recipient, router.Route]]] = {}
     for rcpt in entry.recipients:
-        for route in _routes_for(ctx, rcpt):
+        for route in _routes_for(ctx, entry, rcpt):
             if route.error:
                 results.append(Result(rcpt, route, Outcome.from_error(route.error)))
             elif cfg_is_smtp(ctx.cfg, route.mailer):

@@ -262,3 +262,19 @@ def test_full_disk_is_tempfail_and_nothing_lost(inst, users):
             assert fh.read().count(b"y" * 1000) == 200
     finally:
         subprocess.run(["umount", str(full)])
+
+
+def test_planted_queue_file_cannot_run_programs(inst, users):
+    """An alias expansion in a qf (R flag A) runs a program only if we or root wrote the qf."""
+    target = inst.root / "out" / "planted"
+    qf = (f"V8\nT{int(__import__('time').time())}\nK0\nN0\nP30000\n$_mtabob@localhost\nSmtabob\n"
+          f"RPFDA:|touch {target}\nH??Subject: SUBJECT\n.\n")
+    for qid, owner in (("6AQplant0000001", users["mtabob"]), ("6AQplant0000002", None)):
+        (inst.mqueue / f"df{qid}").write_text("x\n")
+        (inst.mqueue / f"qf{qid}").write_text(qf.replace("SUBJECT", qid))
+        if owner:
+            os.chown(inst.mqueue / f"qf{qid}", owner.pw_uid, owner.pw_gid)
+        assert inst.run("-qI" + qid).returncode == 0
+        assert target.exists() == (owner is None), qid  # root's own qf: trusted; mtabob's: never
+        if target.exists():
+            target.unlink()
