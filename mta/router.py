@@ -35,6 +35,7 @@ class Route:
     owner: str = ""  # owner-LIST that gets errors, if any
     alias: str = ""
     why: str = ""  # which map entry decided, e.g. 'mailertable: example.com'
+    run_as: str = ""  # programs and files from a user's .forward run as that user
 
     def describe(self, explain: bool = False) -> str:
         """sendmail -bv wording: 'deliverable: mailer local, user alice' (+ why, with -v)."""
@@ -207,6 +208,64 @@ def resolve(cfg: Config, table: aliases.Aliases | None, text: str, maps=None, de
     routes = []
     for t in targets:
         route = local_target(cfg, t, maps)
+        if route.mailer == "local" and not t.no_alias and depth < MAX_DEPTH:
+            forwarded = _forward(cfg, table, route, maps, depth)
+            if forwarded is not None:
+                routes += forwarded
+                continue
         routes.append(route if t.value != addr.local or t.alias else
                       Route(route.mailer, route.user, text, route.host, route.error))
     return routes
+
+
+def run_as(route: Route, user: str) -> Route:
+    """The same route, with its program or file run as user ('' leaves it as it is)."""
+    if not user or route.mailer not in ("prog", "*file*"):
+        return route
+    return Route(**{**{n: getattr(route, n) for n in Route.__record_fields__}, "run_as": user})
+
+
+def forward_file(cfg: Config, pw) -> str | None:
+    """The user's .forward (first of ForwardPath), if it is safe to obey: a plain file owned by
+    the user or root, in a home nobody else may write, and not group- or world-writable."""
+    import os
+    import stat
+
+    for pattern in cfg["ForwardPath"].split(":"):
+        path = cfg.expand(pattern.strip(), {"z": pw.pw_dir, "u": pw.pw_name})
+        try:
+            st = os.lstat(path)
+            home = os.stat(pw.pw_dir)
+        except OSError:
+            continue
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, pw.pw_uid) or st.st_mode & 0o022
+                or home.st_uid not in (0, pw.pw_uid) or home.st_mode & 0o022):
+            return None
+        return path
+    return None
+
+
+def _forward(cfg: Config, table, route: Route, maps, depth: int) -> list[Route] | None:
+    """A local user's .forward: each line's addresses, |programs and /files (run as the user);
+    \\user or the user's own name delivers to the mailbox."""
+    pw = local_user(route.user)
+    path = forward_file(cfg, pw) if pw else None
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            values = [v for line in fh if line.strip() and not line.lstrip().startswith("#")
+                      for v in aliases.values(line.strip())]
+    except OSError:
+        return None
+    why, out = f"forward: {path}", []
+    for value in values or [f"\\{pw.pw_name}"]:
+        value = value[1:-1] if value.startswith('"') and value.endswith('"') else value
+        if value.lstrip("\\") == pw.pw_name:
+            out.append(Route("local", pw.pw_name, route.addr, why=why))
+        elif value.startswith(("|", "/")):
+            mailer = "prog" if value.startswith("|") else "*file*"
+            out.append(Route(mailer, value, value, alias=".forward", why=why, run_as=pw.pw_name))
+        else:
+            out += resolve(cfg, table, value, maps, depth + 1)
+    return out

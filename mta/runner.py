@@ -67,8 +67,11 @@ def _routes_for(ctx: Context, entry: Entry, rcpt: Recipient) -> list[router.Rout
     if "A" in rcpt.flags and not ctx.cfg.is_msp and not entry.unsafe:
         from mta import aliases
 
-        target = aliases.Target(rcpt.addr, alias=rcpt.ctladdr.lstrip(":") or "(queue file)")
-        return [router.local_target(ctx.cfg, target, ctx.maps)]
+        # C line: ':alias', or 'user:uid:gid:alias' for a .forward's program or file
+        user, _, rest = rcpt.ctladdr.partition(":")
+        alias = rest.rsplit(":", 1)[-1] if user else rest
+        target = aliases.Target(rcpt.addr, alias=alias or "(queue file)")
+        return [router.run_as(router.local_target(ctx.cfg, target, ctx.maps), user)]
     table = None if ctx.cfg.is_msp else ctx.aliases
     return router.resolve(ctx.cfg, table, rcpt.addr, ctx.maps)
 
@@ -98,12 +101,13 @@ def _deliver_route(ctx: Context, entry: Entry, body: str, route: router.Route) -
     if route.mailer == "prog":
         from mta.mailers import prog
 
-        return prog.deliver(command=route.user[1:], text=text, sender=sender,
-                            default_user=cfg["DefaultUser"], as_root=os.geteuid() == 0)
+        user = f"{route.run_as}:" if route.run_as else cfg["DefaultUser"]
+        return prog.deliver(command=route.user[1:], text=text, sender=sender, default_user=user,
+                            as_root=os.geteuid() == 0)
     from mta.mailers import file
 
     return file.deliver(path=route.user, text=text, sender=sender, when=time.time(),
-                        safe_root=cfg["SafeFileEnvironment"])
+                        safe_root=cfg["SafeFileEnvironment"], run_as=route.run_as)
 
 
 def _encrypted(cfg, user: str, text: str, seed: str) -> str:
@@ -246,9 +250,12 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
     for r in deferred:
         rc = r.rcpt
         if r.route.alias or "A" in rc.flags:  # keep the expansion, so done members are not resent
+            ctl = f":{r.route.alias}" if r.route.alias else rc.ctladdr
+            if r.route.run_as:
+                pw = router.local_user(r.route.run_as)
+                ctl = f"{pw.pw_name}:{pw.pw_uid}:{pw.pw_gid}:{r.route.alias}"
             rc = Recipient(r.route.user if r.route.mailer in ("prog", "*file*", "local") else r.route.addr,
-                           rc.flags.replace("A", "") + "A", rc.orcpt, rc.final, ctladdr=f":{r.route.alias}"
-                           if r.route.alias else rc.ctladdr)
+                           rc.flags.replace("A", "") + "A", rc.orcpt, rc.final, ctladdr=ctl)
         kept.setdefault(rc.addr, Recipient(rc.addr, rc.flags, rc.orcpt, rc.final, r.outcome.text, rc.ctladdr))
     entry.recipients = list(kept.values())
     entry.status = deferred[0].outcome.text

@@ -21,11 +21,12 @@ TIMEOUT = 3600
 
 
 def _ids(default_user: str) -> tuple[int | None, int | None]:
+    """'user:group' (DefaultUser) or 'user:' (a .forward's owner, with the user's own group)."""
     user, _, group = default_user.partition(":")
     try:
-        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
-        gid = int(group) if group.isdigit() else grp.getgrnam(group or user).gr_gid
-        return uid, gid
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        gid = int(group) if group.isdigit() else (grp.getgrnam(group).gr_gid if group else pw.pw_gid)
+        return pw.pw_uid, gid
     except (KeyError, ValueError):
         return None, None
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import base64
 import re
 
-from mta import address, errors
+from mta import address, errors, queue
+from mta.message import arpadate
 from mta.policy import Client, Policy, Refusal
 from mta.record import factory, record
 from mta.smtp import wire
@@ -101,8 +102,6 @@ class Session:
         self._pending: Action | None = None
         self._auth_step: tuple | None = None
         self.max_size = self.cfg["MaxMessageSize"] or MAX_MESSAGE_HARD
-        from mta import queue
-
         self.id = queue.new_id()  # the session's ID in log lines, as Sendmail's
         self.max_rcpts = self.cfg["MaxRecipientsPerMessage"] or MAX_RECIPIENTS_HARD
 
@@ -112,7 +111,7 @@ class Session:
     # -- the transport's side -------------------------------------------------------------------
 
     def greeting(self) -> bytes:
-        text = self.cfg.expand(self.cfg["SmtpGreetingMessage"], {"b": _arpadate()})
+        text = self.cfg.expand(self.cfg["SmtpGreetingMessage"], {"b": arpadate()})
         first, _, rest = text.partition(" ")
         return reply(220, "", f"{first} ESMTP {rest}".rstrip())
 
@@ -131,7 +130,7 @@ class Session:
         return out + ([] if self._pending or self.closed else self._run())
 
     def lost(self) -> str:
-        """The log line for a client that went away (or None)."""
+        """The log line for a client that went away ('' when there is nothing to say)."""
         who, daemon = self.client.relay_text, self.client.daemon
         if self.state == "data":
             return "collect: premature EOM: unexpected close"
@@ -487,12 +486,6 @@ class Session:
         self.log(f"AUTH failure (PLAIN/LOGIN): authentication failure, user={user}, "
                           f"relay={self.client.relay_text}")
         return self._bad(535, "5.7.0", "authentication failed")
-
-
-def _arpadate() -> str:
-    from mta.message import arpadate
-
-    return arpadate()
 
 
 VERBS = {

@@ -278,3 +278,27 @@ def test_planted_queue_file_cannot_run_programs(inst, users):
         assert target.exists() == (owner is None), qid  # root's own qf: trusted; mtabob's: never
         if target.exists():
             target.unlink()
+
+
+def test_forward_files(inst, users):
+    bob = users["mtabob"]
+    fwd = os.path.join(bob.pw_dir, ".forward")
+    out = os.path.join(bob.pw_dir, "fwd-out")
+    for p in (fwd, out):
+        if os.path.exists(p):
+            os.unlink(p)
+    with open(fwd, "w") as fh:
+        fh.write(f'# keep a copy, pass one on, pipe one\n\\mtabob, mtaalice\n"|cat >> {out}"\n')
+    os.chown(fwd, bob.pw_uid, bob.pw_gid)
+    try:
+        r = inst.run("-bv", "-v", "mtabob")
+        assert f"|cat >> {out}... deliverable: mailer prog, user |cat >> {out} (forward: {fwd})" in r.stdout.decode()
+        assert inst.run("-Am", "-odi", "mtabob", stdin=b"Subject: forwarded\n\nx\n").returncode == 0
+        assert b"Subject: forwarded" in inst.mbox("mtabob") and b"Subject: forwarded" in inst.mbox("mtaalice")
+        assert os.stat(out).st_uid == bob.pw_uid  # the program ran as mtabob
+        os.chmod(fwd, 0o666)  # anybody could have written it: ignored, as Sendmail does
+        assert "deliverable: mailer local, user mtabob" in inst.run("-bv", "mtabob").stdout.decode()
+    finally:
+        for p in (fwd, out):
+            if os.path.exists(p):
+                os.unlink(p)
