@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import subprocess
+import time
 
 from tests.smtp_sink import Sink, serve
 
@@ -267,7 +268,7 @@ def test_full_disk_is_tempfail_and_nothing_lost(inst, users):
 def test_planted_queue_file_cannot_run_programs(inst, users):
     """An alias expansion in a qf (R flag A) runs a program only if we or root wrote the qf."""
     target = inst.root / "out" / "planted"
-    qf = (f"V8\nT{int(__import__('time').time())}\nK0\nN0\nP30000\n$_mtabob@localhost\nSmtabob\n"
+    qf = (f"V8\nT{int(time.time())}\nK0\nN0\nP30000\n$_mtabob@localhost\nSmtabob\n"
           f"RPFDA:|touch {target}\nH??Subject: SUBJECT\n.\n")
     for qid, owner in (("6AQplant0000001", users["mtabob"]), ("6AQplant0000002", None)):
         (inst.mqueue / f"df{qid}").write_text("x\n")
@@ -302,3 +303,28 @@ def test_forward_files(inst, users):
         for p in (fwd, out):
             if os.path.exists(p):
                 os.unlink(p)
+
+
+def test_deferral_warning_and_expiry(inst):
+    """A message that cannot go out: kept with its reason, a delay warning, then returned."""
+    port = inst.port  # nothing listens there
+    inst.write_cf(f"Mesmtp, P=[IPC], F=mDFMuXa, A=TCP $h {port}")
+    r = inst.run("-Am", "-odi", "far@[127.0.0.3]", stdin=b"Subject: stuck\n\nx\n")
+    assert r.returncode == 0
+    qid = inst.qfs()[0][2:]
+    out = inst.run("-bp").stdout.decode()
+    assert "(Deferred: Connection refused by [127.0.0.3])" in out and "far@[127.0.0.3]" in out
+    time.sleep(1.1)
+    assert inst.run("-q", "-O", "Timeout.queuewarn=1s").returncode == 0
+    root = inst.mbox("root").decode()
+    assert "Subject: Warning: could not send message for past 1 second" in root
+    assert "**      THIS IS A WARNING MESSAGE ONLY      **" in root and "Action: delayed" in root
+    assert "+" in inst.run("-bp", "-v").stdout.decode().splitlines()[2][:40]  # the warned mark
+    assert inst.run("-q", "-O", "Timeout.queuewarn=1s").returncode == 0
+    assert inst.mbox("root").decode().count("Warning: could not send") == 1  # warned once
+    assert inst.run("-q", "-O", "Timeout.queuereturn=1s").returncode == 0
+    root = inst.mbox("root").decode()
+    assert "Subject: Returned mail: see transcript for details" in root
+    assert "Cannot send message for 1 second" in root and "Status: 4.4.7" in root
+    assert inst.qfs() == []
+    assert re.search(rf"{qid}: \w+: DSN: ", inst.log())
