@@ -93,3 +93,5 @@ def test_mailq_golden(tmp_path, monkeypatch):
     shutil.copytree(DATA / "mqueue", q)
     want = (DATA / "mqueue.mailq").read_text().replace("QDIR", str(q))
     assert mailq.show(str(q)) == want
+    want = (DATA / "mqueue.mailq-v").read_text().replace("QDIR", str(q))
+    assert mailq.show(str(q), verbose=True) == want  # Debian's `mailq -v`, byte for byte
