@@ -95,3 +95,7 @@ def test_mailq_golden(tmp_path, monkeypatch):
     assert mailq.show(str(q)) == want
     want = (DATA / "mqueue.mailq-v").read_text().replace("QDIR", str(q))
     assert mailq.show(str(q), verbose=True) == want  # Debian's `mailq -v`, byte for byte
+    msp = tmp_path / "msp"
+    shutil.copytree(DATA / "mqueue-client", msp)
+    want = (DATA / "mqueue-client.mailq-v").read_text().replace("QDIR", str(msp))
+    assert mailq.show(str(msp), verbose=True) == want  # with the MSP's C (controlling address) lines
