@@ -170,9 +170,23 @@ def ctladdr(entry: Entry) -> str:
     return f"{entry.sender} ({pw.pw_uid}/{pw.pw_gid})" if pw else ""
 
 
+def _count_sent(ctx: Context, entry: Entry, results: list[Result]) -> None:
+    """mailstats: one message to each mailer that delivered something of it."""
+    if not ctx.cfg["StatusFile"]:
+        return
+    from mta import stats
+
+    numbers = stats.mailer_numbers(ctx.cfg)
+    size = stats.kbytes(entry.body_size + sum(len(h.render()) for h in entry.headers))
+    used = {numbers.get(r.route.mailer) for r in results if r.outcome.kind == "sent"} - {None}
+    if used:
+        stats.record(ctx.cfg["StatusFile"], nt={n: 1 for n in used}, bt={n: size for n in used})
+
+
 def _log_results(ctx: Context, entry: Entry, results: list[Result], started: float) -> None:
     now = time.time()
     ctl = ctladdr(entry)
+    _count_sent(ctx, entry, results)
     groups: dict[tuple, list[str]] = {}
     for res in results:
         key = (res.route.mailer, res.outcome.status, res.outcome.text, res.outcome.relay)

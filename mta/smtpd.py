@@ -226,6 +226,11 @@ class Daemon:
             await _close(writer)
             return
         self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
+        if self.ctx.cfg["StatusFile"]:
+            from mta import stats
+
+            await asyncio.get_running_loop().run_in_executor(self.pool, lambda: stats.record(
+                self.ctx.cfg["StatusFile"], cf=1))
         session = None
         try:
             client = await self._client(writer, opts)

@@ -97,11 +97,24 @@ def enqueue(ctx: Context, *, qid: str, sender: str, recipients: list[Recipient],
                   macros=macros, sender=sender, envid=envid, recipients=recipients, headers=msg.headers)
     queue.store(ctx.qdir, entry, msg.body, ctx.cfg["QueueFileMode"])
     entry.body_size = len(message.to_bytes(msg.body))
+    _count_from(ctx, sender, msg.size)
     msgid = msg.get("Message-Id")
     ctx.log.sender(qid, sender=sender, size=msg.size, klass=klass, nrcpts=len(recipients),
                    msgid=msgid.value.strip() if msgid else "", bodytype=bodytype, proto=proto,
                    daemon=daemon, relay=relay)
     return entry
+
+
+def _count_from(ctx: Context, sender: str, size: int) -> None:
+    """mailstats: a message from the local mailer, or from esmtp for a remote sender."""
+    if not ctx.cfg["StatusFile"]:
+        return
+    from mta import stats
+
+    _, at, domain = bare(sender).rpartition("@")
+    name = "local" if not at or ctx.cfg.is_local_host(domain) else "esmtp"
+    n = stats.mailer_numbers(ctx.cfg).get(name, 3)
+    stats.record(ctx.cfg["StatusFile"], nf={n: 1}, bf={n: stats.kbytes(size)})
 
 
 def header_recipients(msg: Message) -> list[str]:

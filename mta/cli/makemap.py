@@ -1,4 +1,4 @@
-"""The makemap and praliases fronts: argv -> request -> one core call -> exit code."""
+"""The makemap, praliases and mailstats fronts: argv -> request -> one core call -> exit code."""
 
 from __future__ import annotations
 
@@ -114,3 +114,25 @@ def praliases_main() -> None:
     except errors.MTAError as exc:
         sys.stderr.write(f"{prog}: {exc.text}\n")
         sys.exit(exc.exitcode)
+
+
+def mailstats_main() -> None:
+    """mailstats [-C cffile] [-c] [-P] [-f stfile] [-o] [-p]"""
+    from mta import config, stats
+
+    try:
+        opts, args = _getopt(sys.argv[1:], "Cf", "cPop", "mailstats")
+    except ValueError as exc:
+        args = [str(exc)]
+    if args:
+        sys.stderr.write("usage: mailstats [-C cffile] [-c] [-P] [-f stfile] [-o] [-p]\n")
+        sys.exit(EX_USAGE)
+    o = dict(opts)
+    if "C" in o:
+        configs = [("", o["C"])]
+    elif "c" in o:
+        configs = [("", config.DEFAULT_SUBMIT_CF)]
+    else:  # as Debian's wrapper: both
+        configs = [("MSP statistics...", config.DEFAULT_SUBMIT_CF), ("MTA statistics...", config.DEFAULT_CF)]
+    sys.exit(stats.mailstats(configs, stats_file=o.get("f", ""), program="P" in o or "p" in o,
+                             show_names="o" not in o, clear="p" in o))
