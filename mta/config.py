@@ -74,6 +74,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "Timeout.connect": (0, interval),
     "Timeout.iconnect": (0, interval),
     "Timeout.command": (3600, interval),
+    "Timeout.hoststatus": (1800, interval),
     "MaxMessageSize": (0, int),
     "MaxHopCount": (25, int),
     "MaxRecipientsPerMessage": (0, int),

@@ -55,13 +55,11 @@ def run(req) -> int:
         if req.mode == "m" and not req.recipients:
             return errors.EX_OK
     handler = {"m": submit, "p": print_queue, "i": rebuild_aliases, "v": verify, "d": daemon, "D": daemon,
-               "s": smtp_stdio, "P": queue_stats, "z": frozen, "t": address_test}.get(req.mode)
+               "s": smtp_stdio, "h": host_status, "H": purge_status, "P": queue_stats, "z": frozen,
+               "t": address_test}.get(req.mode)
     if req.queue_run and req.mode == "m":
         handler = run_queue
     if handler is None:
-        if req.mode in ("h", "H"):
-            print(f"Operation mode -b{req.mode} is not available yet", flush=True)
-            return errors.EX_UNAVAILABLE
         print(f"Invalid operation mode {req.mode}", flush=True)
         return errors.EX_USAGE
     return handler(req)
@@ -189,6 +187,23 @@ def run_queue(req) -> int:
 
 def _hms(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def host_status(req) -> int:
+    """hoststat (-bh): the persistent host status."""
+    from mta import hoststat
+
+    sys.stdout.write(hoststat.report(_context(req).cfg["HostStatusDirectory"], req.verbose))
+    return errors.EX_OK
+
+
+def purge_status(req) -> int:
+    """purgestat (-bH): drop host statuses older than Timeout.hoststatus."""
+    from mta import hoststat
+
+    cfg = _context(req).cfg
+    hoststat.purge(cfg["HostStatusDirectory"], cfg["Timeout.hoststatus"])
+    return errors.EX_OK
 
 
 def queue_stats(req) -> int:

@@ -131,8 +131,16 @@ def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
     text = render(qualified, body, flags=mailer.flags, sender=sender)
     rcpts = [r.user if "@" in r.user else f"{r.user}@{cfg.hostname}" for _rc, r in group]
     timeout = cfg["Timeout.connect"] or esmtp.DEFAULT_TIMEOUT
-    return esmtp.deliver(host=route.host, port=port, helo=cfg.hostname, sender=sender,
-                         recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose)
+    outcomes = esmtp.deliver(host=route.host, port=port, helo=cfg.hostname, sender=sender,
+                             recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose)
+    if cfg["HostStatusDirectory"] and outcomes:
+        from mta import hoststat
+
+        o = outcomes[-1]
+        code = {"sent": 0, "deferred": errors.EX_TEMPFAIL}.get(o.kind, errors.EX_UNAVAILABLE)
+        hoststat.record(cfg["HostStatusDirectory"], route.host, exitstat=code, status=o.status,
+                        reply="" if o.kind == "sent" else o.text)
+    return outcomes
 
 
 def cfg_is_smtp(cfg, mailer: str) -> bool:

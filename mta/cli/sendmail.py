@@ -180,7 +180,8 @@ def _main(argv: list[str], prog: str, preset: dict) -> int:
 
 def main() -> None:
     prog = os.path.basename(sys.argv[0])
-    presets = {"mailq": {"mode": "p"}, "newaliases": {"mode": "i"}}
+    presets = {"mailq": {"mode": "p"}, "newaliases": {"mode": "i"}, "hoststat": {"mode": "h"},
+               "purgestat": {"mode": "H"}}
     sys.exit(_main(sys.argv[1:], "sendmail" if prog not in presets else prog, presets.get(prog, {})))
 
 
@@ -190,3 +191,11 @@ def mailq_main() -> None:
 
 def newaliases_main() -> None:
     sys.exit(_main(sys.argv[1:], "newaliases", {"mode": "i", "prog": "newaliases"}))
+
+
+def hoststat_main() -> None:
+    sys.exit(_main(sys.argv[1:], "hoststat", {"mode": "h", "prog": "hoststat"}))
+
+
+def purgestat_main() -> None:
+    sys.exit(_main(sys.argv[1:], "purgestat", {"mode": "H", "prog": "purgestat"}))
