@@ -31,6 +31,8 @@ class Failed:
     reply: str  # '550 5.1.1 User unknown'
     transcript: str  # the transcript line ('550 5.1.1 nosuchuser... User unknown')
     diagnostic: str = ""  # 'X-Unix; 550 5.1.1 User unknown' or 'SMTP; 550 ...'
+    action: str = ""  # for receipts: 'delivered (to mailbox)' or 'relayed'
+    orcpt: str = ""  # 'rfc822;addr' when the client gave ORCPT
 
 
 
@@ -46,13 +48,17 @@ def build(*, kind: str, qid: str, host: str, version: str, to: str, arrival: flo
     boundary = f"{qid}.{int(now)}/{host}"
     date = arpadate(now)
     warning = kind == "warning-timeout"
+    receipt = kind == "return-receipt"
     if warning:
         subject = f"Warning: could not send message for past {log.pintvl_long(warn_after)}"
+    elif receipt:
+        subject = "Return receipt"
     elif kind == "postmaster-notify":
         subject = "Postmaster notify: see transcript for details"
     else:
         subject = "Returned mail: see transcript for details"
-    auto = {"warning-timeout": "warning-timeout", "postmaster-notify": "postmaster-notification"}
+    auto = {"warning-timeout": "warning-timeout", "postmaster-notify": "postmaster-notification",
+            "return-receipt": "return-receipt"}
     head = (f"Received: from localhost (localhost)\n\tby {host} ({version}) id {qid};\n\t{date}\n"
             f"Date: {date}\n"
             f"From: Mail Delivery Subsystem <MAILER-DAEMON>\n"
@@ -66,7 +72,14 @@ def build(*, kind: str, qid: str, host: str, version: str, to: str, arrival: flo
     if warning:
         parts.append(WARNING_BOX)
     parts.append(f"The original message was received at {arpadate(arrival)}\nfrom {origin}\n\n")
-    if not warning:
+    if receipt:
+        parts.append("   ----- The following addresses had successful delivery notifications -----\n")
+        for f in failed:
+            how = "successfully delivered to mailbox" if f.action.startswith("delivered") else \
+                "relayed to non-DSN-aware mailer"
+            parts.append(f"{f.addr}  ({how})\n")
+        parts.append("\n")
+    elif not warning:
         parts.append("   ----- The following addresses had permanent fatal errors -----\n")
         for f in failed:
             parts.append(f"{f.addr}\n    (reason: {f.reply})\n")
@@ -81,8 +94,11 @@ def build(*, kind: str, qid: str, host: str, version: str, to: str, arrival: flo
                  f"Reporting-MTA: dns; {host}\nArrival-Date: {arpadate(arrival)}\n\n")
     for f in failed:
         final = _qualify(f.final, host)
+        if f.orcpt:
+            parts.append(f"Original-Recipient: {f.orcpt}\n")
+        action = f.action or ("delayed" if warning else "failed")
         parts.append(f"Final-Recipient: RFC822; {final}\nX-Actual-Recipient: rfc822; {final}\n"
-                     f"Action: {'delayed' if warning else 'failed'}\nStatus: {f.status}\n")
+                     f"Action: {action}\nStatus: {f.status}\n")
         if f.diagnostic and not warning:
             parts.append(f"Diagnostic-Code: {f.diagnostic}\n")
         parts.append(f"Last-Attempt-Date: {date}\n")

@@ -240,6 +240,9 @@ def _deliver_locked(ctx: Context, entry: Entry, body: str) -> int:
     deferred = [r for r in results if r.outcome.kind == "deferred"]
     if failed:
         bounce(ctx, entry, [(r.route.addr, _error_of(r.outcome)) for r in failed], body=body)
+    receipts = [r for r in results if r.outcome.kind == "sent" and "S" in r.rcpt.flags]
+    if receipts and entry.sender != "<>":
+        receipt(ctx, entry, receipts)
     exitcode = errors.EX_OK
     for r in failed + deferred:
         if exitcode == errors.EX_OK:
@@ -387,6 +390,20 @@ def bounce_unqueued(ctx: Context, qid: str, sender: str, msg: Message, when: flo
     except errors.MTAError:
         return False
     return True
+
+
+def receipt(ctx: Context, entry: Entry, results: list[Result]) -> None:
+    """NOTIFY=SUCCESS: a 'Return receipt' for recipients delivered or relayed."""
+    done = []
+    for r in results:
+        local = r.route.mailer in ("local", "prog", "*file*")
+        addr = r.rcpt.addr
+        said = "Successfully delivered" if local else "relayed; expect no further notifications"
+        done.append(dsn.Failed(addr, addr.strip("<>"), "2.1.5" if local else "2.0.0", "", f"{addr}... {said}",
+                               action="delivered (to mailbox)" if local else "relayed", orcpt=r.rcpt.orcpt))
+    _notify(ctx, kind="return-receipt", sender=entry.sender, headers=entry.headers, body=None,
+            arrival=entry.ctime, origin=entry.macros.get("_", "localhost"), failed=done,
+            return_body=False, origin_qid=entry.qid)
 
 
 def warn(ctx: Context, entry: Entry, body: str) -> None:

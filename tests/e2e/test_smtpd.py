@@ -450,3 +450,21 @@ def test_client_rate_and_max_children(inst):
                                    b"please try again later\r\n")
     finally:
         d.stop()
+
+
+def test_return_receipt_for_notify_success(inst, daemon):
+    c = smtplib.SMTP("127.0.0.1", inst.port, timeout=20)
+    c.ehlo("client.example.test")
+    c.mail("mtabob@test.example")
+    c.rcpt("mtaalice@test.example", ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;mtaalice@test.example"])
+    c.rcpt("root@test.example")
+    c.data(b"Subject: receipt please\r\n\r\nx\r\n")
+    c.quit()
+    assert wait_for(lambda: "Return receipt" in subjects(inst, "mtabob"))
+    box = inst.mbox("mtabob").decode()
+    assert "<mtaalice@test.example>  (successfully delivered to mailbox)" in box
+    assert "Original-Recipient: rfc822;mtaalice@test.example" in box
+    assert "Action: delivered (to mailbox)\nStatus: 2.1.5" in box
+    assert "Auto-Submitted: auto-generated (return-receipt)" in box
+    assert box.count("Final-Recipient") == 1  # root did not ask for one
+    assert re.search(r"DSN: Return receipt", inst.log())
