@@ -69,32 +69,20 @@ class Logger:
             self._syslog = syslog
         syslog.syslog(syslog.LOG_INFO, text)
 
+    def fields(self, qid: str, *pairs: tuple[str, object], always: tuple[str, ...] = ()) -> None:
+        """One 'name=value, ...' line; empty optional fields are left out, as Sendmail does."""
+        self.line(", ".join(f"{k}={v}" for k, v in pairs if k in always or v not in ("", None)), qid)
+
     def sender(self, qid: str, *, sender: str, size: int, klass: int, nrcpts: int, msgid: str = "",
                bodytype: str = "", proto: str = "", daemon: str = "", relay: str = "") -> None:
-        parts = [f"from={sender or '<>'}", f"size={size}", f"class={klass}", f"nrcpts={nrcpts}"]
-        if msgid:
-            parts.append(f"msgid={msgid}")
-        if bodytype:
-            parts.append(f"bodytype={bodytype}")
-        if proto:
-            parts.append(f"proto={proto}")
-        if daemon:
-            parts.append(f"daemon={daemon}")
-        parts.append(f"relay={relay}")
-        self.line(", ".join(parts), qid)
+        """headers.c logsender()."""
+        self.fields(qid, ("from", sender or "<>"), ("size", size), ("class", klass), ("nrcpts", nrcpts),
+                    ("msgid", msgid), ("bodytype", bodytype), ("proto", proto), ("daemon", daemon),
+                    ("relay", relay), always=("relay",))
 
     def delivery(self, qid: str, *, to: str, delay: float, mailer: str, pri: int, stat: str,
                  ctladdr: str = "", xdelay: float | None = None, relay: str = "", dsn: str = "") -> None:
-        parts = [f"to={to}"]
-        if ctladdr:
-            parts.append(f"ctladdr={ctladdr}")
-        parts.append(f"delay={pintvl(delay)}")
-        if xdelay is not None:
-            parts.append(f"xdelay={pintvl(xdelay)}")
-        parts += [f"mailer={mailer}", f"pri={pri}"]
-        if relay:
-            parts.append(f"relay={relay}")
-        if dsn:
-            parts.append(f"dsn={dsn}")
-        parts.append(f"stat={stat}")
-        self.line(", ".join(parts), qid)
+        """deliver.c logdelivery()."""
+        self.fields(qid, ("to", to), ("ctladdr", ctladdr), ("delay", pintvl(delay)),
+                    ("xdelay", None if xdelay is None else pintvl(xdelay)), ("mailer", mailer), ("pri", pri),
+                    ("relay", relay), ("dsn", dsn), ("stat", stat))

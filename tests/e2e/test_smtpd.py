@@ -270,24 +270,26 @@ def test_msp_queue_delivered_after_daemon_starts(inst, users):
 def test_pid_file_sighup_and_sigterm(inst):
     inst.write_cf(f"O PidFile={inst.root}/sendmail.pid")
     d = Daemon(inst)
-    lines = (inst.root / "sendmail.pid").read_text().splitlines()
-    assert lines[0] == str(d.proc.pid) and "-bD" in lines[1]
-    c = smtplib.SMTP("127.0.0.1", inst.port, timeout=20)
-    c.ehlo("x.example")
-    c.mail("a@example.test")
-    assert c.rcpt("mtaalice@later.example")[0] == 250  # loopback may relay
-    # SIGHUP: a new local name becomes local for new sessions
-    inst.write_cf(f"O PidFile={inst.root}/sendmail.pid\nCwlater.example")
-    d.proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: "configuration re-read" in inst.log())
-    # SIGTERM while a transaction is open: it finishes, then the daemon exits
-    c.sock.sendall(b"")
-    d.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    code, _ = c.data(b"Subject: finished after SIGTERM\r\n\r\nx\r\n")
-    assert code == 250
-    assert d.proc.wait(30) == 0
-    assert not (inst.root / "sendmail.pid").exists()
+    try:
+        lines = (inst.root / "sendmail.pid").read_text().splitlines()
+        assert lines[0] == str(d.proc.pid) and "-bD" in lines[1]
+        c = smtplib.SMTP("127.0.0.1", inst.port, timeout=20)
+        c.ehlo("x.example")
+        c.mail("a@example.test")
+        assert c.rcpt("mtaalice@later.example")[0] == 250  # loopback may relay
+        # SIGHUP: the config is read again for new sessions
+        inst.write_cf(f"O PidFile={inst.root}/sendmail.pid\nCwlater.example")
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "configuration re-read" in inst.log())
+        # SIGTERM while a transaction is open: it finishes, then the daemon exits
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        code, _ = c.data(b"Subject: finished after SIGTERM\r\n\r\nx\r\n")
+        assert code == 250
+        assert d.proc.wait(30) == 0
+        assert not (inst.root / "sendmail.pid").exists()
+    finally:
+        d.stop(signal.SIGKILL)
 
 
 def test_sigkill_during_pipelined_transactions_loses_nothing(inst, users):
