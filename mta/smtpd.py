@@ -150,11 +150,11 @@ class Daemon:
         self.ctx.log.line("restarting on SIGHUP: configuration re-read")
 
     async def run(self) -> None:
-        await self.start()
-        loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()  # signal handlers first: clients may connect at once
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.start()
         runner_task = asyncio.create_task(self._queue_runner()) if self.queue_interval else None
         await self.stopping.wait()
         for server in self.servers:
@@ -368,6 +368,7 @@ def serve(ctx: Context, *, queue_interval: int, foreground: bool, overrides=None
         print(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}", flush=True)
         ctx.log.line(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}")
         return errors.EX_OSERR
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it: the port is open already
     if not foreground:
         daemonize()
     asyncio.run(Daemon(ctx, listeners, queue_interval=queue_interval, overrides=overrides).run())
