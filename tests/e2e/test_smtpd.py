@@ -271,7 +271,9 @@ def test_pid_file_sighup_and_sigterm(inst):
     inst.write_cf(f"O PidFile={inst.root}/sendmail.pid")
     d = Daemon(inst)
     try:
-        lines = (inst.root / "sendmail.pid").read_text().splitlines()
+        pidfile = inst.root / "sendmail.pid"
+        assert wait_for(pidfile.exists)  # written once the listeners are up, like Sendmail's
+        lines = pidfile.read_text().splitlines()
         assert lines[0] == str(d.proc.pid) and "-bD" in lines[1]
         c = smtplib.SMTP("127.0.0.1", inst.port, timeout=20)
         c.ehlo("x.example")
