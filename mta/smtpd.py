@@ -70,8 +70,7 @@ def bind(cfg) -> list[tuple[socket.socket, dict[str, str]]]:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, _port(opts.get("Port", "smtp"))))
-            sock.listen(512)
+            sock.bind((host, _port(opts.get("Port", "smtp"))))  # asyncio listens, once we are ready
         except OSError:
             sock.close()
             for s, _o in out:
@@ -116,11 +115,11 @@ class Daemon:
 
     async def start(self) -> None:
         self._load_security()
+        self._write_pidfile()  # before we listen: whoever can connect can also find the pid
         for sock, opts in self.listeners:
             server = await asyncio.start_server(lambda r, w, o=opts: self._connection(r, w, o), sock=sock,
-                                                limit=READ_SIZE * 2)
+                                                limit=READ_SIZE * 2, backlog=512)
             self.servers.append(server)
-        self._write_pidfile()
         mode = "SMTP+queueing@" + _hms(self.queue_interval) if self.queue_interval else "SMTP"
         self.ctx.log.line(f"starting daemon ({VERSION}): {mode}")
         if self.ctx.cfg.ignored_rules:
@@ -368,7 +367,6 @@ def serve(ctx: Context, *, queue_interval: int, foreground: bool, overrides=None
         print(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}", flush=True)
         ctx.log.line(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}")
         return errors.EX_OSERR
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it: the port is open already
     if not foreground:
         daemonize()
     asyncio.run(Daemon(ctx, listeners, queue_interval=queue_interval, overrides=overrides).run())
