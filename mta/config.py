@@ -98,6 +98,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "MSPQueueDirectory": ("", text_value),  # (ext)
     "PGPKeyMap": ("", text_value),  # (ext): recipient -> public key file, for encryption at delivery
     "AuthPasswordFile": ("", text_value),  # (ext): user:hash lines for SMTP AUTH (mta.authdb)
+    "NameServers": ("", text_value),  # (ext): ip[:port],... instead of /etc/resolv.conf
     "ServerCertFile": ("", text_value),
     "ServerKeyFile": ("", text_value),
     "CACertFile": ("", text_value),

@@ -132,7 +132,8 @@ def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
     rcpts = [r.user if "@" in r.user else f"{r.user}@{cfg.hostname}" for _rc, r in group]
     timeout = cfg["Timeout.connect"] or esmtp.DEFAULT_TIMEOUT
     outcomes = esmtp.deliver(host=route.host, port=port, helo=cfg.hostname, sender=sender,
-                             recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose)
+                             recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose,
+                             nameservers=cfg["NameServers"])
     if cfg["HostStatusDirectory"] and outcomes:
         from mta import hoststat
 

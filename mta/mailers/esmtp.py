@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import socket
 import ssl
 
 from mta import dns, errors
@@ -41,15 +40,10 @@ class _Client(smtplib.SMTP):
         return code, msg
 
 
-def _connect_target(host: str, port: int) -> tuple[str, str]:
-    """(name to connect to, relay= text for the log)."""
-    if host.startswith("[") and host.endswith("]"):
-        return host[1:-1], f"{host} [{host[1:-1]}]"
-    try:
-        ip = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
-    except OSError as exc:
-        raise errors.TempFail(f"{host}: host name lookup failure", status="4.4.3") from exc
-    return host, f"{host}. [{ip}]"
+def _connect_target(host: str, nameservers: str) -> tuple[str, str]:
+    """(address to connect to, relay= text for the log)."""
+    ip = dns.address(host, nameservers)
+    return ip, (f"{host} [{ip}]" if host.startswith("[") else f"{host}. [{ip}]")
 
 
 def _reply_outcome(code: int, msg: bytes, relay: str, default_status: str) -> Outcome:
@@ -65,17 +59,17 @@ def _reply_outcome(code: int, msg: bytes, relay: str, default_status: str) -> Ou
 
 
 def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[str], text: str,
-            timeout: float = DEFAULT_TIMEOUT, transcript=None) -> list[Outcome]:
+            timeout: float = DEFAULT_TIMEOUT, transcript=None, nameservers: str = "") -> list[Outcome]:
     """Send text from sender to recipients at host ([host]: no MX lookup); one Outcome each."""
     try:
-        hosts = dns.mail_hosts(host)
+        hosts = dns.mail_hosts(host, nameservers)
     except errors.MTAError as exc:
         return [Outcome.from_error(exc)] * len(recipients)
     last = errors.TempFail(f"Connection refused by {host}", status="4.4.1")
     last_relay = ""
     for mx in hosts:
         try:
-            target, relay = _connect_target(mx, port)
+            target, relay = _connect_target(mx, nameservers)
             client = _Client(timeout=timeout)
             client.transcript = transcript
             client.connect(target, port)
