@@ -14,18 +14,18 @@ import dns.rrset
 class Server:
     """records: {(name, type): [rdata text, ...]}; names not present at all are NXDOMAIN."""
 
-    def __init__(self, records: dict[tuple[str, str], list[str]]):
+    def __init__(self, records: dict[tuple[str, str], list[str]], host: str = "127.0.0.1"):
         self.records = {(n.lower().rstrip("."), t.upper()): v for (n, t), v in records.items()}
         self.names = {n for n, _t in self.records}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        self.sock.bind((host, 0))
+        self.host, self.port = host, self.sock.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def _serve(self) -> None:
         while True:
