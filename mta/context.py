@@ -60,7 +60,12 @@ class Context:
         return (self.user.pw_uid == 0 or name in ("root", "daemon", "uucp")
                 or name == self.cfg["TrustedUser"] or name in self.cfg.klass("t"))
 
+    def tell(self, text: str) -> None:
+        """A line for the user at the terminal (Sendmail's putoutmsg in non-SMTP modes): the one
+        place the core writes to the user; the front decides where stdout goes."""
+        print(text, flush=True)
+
     def say(self, text: str) -> None:
-        """A line for the user at the terminal (sendmail's putoutmsg in non-SMTP modes)."""
+        """tell(), but only when somebody is watching (interactive delivery or -v)."""
         if self.interactive or self.verbose:
-            print(text, flush=True)
+            self.tell(text)

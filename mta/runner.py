@@ -209,7 +209,7 @@ def _log_results(ctx: Context, entry: Entry, results: list[Result], started: flo
             if ctx.verbose:
                 ctx.verbose.write(f"{addr}... {text}\n")
             elif ctx.interactive and not status.startswith("2") and not ctx.cfg.is_msp:
-                print(f"{addr}... {text}", flush=True)
+                ctx.tell(f"{addr}... {text}")
 
 
 def deliver(ctx: Context, qid: str, *, force: bool = True) -> int:
@@ -375,7 +375,7 @@ def _save_dead_letter(ctx: Context, entry: Entry, body: str) -> bool:
         return False
     ctx.log.line(f"Saved message in {saved}", entry.qid)
     if ctx.interactive:
-        print(f"{saved}... Saved message in {saved}", flush=True)
+        ctx.tell(f"{saved}... Saved message in {saved}")
     return True
 
 

@@ -196,9 +196,9 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
         msg.remove("Resent-Bcc")
     if not rcpts:
         if sub.read_headers:
-            print("No recipient addresses found in header", flush=True)
+            ctx.tell("No recipient addresses found in header")
             return errors.EX_OK
-        print("Recipient names must be specified", flush=True)
+        ctx.tell("Recipient names must be specified")
         return errors.EX_USAGE
 
     login = ctx.user.pw_name
@@ -232,10 +232,10 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
                         macros=macros, flags=flags, bodytype=sub.bodytype, envid=sub.envid,
                         relay=f"{login}@localhost")
     except errors.MTAError as exc:
-        print(exc.text, flush=True)
+        ctx.tell(exc.text)
         saved = dead_letter(ctx, sender, msg, when)
         if saved:
-            print(f"{saved}... Saved message in {saved}", flush=True)
+            ctx.tell(f"{saved}... Saved message in {saved}")
         return exc.exitcode
     if failed:
         runner.bounce(ctx, entry, failed, body=msg.body)
@@ -249,7 +249,7 @@ def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, 
         routes = router.resolve(ctx.cfg, None if ctx.cfg.is_msp else ctx.aliases, text, ctx.maps)
         bad = [r for r in routes if r.error and not r.error.temporary]  # 4xx: queue, retry later
         for r in bad:
-            print(f"{r.addr}... {r.error.text}", flush=True)
+            ctx.tell(f"{r.addr}... {r.error.text}")
             exitcode = exitcode or r.error.exitcode
             failed.append((r.addr, r.error))
         if len(bad) < len(routes):
@@ -264,4 +264,4 @@ def _report_unqueued(ctx: Context, qid: str, sender: str, msg: Message, when: fl
     if not runner.bounce_unqueued(ctx, qid, sender, msg, when, failed):
         saved = dead_letter(ctx, sender, msg, when)
         if saved:
-            print(f"{saved}... Saved message in {saved}", flush=True)
+            ctx.tell(f"{saved}... Saved message in {saved}")
