@@ -16,16 +16,16 @@ from mta.context import Context
 
 
 def choose_cf(req) -> str:
-    """-C wins; else -Ac/-Am; else submit.cf for plain submission and -bs by a user, sendmail.cf."""
+    """-C wins; else -Ac/-Am; else submit.cf for plain submission and -bs, sendmail.cf otherwise."""
     if req.cf:
         if req.submit_cf and os.path.basename(req.cf) != "submit.cf":
             return config.submit_path_for(req.cf)
         return req.cf
     if req.submit_cf is True:
         return config.DEFAULT_SUBMIT_CF
-    if req.submit_cf is False or req.mode != "m" or req.queue_run:
+    if req.submit_cf is False or req.mode not in ("m", "s") or req.queue_run:
         return config.DEFAULT_CF
-    return config.DEFAULT_SUBMIT_CF
+    return config.DEFAULT_SUBMIT_CF  # plain submission and -bs go through the MSP, as Debian's
 
 
 def _context(req, cf: str | None = None) -> Context:
