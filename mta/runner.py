@@ -233,9 +233,21 @@ def deliver(ctx: Context, qid: str, *, force: bool = True) -> int:
         return errors.EX_TEMPFAIL
 
 
+def _too_many_hops(ctx: Context, entry: Entry) -> list[Result] | None:
+    """A mail loop: more Received: headers than MaxHopCount fails every recipient (5.4.6)."""
+    hops = sum(1 for h in entry.headers if h.name.lower() == "received")
+    limit = ctx.cfg["MaxHopCount"]
+    if hops <= limit:
+        return None
+    ctx.log.line(f"Too many hops {hops} ({limit} max): from {entry.sender}", entry.qid)
+    err = errors.MTAError(f"Too many hops {hops} ({limit} max)", status="5.4.6", code=554)
+    return [Result(r, router.Route("error", r.addr, r.addr, error=err), Outcome.from_error(err))
+            for r in entry.recipients]
+
+
 def _deliver_locked(ctx: Context, entry: Entry, body: str) -> int:
     started = time.time()
-    results = _attempt(ctx, entry, body)
+    results = _too_many_hops(ctx, entry) or _attempt(ctx, entry, body)
     _log_results(ctx, entry, results, started)
     failed = [r for r in results if r.outcome.kind == "bounced"]
     deferred = [r for r in results if r.outcome.kind == "deferred"]

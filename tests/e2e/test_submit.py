@@ -328,3 +328,13 @@ def test_deferral_warning_and_expiry(inst):
     assert "Cannot send message for 1 second" in root and "Status: 4.4.7" in root
     assert inst.qfs() == []
     assert re.search(rf"{qid}: \w+: DSN: ", inst.log())
+
+
+def test_mail_loop_is_returned(inst):
+    looped = b"".join(b"Received: from hop%d.example by hop%d.example; Mon, 1 Jan 2026 00:00:00 GMT\n" % (i, i)
+                      for i in range(30)) + b"Subject: looping\n\nx\n"
+    r = inst.run("-Am", "-odi", "mtaalice", stdin=looped)
+    assert r.returncode == 69 and b"Too many hops 31 (25 max)" in r.stdout
+    assert inst.mbox("mtaalice") == b""
+    root = inst.mbox("root").decode()
+    assert "Status: 5.4.6" in root and "Too many hops" in root
