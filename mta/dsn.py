@@ -43,7 +43,7 @@ def _qualify(addr: str, host: str) -> str:
 
 def build(*, kind: str, qid: str, host: str, version: str, to: str, arrival: float, origin: str,
           failed: list[Failed], original_headers: str, original_body: str | None, now: float,
-          warn_after: int = 0, return_after: int = 0) -> str:
+          warn_after: int = 0, return_after: int = 0, envid: str = "") -> str:
     """The notification text; ``original_body`` None returns headers only (RET=HDRS)."""
     boundary = f"{qid}.{int(now)}/{host}"
     date = arpadate(now)
@@ -91,7 +91,8 @@ def build(*, kind: str, qid: str, host: str, version: str, to: str, arrival: flo
         parts.append(f"Warning: message still undelivered after {log.pintvl_long(warn_after)}\n"
                      f"Will keep trying until message is {log.pintvl_long(return_after)} old\n")
     parts.append(f"\n--{boundary}\nContent-Type: message/delivery-status\n\n"
-                 f"Reporting-MTA: dns; {host}\nArrival-Date: {arpadate(arrival)}\n\n")
+                 + (f"Original-Envelope-Id: {envid}\n" if envid else "")
+                 + f"Reporting-MTA: dns; {host}\nArrival-Date: {arpadate(arrival)}\n\n")
     for f in failed:
         final = _qualify(f.final, host)
         if f.orcpt:

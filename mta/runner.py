@@ -133,7 +133,7 @@ def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
     timeout = cfg["Timeout.connect"] or esmtp.DEFAULT_TIMEOUT
     outcomes = esmtp.deliver(host=route.host, port=port, helo=cfg.hostname, sender=sender,
                              recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose,
-                             nameservers=cfg["NameServers"])
+                             nameservers=cfg["NameServers"], dsn=dsn_parameters(entry, [rc for rc, _r in group]))
     if cfg["HostStatusDirectory"] and outcomes:
         from mta import hoststat
 
@@ -142,6 +142,26 @@ def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
         hoststat.record(cfg["HostStatusDirectory"], route.host, exitstat=code, status=o.status,
                         reply="" if o.kind == "sent" else o.text)
     return outcomes
+
+
+def _xtext_ok(value: str) -> bool:
+    return all(33 <= ord(c) <= 126 and c != "=" for c in value)
+
+
+def dsn_parameters(entry: Entry, rcpts: list[Recipient]) -> tuple[list[str], list[list[str]]]:
+    """What the next hop needs to keep the DSN promises (RFC 3461): RET, ENVID, NOTIFY, ORCPT."""
+    mail = (["RET=HDRS"] if "n" in entry.flags else []) + (
+        [f"ENVID={entry.envid}"] if entry.envid and _xtext_ok(entry.envid) else [])
+    per = []
+    for r in rcpts:
+        params = []
+        if "N" in r.flags:
+            words = [w for f, w in (("S", "SUCCESS"), ("F", "FAILURE"), ("D", "DELAY")) if f in r.flags]
+            params.append("NOTIFY=" + (",".join(words) or "NEVER"))
+        if r.orcpt and _xtext_ok(r.orcpt):
+            params.append(f"ORCPT={r.orcpt}")
+        per.append(params)
+    return mail, per
 
 
 def cfg_is_smtp(cfg, mailer: str) -> bool:
@@ -253,7 +273,7 @@ def _deliver_locked(ctx: Context, entry: Entry, body: str) -> int:
     deferred = [r for r in results if r.outcome.kind == "deferred"]
     if failed:
         bounce(ctx, entry, [(r.route.addr, _error_of(r.outcome)) for r in failed], body=body)
-    receipts = [r for r in results if r.outcome.kind == "sent" and "S" in r.rcpt.flags]
+    receipts = [r for r in results if r.outcome.kind == "sent" and "S" in r.rcpt.flags and not r.outcome.dsn_passed]
     if receipts and entry.sender != "<>":
         receipt(ctx, entry, receipts)
     exitcode = errors.EX_OK
@@ -331,7 +351,7 @@ def subject_of(kind: str) -> str:
 
 def _notify(ctx: Context, *, kind: str, sender: str, headers: list[Header], body: str | None,
             arrival: float, origin: str, failed: list[dsn.Failed], return_body: bool,
-            origin_qid: str = "") -> None:
+            origin_qid: str = "", envid: str = "") -> None:
     from mta import submit
 
     cfg = ctx.cfg
@@ -345,7 +365,8 @@ def _notify(ctx: Context, *, kind: str, sender: str, headers: list[Header], body
     text = dsn.build(kind=kind, qid=qid, host=cfg.hostname, version=f"{cfg.macros['v']}/{cfg.macros['Z']}",
                      to=to, arrival=arrival, origin=origin, failed=failed, original_headers=original,
                      original_body=body if return_body else None, now=now,
-                     warn_after=cfg["Timeout.queuewarn"], return_after=cfg["Timeout.queuereturn"])
+                     warn_after=cfg["Timeout.queuewarn"], return_after=cfg["Timeout.queuereturn"],
+                     envid=envid)
     msg = message.parse(text)
     msg.headers.insert(0, Header("Return-Path", f"<{queue.MACRO_BYTE}g>", "P"))
     rflags = "PN" if not bare else "PFD"
@@ -376,7 +397,7 @@ def bounce(ctx: Context, entry: Entry, failed: list[tuple[str, errors.MTAError]]
     _notify(ctx, kind="failure", sender=entry.sender, headers=entry.headers, body=body,
             arrival=entry.ctime, origin=entry.macros.get("_", "localhost"),
             failed=[_failed(a, e, "@" in a and not ctx.cfg.is_msp) for a, e in failed],
-            return_body=return_body, origin_qid=entry.qid)
+            return_body=return_body, origin_qid=entry.qid, envid=entry.envid)
 
 
 def _save_dead_letter(ctx: Context, entry: Entry, body: str) -> bool:
@@ -416,7 +437,7 @@ def receipt(ctx: Context, entry: Entry, results: list[Result]) -> None:
                                action="delivered (to mailbox)" if local else "relayed", orcpt=r.rcpt.orcpt))
     _notify(ctx, kind="return-receipt", sender=entry.sender, headers=entry.headers, body=None,
             arrival=entry.ctime, origin=entry.macros.get("_", "localhost"), failed=done,
-            return_body=False, origin_qid=entry.qid)
+            return_body=False, origin_qid=entry.qid, envid=entry.envid)
 
 
 def warn(ctx: Context, entry: Entry, body: str) -> None:
@@ -426,7 +447,7 @@ def warn(ctx: Context, entry: Entry, body: str) -> None:
     if failed:
         _notify(ctx, kind="warning-timeout", sender=entry.sender, headers=entry.headers, body=None,
                 arrival=entry.ctime, origin=entry.macros.get("_", "localhost"), failed=failed,
-                return_body=False, origin_qid=entry.qid)
+                return_body=False, origin_qid=entry.qid, envid=entry.envid)
 
 
 # -- after submission and queue runs ----------------------------------------------------------------

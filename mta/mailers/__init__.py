@@ -16,6 +16,7 @@ class Outcome:
     text: str  # the log's stat= text: 'Sent', 'Deferred: ...', 'User unknown'
     relay: str = ""  # relay= for the log
     reply: str = ""  # the remote SMTP reply, for DSNs ('550 5.1.1 User unknown')
+    dsn_passed: bool = False  # NOTIFY went on to a DSN-aware next hop: it reports, not we
 
     @property
     def kind(self) -> str:

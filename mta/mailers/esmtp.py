@@ -59,8 +59,10 @@ def _reply_outcome(code: int, msg: bytes, relay: str, default_status: str) -> Ou
 
 
 def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[str], text: str,
-            timeout: float = DEFAULT_TIMEOUT, transcript=None, nameservers: str = "") -> list[Outcome]:
-    """Send text from sender to recipients at host ([host]: no MX lookup); one Outcome each."""
+            timeout: float = DEFAULT_TIMEOUT, transcript=None, nameservers: str = "",
+            dsn: tuple[list[str], list[list[str]]] | None = None) -> list[Outcome]:
+    """Send text from sender to recipients at host ([host]: no MX lookup); one Outcome each.
+    ``dsn`` is (MAIL parameters, RCPT parameters per recipient), sent when the host offers DSN."""
     try:
         hosts = dns.mail_hosts(host, nameservers)
     except errors.MTAError as exc:
@@ -82,7 +84,7 @@ def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[st
             last, last_relay = errors.TempFail(f"{reason} by {mx}", status="4.4.1"), relay
             continue
         try:
-            return _transaction(client, helo, sender, recipients, text, relay)
+            return _transaction(client, helo, sender, recipients, text, relay, dsn)
         except (OSError, smtplib.SMTPException) as exc:
             last = errors.TempFail(f"Connection reset by {mx}: {exc}", status="4.4.2")
         finally:
@@ -94,7 +96,7 @@ def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[st
 
 
 def _transaction(client: _Client, helo: str, sender: str, recipients: list[str], text: str,
-                 relay: str) -> list[Outcome]:
+                 relay: str, dsn=None) -> list[Outcome]:
     code, msg = client.ehlo(helo)
     if code != 250:
         code, msg = client.helo(helo)
@@ -108,16 +110,21 @@ def _transaction(client: _Client, helo: str, sender: str, recipients: list[str],
         client.ehlo(helo)
     data = re.sub(rb"\r\n|\r|\n", b"\r\n", to_bytes(text))  # no bare CR or LF on the wire
     options = [f"SIZE={len(data)}"] if client.has_extn("size") else []
+    with_dsn = dsn is not None and client.has_extn("dsn")
+    if with_dsn:
+        options += dsn[0]
     code, msg = client.mail(sender, options)
     if code != 250:
         return [_reply_outcome(code, msg, relay, "5.1.7")] * len(recipients)
     outcomes: list[Outcome | None] = []
-    for rcpt in recipients:
-        code, msg = client.rcpt(rcpt)
+    for i, rcpt in enumerate(recipients):
+        code, msg = client.rcpt(rcpt, dsn[1][i] if with_dsn else [])
         outcomes.append(None if code in (250, 251) else _reply_outcome(code, msg, relay, "5.1.1"))
     if all(o is not None for o in outcomes):
         client.rset()
         return outcomes  # type: ignore[return-value]
     code, msg = client.data(data)
     final = _reply_outcome(code, msg, relay, "5.0.0")
+    if with_dsn and final.kind == "sent":
+        final = Outcome(final.status, final.text, final.relay, final.reply, dsn_passed=True)
     return [o if o is not None else final for o in outcomes]

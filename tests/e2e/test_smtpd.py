@@ -472,3 +472,19 @@ def test_return_receipt_for_notify_success(inst, daemon):
     assert "Auto-Submitted: auto-generated (return-receipt)" in box
     assert box.count("Final-Recipient") == 1  # root did not ask for one
     assert re.search(r"DSN: Return receipt", inst.log())
+
+
+def test_dsn_requests_travel_to_the_next_hop(inst, daemon):
+    """MSP -> daemon: NOTIFY and ORCPT go on over SMTP, so the final hop answers the receipt
+    (and the MSP does not send a 'relayed' one of its own)."""
+    r = inst.run("-N", "success,failure", "-V", "env-42", "mtaalice", cf=inst.submit,
+                 stdin=b"Subject: receipt through the msp\n\nx\n")
+    assert r.returncode == 0, r.stdout
+    assert wait_for(lambda: "Return receipt" in subjects(inst, "root"))
+    time.sleep(0.5)
+    box = inst.mbox("root").decode()
+    assert box.count("Subject: Return receipt") == 1
+    assert "(successfully delivered to mailbox)" in box and "relayed to non-DSN-aware" not in box
+    assert "Original-Envelope-Id: env-42\nReporting-MTA: dns; test.example" in box
+    qf_log = inst.log()
+    assert re.search(r"from=<root@test\.example>, size=\d+, class=0, nrcpts=1, .*proto=ESMTP", qf_log)
