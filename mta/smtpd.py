@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import signal
 import socket
@@ -239,6 +240,10 @@ class Daemon:
             await self._converse(ctx, session, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception as exc:  # the edge: log it, tell the client to come back, keep serving others
+            self.ctx.log.line(f"SYSERR: session with {peer}: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.write(reply(421, "4.3.0", f"{self.ctx.cfg.hostname} Internal error; try again later"))
         finally:
             if session is not None:
                 self.sessions.discard(session)
@@ -308,9 +313,9 @@ class Daemon:
                                        status="4.3.1", code=452)
             mode = ctx.cfg["DeliveryMode"]
             if mode == "i":
-                await loop.run_in_executor(self.pool, runner.deliver, ctx, entry.qid)
+                await loop.run_in_executor(self.pool, _deliver, ctx, entry.qid)
             elif mode not in ("q", "d"):
-                loop.run_in_executor(self.pool, runner.deliver, ctx, entry.qid)
+                loop.run_in_executor(self.pool, _deliver, ctx, entry.qid)
             return entry.qid
         if action.kind == "etrn":
             sel = runner.Selection(recipients=((str(action.arg), False),))
@@ -332,6 +337,14 @@ class Daemon:
                 return obj.version()
             return "TLS"
         return None
+
+
+def _deliver(ctx: Context, qid: str) -> None:
+    """A delivery in the pool: whatever goes wrong is logged; the entry stays queued for a retry."""
+    try:
+        runner.deliver(ctx, qid)
+    except Exception as exc:
+        ctx.log.line(f"SYSERR: delivery failed: {type(exc).__name__}: {exc}", qid)
 
 
 async def _close(writer) -> None:
