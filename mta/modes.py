@@ -28,9 +28,11 @@ def choose_cf(req) -> str:
     return config.DEFAULT_SUBMIT_CF  # plain submission and -bs go through the MSP, as Debian's
 
 
-def _context(req, cf: str | None = None) -> Context:
-    cfg = config.load(cf or choose_cf(req), req.overrides)
-    ctx = Context.create(cfg, req.log_ident, verbose=req.verbose)
+def _context(req, ident: str | None = "sendmail") -> Context:
+    """The config and context for a mode; log lines go under -L's ident, else the mode's own
+    (Debian's: sendmail for commands, sm-mta for the daemon, sm-msp-queue for MSP queue runs)."""
+    cfg = config.load(choose_cf(req), req.overrides)
+    ctx = Context.create(cfg, req.log_ident or ident, verbose=req.verbose)
     if req.verbose and cfg.ignored_rules:
         print(f"Notice: {cfg.path}: {cfg.ignored_rules} rule set lines (S/R) ignored; "
               "routing comes from maps and mailers", flush=True)
@@ -144,7 +146,7 @@ def daemon(req) -> int:
     """-bd (detached) and -bD (foreground): the SMTP daemon, with -qTIME a queue runner too."""
     from mta import smtpd
 
-    ctx = _context(req)
+    ctx = _context(req, "sm-mta")
     if not ctx.trusted():
         print("550 Permission denied (real uid not trusted)", flush=True)
         return errors.EX_USAGE
@@ -163,7 +165,7 @@ def smtp_stdio(req) -> int:
 def run_queue(req) -> int:
     from mta import runner
 
-    ctx = _context(req)
+    ctx = _context(req, None)  # sm-mta, or sm-msp-queue for the MSP queue
     if os.getuid() != 0 and "restrictqrun" in ctx.cfg["PrivacyOptions"] and not ctx.trusted():
         print("You do not have permission to process the queue", flush=True)
         return errors.EX_NOPERM

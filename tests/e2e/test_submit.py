@@ -40,9 +40,9 @@ def test_mta_mode_mbox_bytes_and_log(inst, users):
     box = os.stat(inst.mail / "mtaalice")
     assert box.st_uid == users["mtaalice"].pw_uid and stat.S_IMODE(box.st_mode) == 0o600
     log = inst.log()
-    assert re.search(rf" sm-mta\[\d+\]: {qid}: from=<sender@example\.test>, size=\d+, class=0, nrcpts=1, "
+    assert re.search(rf" sendmail\[\d+\]: {qid}: from=<sender@example\.test>, size=\d+, class=0, nrcpts=1, "
                      rf"msgid=<\d{{12}}\.{qid}@test\.example>, relay=root@localhost\n", log), log
-    assert re.search(rf" sm-mta\[\d+\]: {qid}: to=mtaalice, ctladdr=<sender@example\.test> \(0/0\), "
+    assert re.search(rf" sendmail\[\d+\]: {qid}: to=mtaalice, ctladdr=<sender@example\.test> \(0/0\), "
                      r"delay=00:00:0\d, xdelay=00:00:0\d, mailer=local, pri=30\d+, dsn=2\.0\.0, stat=Sent\n", log), log
     assert not inst.qfs()
 
@@ -154,7 +154,7 @@ def test_msp_held_then_delivered(inst):
     assert doc[0]["queue"] == "MSP" and doc[0]["entries"][0]["id"] == qid
     assert doc[0]["entries"][0]["recipients"][0]["status"].startswith("Deferred: Connection refused")
     log = inst.log()
-    assert re.search(rf"sm-msp-queue\[\d+\]: {qid}: to=mtaalice, ctladdr=root \(0/0\), delay=00:00:0\d, "
+    assert re.search(rf"sendmail\[\d+\]: {qid}: to=mtaalice, ctladdr=root \(0/0\), delay=00:00:0\d, "
                      r"xdelay=00:00:0\d, mailer=relay, pri=30\d+, relay=\[127\.0\.0\.1\] \[127\.0\.0\.1\], "
                      r"dsn=4\.4\.1, stat=Deferred: Connection refused by \[127\.0\.0\.1\]", log), log
 
