@@ -10,7 +10,7 @@ import os
 import pwd
 import sys
 
-from mta import aliases, config, log
+from mta import config, log
 from mta.record import record
 
 
@@ -21,7 +21,7 @@ class Context:
     user: pwd.struct_passwd  # the real user who ran us
     verbose: object = None  # a stream for -v transcripts, or None
     interactive: bool = False  # errors are printed to the user (ErrorMode p, command line)
-    _aliases: aliases.Aliases | None = None
+    _aliases: object = None
     _maps: object = None
 
     @classmethod
@@ -38,8 +38,11 @@ class Context:
         return self.cfg["QueueDirectory"]
 
     @property
-    def aliases(self) -> aliases.Aliases:
+    def aliases(self):
+        """The alias table (mta.aliases.Aliases), opened on first use."""
         if self._aliases is None:
+            from mta import aliases
+
             self._aliases = aliases.Aliases(self.cfg["AliasFile"])
             if self._aliases.stale:
                 self.log.line(f"alias database {aliases.db_path(self.cfg['AliasFile'])} out of date")

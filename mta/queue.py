@@ -11,10 +11,10 @@ This is the only module that touches spool files.  Promises:
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import os
-import threading
 import time
 
 from mta import errors
@@ -36,7 +36,7 @@ class Locked(errors.TempFail):
 # -- queue IDs (queue.c assign_queueid) ------------------------------------------------------
 
 class _IdState:
-    lock = threading.Lock()  # the daemon assigns IDs from several threads
+    lock = _thread.allocate_lock()  # the daemon assigns IDs from several threads
     pid = 0
     offset = 0
     count = 0
