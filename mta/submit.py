@@ -197,6 +197,7 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
     if not rcpts:
         if sub.read_headers:
             ctx.tell("No recipient addresses found in header")
+            dead_letter(ctx, sub.sender or ctx.user.pw_name, msg, time.time())  # kept, not lost
             return errors.EX_OK
         ctx.tell("Recipient names must be specified")
         return errors.EX_USAGE
@@ -239,7 +240,8 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
         return exc.exitcode
     if failed:
         runner.bounce(ctx, entry, failed, body=msg.body)
-    return exitcode or runner.after_submit(ctx, entry)
+    delivered = runner.after_submit(ctx, entry)  # the good recipients go out now, whatever failed
+    return exitcode or delivered
 
 
 def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, int]:

@@ -338,3 +338,17 @@ def test_mail_loop_is_returned(inst):
     assert inst.mbox("mtaalice") == b""
     root = inst.mbox("root").decode()
     assert "Status: 5.4.6" in root and "Too many hops" in root
+
+
+def test_good_recipients_delivered_even_when_one_is_unknown(inst):
+    r = inst.run("-Am", "-odi", "nosuchuser", "mtabob", stdin=b"Subject: half good\n\nx\n")
+    assert (r.returncode, r.stdout) == (67, b"nosuchuser... User unknown\n")
+    assert b"Subject: half good" in inst.mbox("mtabob") and inst.qfs() == []
+
+
+def test_t_without_recipients_keeps_the_message(inst, users):
+    dead = _dead_letter(users["mtabob"])
+    r = inst.run("-t", stdin=b"Subject: nobody\n\nkept\n", user="mtabob")
+    assert (r.returncode, r.stdout) == (0, b"No recipient addresses found in header\n")
+    with open(dead, "rb") as fh:
+        assert b"Subject: nobody\n\nkept\n" in fh.read()
