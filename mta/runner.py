@@ -271,8 +271,11 @@ def _deliver_locked(ctx: Context, entry: Entry, body: str) -> int:
     _log_results(ctx, entry, results, started)
     failed = [r for r in results if r.outcome.kind == "bounced"]
     deferred = [r for r in results if r.outcome.kind == "deferred"]
-    if failed:
-        bounce(ctx, entry, [(r.route.addr, _error_of(r.outcome)) for r in failed], body=body)
+    by_owner: dict[str, list[tuple[str, errors.MTAError]]] = {}
+    for r in failed:  # errors for a list's members go to owner-LIST when it exists
+        by_owner.setdefault(r.route.owner, []).append((r.route.addr, _error_of(r.outcome)))
+    for owner, errs in by_owner.items():
+        bounce(ctx, entry, errs, body=body, to=owner)
     receipts = [r for r in results if r.outcome.kind == "sent" and "S" in r.rcpt.flags and not r.outcome.dsn_passed]
     if receipts and entry.sender != "<>":
         receipt(ctx, entry, receipts)
@@ -386,15 +389,17 @@ def _failed(addr: str, err: errors.MTAError, remote: bool) -> dsn.Failed:
                       diagnostic=("SMTP; " if remote else "X-Unix; ") + reply)
 
 
-def bounce(ctx: Context, entry: Entry, failed: list[tuple[str, errors.MTAError]], *, body: str) -> None:
-    """One failure DSN for these recipients of entry, to its sender (postmaster for <>)."""
+def bounce(ctx: Context, entry: Entry, failed: list[tuple[str, errors.MTAError]], *, body: str,
+           to: str = "") -> None:
+    """One failure DSN for these recipients of entry, to its sender (postmaster for <>), or to
+    ``to`` (a list's owner)."""
     if entry.sender == "<>" and entry.macros.get("_") == "localhost":
         ctx.log.line("DSN to <> about a DSN: dropped", entry.qid)
         return
     if ctx.cfg.is_msp and _save_dead_letter(ctx, entry, body):
         return  # the MSP hands its errors back in ~/dead.letter, as Sendmail's does
     return_body = "n" not in entry.flags and "nobodyreturn" not in ctx.cfg["PrivacyOptions"]
-    _notify(ctx, kind="failure", sender=entry.sender, headers=entry.headers, body=body,
+    _notify(ctx, kind="failure", sender=to or entry.sender, headers=entry.headers, body=body,
             arrival=entry.ctime, origin=entry.macros.get("_", "localhost"),
             failed=[_failed(a, e, "@" in a and not ctx.cfg.is_msp) for a, e in failed],
             return_body=return_body, origin_qid=entry.qid, envid=entry.envid)

@@ -238,8 +238,8 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
         if saved:
             ctx.tell(f"{saved}... Saved message in {saved}")
         return exc.exitcode
-    if failed:
-        runner.bounce(ctx, entry, failed, body=msg.body)
+    for owner, errs in _by_owner(failed).items():
+        runner.bounce(ctx, entry, errs, body=msg.body, to=owner)
     delivered = runner.after_submit(ctx, entry)  # the good recipients go out now, whatever failed
     return exitcode or delivered
 
@@ -253,17 +253,25 @@ def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, 
         for r in bad:
             ctx.tell(f"{r.addr}... {r.error.text}")
             exitcode = exitcode or r.error.exitcode
-            failed.append((r.addr, r.error))
+            failed.append((r.addr, r.error, r.owner))
         if len(bad) < len(routes):
             good.append(text)
     return good, failed, exitcode
+
+
+def _by_owner(failed: list) -> dict[str, list]:
+    """Failures grouped by who hears of them: a list's owner-LIST, or '' for the sender."""
+    out: dict[str, list] = {}
+    for addr, err, owner in failed:
+        out.setdefault(owner, []).append((addr, err))
+    return out
 
 
 def _report_unqueued(ctx: Context, qid: str, sender: str, msg: Message, when: float, failed: list) -> None:
     """Nothing could be queued: mail the errors back if we can, else keep the message."""
     from mta import runner
 
-    if not runner.bounce_unqueued(ctx, qid, sender, msg, when, failed):
+    if not runner.bounce_unqueued(ctx, qid, sender, msg, when, [(a, e) for a, e, _o in failed]):
         saved = dead_letter(ctx, sender, msg, when)
         if saved:
             ctx.tell(f"{saved}... Saved message in {saved}")

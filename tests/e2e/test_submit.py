@@ -352,3 +352,13 @@ def test_t_without_recipients_keeps_the_message(inst, users):
     assert (r.returncode, r.stdout) == (0, b"No recipient addresses found in header\n")
     with open(dead, "rb") as fh:
         assert b"Subject: nobody\n\nkept\n" in fh.read()
+
+
+def test_list_errors_go_to_the_list_owner(inst):
+    (inst.etc / "aliases").write_text("crew: mtaalice, nobody-here\nowner-crew: mtabob\n")
+    assert inst.run("-bi").returncode == 0
+    r = inst.run("-Am", "-odi", "-f", "sender@example.test", "crew", stdin=b"Subject: to the crew\n\nx\n")
+    assert b"nobody-here... User unknown" in r.stdout
+    assert b"Subject: to the crew" in inst.mbox("mtaalice")
+    bob = inst.mbox("mtabob").decode()
+    assert "Subject: Returned mail: see transcript for details" in bob and "nobody-here" in bob
