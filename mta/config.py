@@ -76,6 +76,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "Timeout.command": (3600, interval),
     "Timeout.hoststatus": (1800, interval),
     "MaxMessageSize": (0, int),
+    "MaxHeadersLength": (32768, int),
     "MaxHopCount": (25, int),
     "MaxRecipientsPerMessage": (0, int),
     "PrivacyOptions": ((), words),

@@ -96,3 +96,18 @@ def test_command_limit():
     buf.feed(b"x" * (wire.MAX_COMMAND + 10))
     with pytest.raises(wire.TooLong):
         buf.command()
+
+
+def test_headers_too_large(ctx):
+    ctx.cfg.options["MaxMessageSize"] = 0
+    big = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 60) for i in range(600))
+    lines = drive(ctx, [b"HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<root>\r\nDATA\r\n" + big +
+                        b"\r\nbody\r\n.\r\n"])
+    assert lines[-1] == "552 5.6.0 Headers too large (32768 max)"
+
+
+def test_big_body_without_headers_is_fine(ctx):
+    ctx.cfg.options["MaxMessageSize"] = 0
+    lines = drive(ctx, [b"HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<root>\r\nDATA\r\n" +
+                        b"no header line here\r\n" + b"z" * 70000 + b"\r\n.\r\n"])
+    assert lines[-1] == "250 2.0.0 QID0000001 Message accepted for delivery"

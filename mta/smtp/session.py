@@ -340,6 +340,10 @@ class Session:
             return [reply(552, "5.2.3", f"Message exceeds maximum fixed size ({self.max_size})")]
         if buf.nul:
             return [reply(554, "5.6.1", "NUL byte not allowed")]
+        limit = self.cfg["MaxHeadersLength"]
+        if limit and _header_length(buf.message, limit) > limit:
+            self.log(f"headers too large ({limit} max) from {self.client.relay_text} during message collect")
+            return [reply(552, "5.6.0", f"Headers too large ({limit} max)")]
         env.data = bytes(buf.message)
         buf.message = bytearray()
         self._pending = Action("queue", env)
@@ -486,6 +490,23 @@ class Session:
         self.log(f"AUTH failure (PLAIN/LOGIN): authentication failure, user={user}, "
                           f"relay={self.client.relay_text}")
         return self._bad(535, "5.7.0", "authentication failed")
+
+
+_HEADER = re.compile(rb"[!-9;-~]+:")
+
+
+def _header_length(data: bytes | bytearray, limit: int) -> int:
+    """Bytes in the header section: up to a blank line or the first line that is no header
+    (as collect() decides); counting stops past limit."""
+    pos = 0
+    while pos < len(data) and pos <= limit:
+        end = data.find(b"\r\n", pos)
+        end = len(data) if end < 0 else end
+        line = data[pos:end]
+        if not line or not (line[:1] in (b" ", b"\t") or _HEADER.match(line)):
+            break
+        pos = end + 2
+    return pos
 
 
 VERBS = {
