@@ -186,7 +186,7 @@ class Daemon:
 
     def _over_limits(self, ip: str) -> bytes | None:
         cfg, host = self.ctx.cfg, self.ctx.cfg.hostname
-        if cfg["MaxDaemonChildren"] and len(self.sessions) >= cfg["MaxDaemonChildren"]:
+        if cfg["MaxDaemonChildren"] and sum(self.per_ip.values()) >= cfg["MaxDaemonChildren"]:
             return reply(421, "4.3.2", f"{host} Too many concurrent SMTP connections; please try again later")
         from mta.policy import Policy
 
@@ -198,6 +198,8 @@ class Daemon:
         rate = policy.client_limit(client, "ClientRate")
         if rate:
             now = time.monotonic()
+            if len(self.rate) > 10000:  # forget clients quiet for a minute
+                self.rate = {k: v for k, v in self.rate.items() if now - v[-1] < 60}
             window = [t for t in self.rate.get(ip, []) if now - t < 60]
             self.rate[ip] = window + [now]
             if len(window) >= rate:
@@ -207,9 +209,7 @@ class Daemon:
     async def _client(self, writer, opts: dict[str, str]) -> Client:
         peer = writer.get_extra_info("peername") or ("", 0)
         sock = writer.get_extra_info("sockname") or ("", 0)
-        ip = peer[0]
-        if ip.startswith("::ffff:"):
-            ip = ip[7:]
+        ip = peer[0].removeprefix("::ffff:")
         loop = asyncio.get_running_loop()
         try:
             name = (await asyncio.wait_for(loop.run_in_executor(None, socket.gethostbyaddr, ip), RDNS_TIMEOUT))[0]
@@ -219,7 +219,7 @@ class Daemon:
         return Client(ip, name, daemon=opts.get("Name", "MTA"), msa="a" in modifiers, local_addr=sock[0])
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opts) -> None:
-        peer = (writer.get_extra_info("peername") or ("?",))[0]
+        peer = (writer.get_extra_info("peername") or ("?",))[0].removeprefix("::ffff:")
         refusal = self._over_limits(peer)
         if refusal is not None:
             writer.write(refusal)
