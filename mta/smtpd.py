@@ -264,6 +264,8 @@ class Daemon:
                 early = await asyncio.wait_for(reader.read(READ_SIZE), pause / 1000)
             except TimeoutError:
                 early = None
+            if early == b"":  # gone before the greeting
+                return
             if early is not None:
                 session.log(f"rejecting commands from {session.client.relay_text} due to pre-greeting "
                              f"traffic after {int(pause / 1000)} seconds")

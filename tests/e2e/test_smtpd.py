@@ -400,6 +400,7 @@ def test_limits_greetpause_and_conn_caps(inst):
     inst.write_cf(f"Kaccess hash -T<TMPF> -o {inst.etc}/access")
     d = Daemon(inst)
     try:
+        assert wait_for(lambda: "did not issue MAIL" in inst.log())  # the readiness probe has gone
         s = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
         s.sendall(b"EHLO early.example\r\n")
         assert s.recv(200).startswith(b"554 test.example ESMTP not accepting messages")
@@ -445,8 +446,11 @@ def test_client_rate_and_max_children(inst):
     (inst.etc / "access").write_text("")
     assert makemap("hash", str(inst.etc / "access"), stdin=b"").returncode == 0
     inst.write_cf(f"Kaccess hash -o {inst.etc}/access\nO MaxDaemonChildren=1")
+    before = inst.log().count("did not issue MAIL")
     d = Daemon(inst)
     try:
+        # the readiness probe was a connection too: wait until its session has ended
+        assert wait_for(lambda: inst.log().count("did not issue MAIL") > before)
         held = Raw(inst.port)
         assert held.greeting.startswith("220 ")
         extra = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
