@@ -308,6 +308,7 @@ def _exitcode_of(outcome: Outcome) -> int:
 def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started: float) -> None:
     """Rewrite the qf with the deferred recipients, their reasons and the retry bookkeeping."""
     kept: dict[str, Recipient] = {}
+    statuses: dict[str, str] = {}  # enhanced status of this attempt, for a delay warning
     for r in deferred:
         rc = r.rcpt
         if r.route.alias or "A" in rc.flags:  # keep the expansion, so done members are not resent
@@ -318,6 +319,7 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
             rc = Recipient(r.route.user if r.route.mailer in ("prog", "*file*", "local") else r.route.addr,
                            rc.flags.replace("A", "") + "A", rc.orcpt, rc.final, ctladdr=ctl)
         kept.setdefault(rc.addr, Recipient(rc.addr, rc.flags, rc.orcpt, rc.final, r.outcome.text, rc.ctladdr))
+        statuses.setdefault(rc.addr, r.outcome.status)
     entry.recipients = list(kept.values())
     entry.status = deferred[0].outcome.text
     if entry.tries:  # sendmail adds RetryFactor once per retry, not for the first attempt
@@ -333,7 +335,7 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
         queue.remove(ctx.qdir, entry.qid)
         return
     if age >= ctx.cfg["Timeout.queuewarn"] > 0 and "w" not in entry.flags and entry.sender != "<>":
-        warn(ctx, entry, body)
+        warn(ctx, entry, body, statuses)
         entry.flags += "w"
         entry.status = f"Warning: could not send message for past {_long(ctx.cfg['Timeout.queuewarn'])}"
     queue.store(ctx.qdir, entry, None, ctx.cfg["QueueFileMode"])
@@ -445,8 +447,10 @@ def receipt(ctx: Context, entry: Entry, results: list[Result]) -> None:
             return_body=False, origin_qid=entry.qid, envid=entry.envid)
 
 
-def warn(ctx: Context, entry: Entry, body: str) -> None:
-    failed = [dsn.Failed(r.addr, r.addr, "4.4.7" if not r.status else "4.0.0", r.status,
+def warn(ctx: Context, entry: Entry, body: str, statuses: dict[str, str] | None = None) -> None:
+    """The delay warning (Timeout.queuewarn), with each recipient's status from the last attempt."""
+    statuses = statuses or {}
+    failed = [dsn.Failed(r.addr, r.addr, statuses.get(r.addr, "4.4.7"), r.status,
                          f"451 {r.status.removeprefix('Deferred: ')}") for r in entry.recipients
               if "N" not in r.flags or "D" in r.flags]
     if failed:

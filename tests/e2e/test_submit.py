@@ -318,7 +318,7 @@ def test_deferral_warning_and_expiry(inst):
     assert inst.run("-q", "-O", "Timeout.queuewarn=1s").returncode == 0
     root = inst.mbox("root").decode()
     assert "Subject: Warning: could not send message for past 1 second" in root
-    assert "**      THIS IS A WARNING MESSAGE ONLY      **" in root and "Action: delayed" in root
+    assert "**      THIS IS A WARNING MESSAGE ONLY      **" in root and "Action: delayed\nStatus: 4.4.1" in root
     assert "+" in inst.run("-bp", "-v").stdout.decode().splitlines()[2][:40]  # the warned mark
     assert inst.run("-q", "-O", "Timeout.queuewarn=1s").returncode == 0
     assert inst.mbox("root").decode().count("Warning: could not send") == 1  # warned once
