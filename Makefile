@@ -18,6 +18,7 @@ $(VENV)/.stamp: pyproject.toml
 etc: venv
 	$(BIN)/python scripts/render_etc.py etc-mail $(VAR)
 	$(BIN)/newaliases -C $(CF)
+	for m in access mailertable virtusertable; do $(BIN)/makemap hash $(VAR)/etc-mail/$$m < $(VAR)/etc-mail/$$m; done
 
 run: etc
 	@echo "sendmail-py: MTA on 127.0.0.1:2525, spool $(VAR)/spool, mail in $(VAR)/mail, log $(VAR)/log/maillog"
