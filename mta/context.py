@@ -21,6 +21,7 @@ class Context:
     user: pwd.struct_passwd  # the real user who ran us
     verbose: object = None  # a stream for -v transcripts, or None
     interactive: bool = False  # errors are printed to the user (ErrorMode p, command line)
+    traffic: object = None  # -X: a stream for the traffic to and from mailers
     _aliases: object = None
     _maps: object = None
 

@@ -33,6 +33,11 @@ def _context(req, ident: str | None = "sendmail") -> Context:
     (Debian's: sendmail for commands, sm-mta for the daemon, sm-msp-queue for MSP queue runs)."""
     cfg = config.load(choose_cf(req), req.overrides)
     ctx = Context.create(cfg, req.log_ident or ident, verbose=req.verbose)
+    if req.traffic_log:  # -X: append, line-buffered, as Sendmail's TrafficLogFile
+        try:
+            ctx.traffic = open(req.traffic_log, "a", buffering=1, encoding="latin-1", errors="replace")  # noqa: SIM115
+        except OSError as exc:
+            raise errors.CantCreate(f"cannot open {req.traffic_log}: {exc.strerror}") from exc
     if req.verbose and cfg.ignored_rules:
         print(f"Notice: {cfg.path}: {cfg.ignored_rules} rule set lines (S/R) ignored; "
               "routing comes from maps and mailers", flush=True)

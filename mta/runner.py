@@ -87,6 +87,10 @@ def _deliver_route(ctx: Context, entry: Entry, body: str, route: router.Route) -
     mailer = cfg.mailer("local" if route.mailer == "*file*" else route.mailer)
     sender = mailer_sender(cfg, route.mailer, entry.sender)
     text = render(entry, body, flags=mailer.flags, sender=sender)
+    if ctx.traffic is not None:  # -X: what this mailer is given
+        pid = f"{os.getpid():05d}"
+        ctx.traffic.write(f"{pid} === DELIVER {route.mailer} {route.user}\n")
+        ctx.traffic.write("".join(f"{pid} >>> {line}\n" for line in text.rstrip("\n").split("\n")))
     if route.mailer == "local":
         from mta.mailers import local
 
@@ -133,7 +137,8 @@ def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
     timeout = cfg["Timeout.connect"] or esmtp.DEFAULT_TIMEOUT
     outcomes = esmtp.deliver(host=route.host, port=port, helo=cfg.hostname, sender=sender,
                              recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose,
-                             nameservers=cfg["NameServers"], dsn=dsn_parameters(entry, [rc for rc, _r in group]))
+                             nameservers=cfg["NameServers"], dsn=dsn_parameters(entry, [rc for rc, _r in group]),
+                             traffic=ctx.traffic)
     if cfg["HostStatusDirectory"] and outcomes:
         from mta import hoststat
 

@@ -44,6 +44,7 @@ class Request:
     queue_select: list[tuple[str, str, bool]] = factory(list)  # (kind, text, negate)
     json: bool = False
     debug: list[str] = factory(list)
+    traffic_log: str = ""  # -X
 
 
 class UsageError(Exception):
@@ -106,7 +107,9 @@ def _apply(req: Request, letter: str, value: str | None) -> None:
         req.debug.append(value)
     elif letter == "I":
         req.mode = "i"
-    # G, n, s, T, U, c, h, p, X, D, M, e, 8, Q: accepted as sendmail accepts them
+    elif letter == "X":
+        req.traffic_log = value
+    # G, n, s, T, U, c, h, p, D, M, e, 8, Q: accepted as sendmail accepts them
 
 
 def parse(argv: list[str], prog: str = "sendmail") -> Request:

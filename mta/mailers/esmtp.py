@@ -9,6 +9,7 @@ no bare CR or LF reaches the wire.  With ``transcript`` set, the dialog is writt
 
 from __future__ import annotations
 
+import os
 import re
 import smtplib
 import ssl
@@ -21,22 +22,34 @@ DEFAULT_TIMEOUT = 300
 
 
 class _Client(smtplib.SMTP):
-    """smtplib.SMTP that copies the dialog to a transcript stream."""
+    """smtplib.SMTP that copies the dialog to a transcript (-v) and a traffic log (-X)."""
 
     transcript = None
+    traffic = None
+
+    def _traffic(self, mark: str, text: str) -> None:
+        if self.traffic is not None:
+            for line in text.split("\n"):
+                self.traffic.write(f"{os.getpid():05d} {mark} {line}\n")
 
     def putcmd(self, cmd, args=""):
         if self.transcript is not None:
             self.transcript.write(f">>> {cmd} {args}".rstrip() + "\n")
+        self._traffic(">>>", f"{cmd} {args}".rstrip())
         return super().putcmd(cmd, args)
+
+    def data(self, msg):
+        self._traffic(">>>", msg.decode("latin-1").replace("\r\n", "\n").rstrip("\n"))
+        return super().data(msg)
 
     def getreply(self):
         code, msg = super().getreply()
-        if self.transcript is not None:
-            lines = msg.decode("latin-1", "replace").split("\n") or [""]
-            for i, line in enumerate(lines):
-                sep = "-" if i < len(lines) - 1 else " "
+        lines = msg.decode("latin-1", "replace").split("\n") or [""]
+        for i, line in enumerate(lines):
+            sep = "-" if i < len(lines) - 1 else " "
+            if self.transcript is not None:
                 self.transcript.write(f"{code}{sep}{line}\n")
+            self._traffic("<<<", f"{code}{sep}{line}")
         return code, msg
 
 
@@ -60,7 +73,7 @@ def _reply_outcome(code: int, msg: bytes, relay: str, default_status: str) -> Ou
 
 def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[str], text: str,
             timeout: float = DEFAULT_TIMEOUT, transcript=None, nameservers: str = "",
-            dsn: tuple[list[str], list[list[str]]] | None = None) -> list[Outcome]:
+            dsn: tuple[list[str], list[list[str]]] | None = None, traffic=None) -> list[Outcome]:
     """Send text from sender to recipients at host ([host]: no MX lookup); one Outcome each.
     ``dsn`` is (MAIL parameters, RCPT parameters per recipient), sent when the host offers DSN."""
     try:
@@ -73,7 +86,7 @@ def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[st
         try:
             target, relay = _connect_target(mx, nameservers)
             client = _Client(timeout=timeout)
-            client.transcript = transcript
+            client.transcript, client.traffic = transcript, traffic
             client.connect(target, port)
         except errors.MTAError as exc:
             last, last_relay = exc, ""

@@ -362,3 +362,21 @@ def test_list_errors_go_to_the_list_owner(inst):
     assert b"Subject: to the crew" in inst.mbox("mtaalice")
     bob = inst.mbox("mtabob").decode()
     assert "Subject: Returned mail: see transcript for details" in bob and "nobody-here" in bob
+
+
+def test_traffic_log_X(inst):
+    log = inst.root / "traffic"
+    sink = Sink()
+    server = serve(inst.port, sink)
+    try:
+        r = inst.run("-X", str(log), "mtaalice", cf=inst.submit, stdin=b"Subject: traffic\n\nline\n")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 0
+    text = log.read_text()
+    assert re.search(r"^\d{5} >>> mail FROM:<root@test\.example>", text, re.M | re.I)
+    assert re.search(r"^\d{5} <<< 250 2\.0\.0 SINKID Message accepted for delivery$", text, re.M)
+    assert re.search(r"^\d{5} >>> Subject: traffic$", text, re.M)
+    r = inst.run("-Am", "-odi", "-X", str(log), "mtabob", stdin=b"Subject: local traffic\n\nx\n")
+    assert re.search(r"^\d{5} === DELIVER local mtabob$", log.read_text(), re.M)
