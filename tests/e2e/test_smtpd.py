@@ -5,6 +5,7 @@ from __future__ import annotations
 import mailbox
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -240,6 +241,7 @@ def test_client_drop_mid_data_queues_nothing(inst, daemon):
     assert inst.qfs() == [] and subjects(inst, "mtabob") == []
 
 
+@pytest.mark.skipif(not shutil.which("swaks"), reason="needs swaks (scripts/install-test-deps)")
 def test_swaks(inst, daemon):
     r = subprocess.run(["swaks", "--server", f"127.0.0.1:{inst.port}", "--to", "mtaalice@test.example",
                         "--from", "swaks@example.test", "--header", "Subject: from swaks"],
