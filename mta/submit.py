@@ -178,7 +178,7 @@ def smtp(ctx: Context, client, envelope, proto: str) -> Entry:
 
 def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
     """sendmail [flags] [recipients] < message: queue it and deliver it; returns the exit code."""
-    from mta import runner
+    from mta import notify, runner
 
     cfg = ctx.cfg
     when = time.time()
@@ -239,7 +239,7 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
             ctx.tell(f"{saved}... Saved message in {saved}")
         return exc.exitcode
     for owner, errs in _by_owner(failed).items():
-        runner.bounce(ctx, entry, errs, body=msg.body, to=owner)
+        notify.bounce(ctx, entry, errs, body=msg.body, to=owner)
     delivered = runner.after_submit(ctx, entry)  # the good recipients go out now, whatever failed
     return exitcode or delivered
 
@@ -269,9 +269,9 @@ def _by_owner(failed: list) -> dict[str, list]:
 
 def _report_unqueued(ctx: Context, qid: str, sender: str, msg: Message, when: float, failed: list) -> None:
     """Nothing could be queued: mail the errors back if we can, else keep the message."""
-    from mta import runner
+    from mta import notify
 
-    if not runner.bounce_unqueued(ctx, qid, sender, msg, when, [(a, e) for a, e, _o in failed]):
+    if not notify.bounce_unqueued(ctx, qid, sender, msg, when, [(a, e) for a, e, _o in failed]):
         saved = dead_letter(ctx, sender, msg, when)
         if saved:
             ctx.tell(f"{saved}... Saved message in {saved}")
