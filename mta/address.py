@@ -37,6 +37,11 @@ class Address:
         return f"<{self}>"
 
 
+def unbracket(text: str) -> str:
+    """'<a@b>' -> 'a@b' (a queue file's S line or a log's from=); anything else as it is."""
+    return text[1:-1] if text.startswith("<") and text.endswith(">") else text
+
+
 def _strip_comments(text: str) -> str:
     out, depth, quoted, escaped = [], 0, False, False
     for ch in text:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from mta import dsn, errors, message, queue
+from mta import address, dsn, errors, message, queue
 from mta.context import Context
 from mta.message import Header, Message
 from mta.queue import Entry, Recipient
@@ -27,7 +27,7 @@ def _notify(ctx: Context, *, kind: str, sender: str, headers: list[Header], body
     from mta import submit
 
     cfg = ctx.cfg
-    bare = submit.bare(sender)
+    bare = address.unbracket(sender)
     to, rcpt = (sender if sender.startswith("<") else bare), bare
     if not bare:  # a notification about a notification: to the postmaster, once
         kind, to, rcpt = "postmaster-notify", "postmaster", "postmaster"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from mta import errors, notify, queue, router
+from mta import address, errors, log, notify, queue, router
 from mta.context import Context
 from mta.mailers import Outcome
 from mta.message import Header, Message
@@ -32,7 +32,7 @@ class Result:
 
 def mailer_sender(cfg, mailer: str, sender: str) -> str:
     """$g as a mailer sees it: MAILER-DAEMON for <> locally, qualified for SMTP mailers."""
-    bare = sender[1:-1] if sender.startswith("<") and sender.endswith(">") else sender
+    bare = address.unbracket(sender)
     if cfg_is_smtp(cfg, mailer):
         return bare if not bare or "@" in bare else f"{bare}@{cfg.hostname}"
     return bare or "MAILER-DAEMON"
@@ -334,7 +334,7 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
     now = time.time()
     age = now - entry.ctime
     if age >= ctx.cfg["Timeout.queuereturn"] > 0:
-        text = f"Cannot send message for {_long(ctx.cfg['Timeout.queuereturn'])}"
+        text = f"Cannot send message for {log.pintvl_long(ctx.cfg['Timeout.queuereturn'])}"
         notify.bounce(ctx, entry, [(r.addr, errors.MTAError(f"{text}: {r.status}", status="4.4.7", code=451))
                                    for r in entry.recipients], body=body)
         queue.remove(ctx.qdir, entry.qid)
@@ -342,14 +342,8 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
     if age >= ctx.cfg["Timeout.queuewarn"] > 0 and "w" not in entry.flags and entry.sender != "<>":
         notify.warn(ctx, entry, body, statuses)
         entry.flags += "w"
-        entry.status = f"Warning: could not send message for past {_long(ctx.cfg['Timeout.queuewarn'])}"
+        entry.status = f"Warning: could not send message for past {log.pintvl_long(ctx.cfg['Timeout.queuewarn'])}"
     queue.store(ctx.qdir, entry, None, ctx.cfg["QueueFileMode"])
-
-
-def _long(seconds: int) -> str:
-    from mta import log
-
-    return log.pintvl_long(seconds)
 
 
 # -- after submission and queue runs ----------------------------------------------------------------

@@ -50,10 +50,6 @@ def qualified(text: str, host: str) -> str:
     return str(addr) if addr.domain else f"{addr.local}@{host}"
 
 
-def bare(sender: str) -> str:
-    return sender[1:-1] if sender.startswith("<") and sender.endswith(">") else sender
-
-
 def precedence_class(ctx: Context, msg: Message) -> int:
     h = msg.get("Precedence")
     return ctx.cfg.precedences.get(h.value.strip().lower(), 0) if h else 0
@@ -78,7 +74,7 @@ def add_headers(ctx: Context, msg: Message, *, qid: str, when: float, sender: st
     if not msg.get("Date"):
         added.append(Header("Date", message.arpadate(when), "D"))
     if not msg.get("From") and sender != "<>":
-        added.append(Header("From", message.from_header(bare(sender), full_name), "F"))
+        added.append(Header("From", message.from_header(address.unbracket(sender), full_name), "F"))
     if not msg.get("Message-Id"):
         added.append(Header("Message-Id", message.message_id(qid, host, when), "M"))
     if auth_warning:
@@ -111,7 +107,7 @@ def _count_from(ctx: Context, sender: str, size: int) -> None:
         return
     from mta import stats
 
-    _, at, domain = bare(sender).rpartition("@")
+    _, at, domain = address.unbracket(sender).rpartition("@")
     name = "local" if not at or ctx.cfg.is_local_host(domain) else "esmtp"
     n = stats.mailer_numbers(ctx.cfg).get(name, 3)
     stats.record(ctx.cfg["StatusFile"], nf={n: 1}, bf={n: stats.kbytes(size)})
@@ -131,8 +127,8 @@ def header_recipients(msg: Message) -> list[str]:
 
 def dead_letter(ctx: Context, sender: str, msg: Message, when: float) -> str | None:
     """Save a message we could not queue in ~/dead.letter (or DeadLetterDrop); returns the path."""
-    text = "".join(h.render() for h in msg.headers).replace(f"<{queue.MACRO_BYTE}g>", f"<{bare(sender)}>")
-    blob = f"From {bare(sender) or 'MAILER-DAEMON'} {message.ctime(when)}\n{text}\n{msg.body}"
+    text = "".join(h.render() for h in msg.headers).replace(f"<{queue.MACRO_BYTE}g>", f"<{address.unbracket(sender)}>")
+    blob = f"From {address.unbracket(sender) or 'MAILER-DAEMON'} {message.ctime(when)}\n{text}\n{msg.body}"
     blob += "" if blob.endswith("\n") else "\n"
     for path in (os.path.join(ctx.user.pw_dir, "dead.letter"), ctx.cfg["DeadLetterDrop"]):
         if not path:
@@ -205,11 +201,11 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
     login = ctx.user.pw_name
     sender = sender_form(sub.sender) if sub.sender is not None else login
     auth_warning = ""
-    if sub.sender is not None and not ctx.trusted() and bare(sender) != login and (
+    if sub.sender is not None and not ctx.trusted() and address.unbracket(sender) != login and (
             "authwarnings" in cfg["PrivacyOptions"] or not cfg["PrivacyOptions"]):
         auth_warning = f"{cfg.hostname}: {login} set sender to {sender} using -f"
     full_name = sub.full_name if sub.full_name is not None else (
-        ctx.user.pw_gecos.split(",")[0] if sub.sender is None or bare(sender) == login else "")
+        ctx.user.pw_gecos.split(",")[0] if sub.sender is None or address.unbracket(sender) == login else "")
 
     qid = queue.new_id()
     unique = list(dict.fromkeys(rcpts))
