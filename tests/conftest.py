@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,27 @@ import pytest
 DATA = Path(__file__).parent / "data"
 BIN = Path(sys.executable).parent
 USERS = ("mtaalice", "mtabob")
+
+
+def wait_for(pred, seconds: float = 20) -> bool:
+    """Poll pred until it holds or seconds pass; the last answer decides."""
+    end = time.time() + seconds
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return bool(pred())
+
+
+def wait_port(port: int, host: str = "127.0.0.1", seconds: float = 15) -> bool:
+    """Wait until something accepts TCP connections on host:port."""
+    def accepts() -> bool:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    return wait_for(accepts, seconds)
 
 
 def free_port() -> int:

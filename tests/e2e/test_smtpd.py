@@ -15,29 +15,9 @@ import time
 
 import pytest
 
-from tests.conftest import BIN, makemap
+from tests.conftest import BIN, makemap, wait_for, wait_port
 
 DATE = r"\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d GMT"
-
-
-def wait_port(port: int, host: str = "127.0.0.1", seconds: float = 15) -> bool:
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def wait_for(pred, seconds: float = 15) -> bool:
-    end = time.time() + seconds
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return bool(pred())
 
 
 class Daemon:

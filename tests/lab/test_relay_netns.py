@@ -12,32 +12,14 @@ import pytest
 
 from tests.conftest import BIN, makemap
 from tests.e2e.test_smtpd import Daemon, certs  # noqa: F401 (fixture)
+from tests.lab import veth_netns
 
 NS, HOST_IP, NS_IP = "smpyns", "10.233.0.1", "10.233.0.2"
 
 
-def _ip(*args: str) -> int:
-    return subprocess.run(["ip", *args], capture_output=True).returncode
-
-
 @pytest.fixture(scope="module")
 def netns():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    _ip("link", "del", "smpyv0")
-    _ip("netns", "del", NS)
-    steps = [("netns", "add", NS), ("link", "add", "smpyv0", "type", "veth", "peer", "name", "smpyv1"),
-             ("link", "set", "smpyv1", "netns", NS), ("addr", "add", f"{HOST_IP}/24", "dev", "smpyv0"),
-             ("link", "set", "smpyv0", "up"),
-             ("netns", "exec", NS, "ip", "addr", "add", f"{NS_IP}/24", "dev", "smpyv1"),
-             ("netns", "exec", NS, "ip", "link", "set", "smpyv1", "up"),
-             ("netns", "exec", NS, "ip", "link", "set", "lo", "up")]
-    for step in steps:
-        if _ip(*step):
-            pytest.skip(f"cannot set up a network namespace here ({' '.join(step)})")
-    yield NS
-    _ip("link", "del", "smpyv0")
-    _ip("netns", "del", NS)
+    yield from veth_netns(NS, "smpyv", HOST_IP, NS_IP)
 
 
 def outside(port: int, script: str) -> str:

@@ -6,51 +6,23 @@ answer comes back the same way."""
 from __future__ import annotations
 
 import mailbox
-import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, Instance
+from tests.conftest import BIN, Instance, wait_for
 from tests.dns_server import Server
+from tests.lab import veth_netns
 
 NS, HOST_IP, NS_IP = "smpyb", "10.234.0.1", "10.234.0.2"
 
 
-def _ip(*args: str) -> int:
-    return subprocess.run(["ip", *args], capture_output=True).returncode
-
-
 @pytest.fixture(scope="module")
 def link():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    _ip("link", "del", "smpyb0")
-    _ip("netns", "del", NS)
-    for step in [("netns", "add", NS), ("link", "add", "smpyb0", "type", "veth", "peer", "name", "smpyb1"),
-                 ("link", "set", "smpyb1", "netns", NS), ("addr", "add", f"{HOST_IP}/24", "dev", "smpyb0"),
-                 ("link", "set", "smpyb0", "up"),
-                 ("netns", "exec", NS, "ip", "addr", "add", f"{NS_IP}/24", "dev", "smpyb1"),
-                 ("netns", "exec", NS, "ip", "link", "set", "smpyb1", "up"),
-                 ("netns", "exec", NS, "ip", "link", "set", "lo", "up")]:
-        if _ip(*step):
-            pytest.skip(f"cannot set up a network namespace here ({' '.join(step)})")
-    yield
-    _ip("link", "del", "smpyb0")
-    _ip("netns", "del", NS)
-
-
-def wait(pred, seconds: float = 20) -> bool:
-    end = time.time() + seconds
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.2)
-    return pred()
+    yield from veth_netns(NS, "smpyb", HOST_IP, NS_IP)
 
 
 def subjects(path: Path) -> list[str]:
@@ -70,17 +42,17 @@ def test_mail_crosses_hosts_by_mx(inst, link):
         b.write_cf(f"O NameServers={dns.address}\nO DaemonPortOptions=Port=25,Addr={NS_IP},Name=MTA-B")
         a_daemon = subprocess.Popen([str(BIN / "sendmail"), "-C", str(inst.cf), "-bD"])
         b_daemon = subprocess.Popen(["ip", "netns", "exec", NS, str(BIN / "sendmail"), "-C", str(b.cf), "-bD"])
-        assert wait(lambda: "starting daemon" in b.log() and "starting daemon" in inst.log())
+        assert wait_for(lambda: "starting daemon" in b.log() and "starting daemon" in inst.log())
         # alice on a writes to bob on b, through a's MSP
         r = inst.run("-t", cf=inst.submit, stdin=b"From: mtaalice@a.test\nTo: mtabob@b.test\nSubject: hello b\n\nhi\n")
         assert r.returncode == 0, r.stdout
-        assert wait(lambda: "hello b" in subjects(b.mail / "mtabob")), inst.log() + b.log()
+        assert wait_for(lambda: "hello b" in subjects(b.mail / "mtabob")), inst.log() + b.log()
         assert "relay=mx.b.test. [10.234.0.2], dsn=2.0.0, stat=Sent" in inst.log()
         assert f"proto=ESMTP, daemon=MTA-B, relay=[{HOST_IP}]" in b.log()
         # bob answers from b: b's MTA finds a by MX
         r = b.run("-Am", "-odi", "-f", "mtabob@b.test", "mtaalice@a.test", stdin=b"Subject: hello a\n\nback\n")
         assert r.returncode == 0, r.stdout
-        assert wait(lambda: "hello a" in subjects(inst.mail / "mtaalice")), inst.log() + b.log()
+        assert wait_for(lambda: "hello a" in subjects(inst.mail / "mtaalice")), inst.log() + b.log()
         # b does not relay for a stranger: a's mail to a third domain through b is refused
         if not shutil.which("swaks"):
             return
