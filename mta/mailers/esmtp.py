@@ -87,6 +87,7 @@ def deliver(*, host: str, port: int, helo: str, sender: str, recipients: list[st
             target, relay = _connect_target(mx, nameservers)
             client = _Client(timeout=timeout)
             client.transcript, client.traffic = transcript, traffic
+            client._host = mx.strip("[]")  # STARTTLS's server_hostname; smtplib sets it only in __init__
             client.connect(target, port)
         except errors.MTAError as exc:
             last, last_relay = exc, ""
