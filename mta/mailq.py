@@ -8,10 +8,10 @@ import json
 import time
 
 from mta import errors, queue
+from mta.delivery import schedule
 from mta.queue import Entry
-from mta.runner import Selection, sorted_entries
 
-ALL = Selection()
+ALL = schedule.Selection()
 
 HEADER = "-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n"
 HEADER_V = "-----Q-ID----- --Size-- -Priority- ---Q-Time--- --------Sender/Recipient--------\n"
@@ -55,11 +55,11 @@ def _entry(qdir: str, e: Entry, verbose: bool, min_age: int, now: float) -> str:
     return out + "\n"
 
 
-def listing(qdir: str, selection: Selection = ALL, *, verbose: bool = False,
+def listing(qdir: str, selection: schedule.Selection = ALL, *, verbose: bool = False,
             min_age: int = 0) -> tuple[str, int]:
     """The listing of one queue directory and its number of requests."""
     try:
-        entries = sorted_entries(qdir, selection)
+        entries = schedule.sorted_entries(qdir, selection)
     except errors.MTAError as exc:
         return f"{exc.text}\n", 0
     if not entries:
@@ -71,17 +71,17 @@ def listing(qdir: str, selection: Selection = ALL, *, verbose: bool = False,
     return text, n
 
 
-def show(qdir: str, selection: Selection = ALL, *, verbose: bool = False, min_age: int = 0) -> str:
+def show(qdir: str, selection: schedule.Selection = ALL, *, verbose: bool = False, min_age: int = 0) -> str:
     text, n = listing(qdir, selection, verbose=verbose, min_age=min_age)
     return text + f"\t\tTotal requests: {n}\n"
 
 
-def as_json(queues: list[tuple[str, str]], selection: Selection = ALL) -> str:
+def as_json(queues: list[tuple[str, str]], selection: schedule.Selection = ALL) -> str:
     """[(label, qdir)] -> JSON: every queue with its entries, recipients and reasons."""
     out = []
     for label, qdir in queues:
         try:
-            entries = sorted_entries(qdir, selection)
+            entries = schedule.sorted_entries(qdir, selection)
         except errors.MTAError as exc:
             out.append({"queue": label, "path": qdir, "error": exc.text, "entries": []})
             continue

@@ -45,13 +45,13 @@ def _context(req, ident: str | None = "sendmail") -> Context:
 
 
 def _selection(req):
-    from mta.runner import Selection
+    from mta.delivery import schedule
 
     picks = {"I": [], "R": [], "S": []}
     for kind, text, negate in req.queue_select:
         if kind in picks:
             picks[kind].append((text, negate))
-    return Selection(tuple(picks["I"]), tuple(picks["R"]), tuple(picks["S"]))
+    return schedule.Selection(tuple(picks["I"]), tuple(picks["R"]), tuple(picks["S"]))
 
 
 def run(req) -> int:
@@ -168,7 +168,7 @@ def smtp_stdio(req) -> int:
 
 
 def run_queue(req) -> int:
-    from mta import runner
+    from mta.delivery import schedule
 
     ctx = _context(req, None)  # sm-mta, or sm-msp-queue for the MSP queue
     if os.getuid() != 0 and "restrictqrun" in ctx.cfg["PrivacyOptions"] and not ctx.trusted():
@@ -179,16 +179,16 @@ def run_queue(req) -> int:
         return errors.EX_CONFIG
     selection = _selection(req)
     if not req.queue_interval:
-        return runner.run_queue(ctx, selection)
+        return schedule.run_queue(ctx, selection)
     interval = config.interval(req.queue_interval)
     if interval <= 0:
-        return runner.run_queue(ctx, selection)
+        return schedule.run_queue(ctx, selection)
     from mta import smtpd
 
     smtpd.daemonize()  # sendmail -q15m: a queue-runner daemon in the background
     ctx.log.line(f"starting daemon ({config.VERSION}): queueing@{_hms(interval)}")
     while True:
-        runner.run_queue(ctx, selection)
+        schedule.run_queue(ctx, selection)
         time.sleep(interval)
 
 

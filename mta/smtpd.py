@@ -23,6 +23,7 @@ import time
 
 from mta import VERSION, config, errors, runner, submit
 from mta.context import Context
+from mta.delivery import schedule
 from mta.policy import Client
 from mta.smtp.session import Action, Session, reply
 
@@ -179,7 +180,7 @@ class Daemon:
     async def _queue_runner(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await loop.run_in_executor(self.pool, runner.run_queue, self.ctx, runner.Selection())
+            await loop.run_in_executor(self.pool, schedule.run_queue, self.ctx, schedule.Selection())
             await asyncio.sleep(self.queue_interval)
 
     # -- one connection ---------------------------------------------------------------------------
@@ -320,8 +321,8 @@ class Daemon:
                 loop.run_in_executor(self.pool, _deliver, ctx, entry.qid)
             return entry.qid
         if action.kind == "etrn":
-            sel = runner.Selection(recipients=((str(action.arg), False),))
-            loop.run_in_executor(self.pool, runner.run_queue, ctx, sel)
+            sel = schedule.Selection(recipients=((str(action.arg), False),))
+            loop.run_in_executor(self.pool, schedule.run_queue, ctx, sel)
             return None
         if action.kind == "starttls":
             await writer.drain()
@@ -425,5 +426,5 @@ def _act_inline(ctx: Context, session: Session, action: Action):
             runner.after_submit(ctx, entry)
         return entry.qid
     if action.kind == "etrn":
-        runner.run_queue(ctx, runner.Selection(recipients=((str(action.arg), False),)))
+        schedule.run_queue(ctx, schedule.Selection(recipients=((str(action.arg), False),)))
     return None
