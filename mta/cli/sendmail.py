@@ -181,11 +181,15 @@ def _main(argv: list[str], prog: str, preset: dict) -> int:
         return EX_SOFTWARE
 
 
+# what each name Debian installs does (sendmail-mta, sendmail-msp, smtpd: plain sendmail)
+PRESETS = {"mailq": {"mode": "p"}, "newaliases": {"mode": "i"}, "hoststat": {"mode": "h"},
+           "purgestat": {"mode": "H"}, "runq": {"queue_run": True}}
+
+
 def main() -> None:
+    """The one program behind every name: what it does comes from argv[0], as Sendmail's."""
     prog = os.path.basename(sys.argv[0])
-    presets = {"mailq": {"mode": "p"}, "newaliases": {"mode": "i"}, "hoststat": {"mode": "h"},
-               "purgestat": {"mode": "H"}}
-    sys.exit(_main(sys.argv[1:], "sendmail" if prog not in presets else prog, presets.get(prog, {})))
+    sys.exit(_main(sys.argv[1:], prog if prog in PRESETS else "sendmail", PRESETS.get(prog, {})))
 
 
 def mailq_main() -> None:
@@ -198,6 +202,10 @@ def newaliases_main() -> None:
 
 def hoststat_main() -> None:
     sys.exit(_main(sys.argv[1:], "hoststat", {"mode": "h", "prog": "hoststat"}))
+
+
+def runq_main() -> None:
+    sys.exit(_main(sys.argv[1:], "runq", {"queue_run": True}))
 
 
 def purgestat_main() -> None:
