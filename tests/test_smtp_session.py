@@ -111,3 +111,41 @@ def test_big_body_without_headers_is_fine(ctx):
     lines = drive(ctx, [b"HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<root>\r\nDATA\r\n" +
                         b"no header line here\r\n" + b"z" * 70000 + b"\r\n.\r\n"])
     assert lines[-1] == "250 2.0.0 QID0000001 Message accepted for delivery"
+
+
+def _session_in_data(ctx) -> Session:
+    s = Session(ctx, Client("192.0.2.7", "client.example"))
+    for line in (b"HELO c\r\n", b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<root>\r\n", b"DATA\r\n"):
+        assert s.receive(line)[-1][:3] in (b"250", b"354")
+    return s
+
+
+def held(s: Session) -> int:
+    """Bytes the session holds for its client: input not yet consumed and the message so far."""
+    return len(s.buffer._buf) + len(s.buffer.message)
+
+
+def test_unterminated_data_line_is_not_buffered(ctx):
+    """10 MiB without a line end, MaxMessageSize 2000: at most about 2000 bytes are kept, and the
+    rest is counted and dropped as it arrives (not searched again on every read)."""
+    s = _session_in_data(ctx)
+    chunk = b"x" * 65536
+    for _ in range(160):
+        assert s.receive(chunk) == []
+        assert held(s) <= 2000 + 16
+    out = s.receive(b"\r\n.\r\n")
+    assert out == [b"552 5.2.3 Message exceeds maximum fixed size (2000)\r\n"]
+    assert held(s) == 0
+
+
+@pytest.mark.parametrize("tail", [b"\r", b".", b".\r", b""])
+def test_data_line_split_anywhere(ctx, tail):
+    """A line end, a dot or a CR at a chunk boundary still ends, unstuffs and smuggles nothing."""
+    s = _session_in_data(ctx)
+    assert s.receive(b"Subject: x\r\n\r\nab" + b"\r\n" + tail) == []
+    rest = {b"\r": b"\n..c\r\n.\r\n", b".": b".c\r\n.\r\n", b".\r": b"\n.\r\n", b"": b".\r\n"}[tail]
+    out = s.receive(rest)
+    assert isinstance(out[-1], Action) and out[-1].kind == "queue"
+    body = out[-1].arg.data.split(b"\r\n\r\n", 1)[1]
+    assert body == {b"\r": b"ab\r\n\r\n.c\r\n", b".": b"ab\r\n.c\r\n", b".\r": b"ab\r\n",
+                    b"": b"ab\r\n"}[tail]

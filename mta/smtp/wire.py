@@ -5,7 +5,8 @@ command line (CRLF or, as Sendmail accepts, a bare LF ends it); ``data()`` consu
 lines until ``CRLF.CRLF``.  In DATA only CRLF ends a line: a bare LF or bare CR anywhere is an
 error (SMTP smuggling: no ``\\n.\\n``, ``\\r.\\r``, ``\\n.\\r\\n``... can end a message), and a
 leading dot is removed (dot-stuffing).  Limits: a command line of at most MAX_COMMAND bytes;
-message bytes beyond ``max_size`` are counted and dropped, never buffered.
+in DATA bytes are consumed as they arrive, also from a line not yet ended, so at most two
+bytes wait in the buffer; message bytes beyond ``max_size`` are counted and dropped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Buffer:
         self.message = bytearray()  # DATA collected so far (without dot-stuffing)
         self.size = 0  # DATA bytes seen, also past max_size
         self.nul = False
+        self._bol = True
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -60,36 +62,52 @@ class Buffer:
         self.message = bytearray()
         self.size = 0
         self.nul = False
+        self._bol = True  # the next byte starts a line (where '.' means stuffing or the end)
 
     def data(self, max_size: int) -> bool:
-        """Consume message lines; True once the terminating '.' line has been read."""
+        """Consume message bytes; True once the terminating '.' line has been read.
+
+        Bytes are taken as they arrive, also from an unfinished line, so nothing is searched
+        twice and at most two bytes (a '.' or a CR that the next read completes) stay buffered."""
         buf, pos = self._buf, 0
         try:
             while True:
                 end = buf.find(b"\r\n", pos)
                 if end < 0:
-                    # An unfinished line may only hold a CR as its very last byte.
-                    if buf.find(b"\n", pos) >= 0:
-                        raise BareLineEnd("LF")
-                    cr = buf.find(b"\r", pos)
-                    if 0 <= cr < len(buf) - 1:
-                        raise BareLineEnd("CR")
+                    pos = self._partial(pos, max_size)
                     return False
                 line = bytes(buf[pos:end])
                 pos = end + 2
-                if b"\n" in line:
-                    raise BareLineEnd("LF")
-                if b"\r" in line:
-                    raise BareLineEnd("CR")
-                if line == b".":
+                if self._bol and line == b".":
                     return True
-                if line.startswith(b"."):
-                    line = line[1:]
-                if b"\0" in line:
-                    self.nul = True
-                self.size += len(line) + 2
-                if not max_size or self.size <= max_size:
-                    self.message += line
-                    self.message += b"\r\n"
+                self._take(line, max_size)
+                self._take(b"\r\n", max_size)
+                self._bol = True
         finally:
             del buf[:pos]
+
+    def _partial(self, pos: int, max_size: int) -> int:
+        """Take what is safe of an unfinished line; returns where the kept tail starts."""
+        rest = bytes(self._buf[pos:])
+        keep = 1 if rest.endswith(b"\r") else 0  # may be the first half of CRLF
+        if self._bol and rest[:len(rest) - keep] in (b"", b"."):
+            return pos  # '.', '.\r' or nothing yet: the next byte decides
+        self._take(rest[:len(rest) - keep], max_size)
+        self._bol = False
+        return len(self._buf) - keep
+
+    def _take(self, piece: bytes, max_size: int) -> None:
+        """One piece of a line (or its CRLF): checked, unstuffed, counted, kept while in size."""
+        if piece != b"\r\n":
+            if b"\n" in piece:
+                raise BareLineEnd("LF")
+            if b"\r" in piece:
+                raise BareLineEnd("CR")
+            if self._bol and piece.startswith(b"."):
+                piece = piece[1:]
+            self._bol = self._bol and not piece
+            if b"\0" in piece:
+                self.nul = True
+        self.size += len(piece)
+        if not max_size or self.size <= max_size:
+            self.message += piece
