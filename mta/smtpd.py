@@ -271,7 +271,7 @@ class Daemon:
                 session.log(f"rejecting commands from {session.client.relay_text} due to pre-greeting "
                              f"traffic after {int(pause / 1000)} seconds")
                 writer.write(session.refuse_early_talker())
-                await self._outputs(ctx, session, session.receive(early), writer)
+                await self._outputs(ctx, session, session.receive(early), reader, writer)
         if not session.nullserver or not pause:
             writer.write(session.greeting())
         await writer.drain()
@@ -290,9 +290,9 @@ class Daemon:
                 break
             if not data:
                 break
-            await self._outputs(ctx, session, session.receive(data), writer)
+            await self._outputs(ctx, session, session.receive(data), reader, writer)
 
-    async def _outputs(self, ctx, session: Session, outputs: list, writer) -> None:
+    async def _outputs(self, ctx, session: Session, outputs: list, reader, writer) -> None:
         loop = asyncio.get_running_loop()
         while outputs:
             out = outputs.pop(0)
@@ -300,11 +300,11 @@ class Daemon:
                 writer.write(out)
                 continue
             await writer.drain()
-            result = await self._act(ctx, session, out, writer, loop)
+            result = await self._act(ctx, session, out, reader, writer, loop)
             outputs.extend(session.resume(result))
         await writer.drain()
 
-    async def _act(self, ctx, session: Session, action: Action, writer, loop):
+    async def _act(self, ctx, session: Session, action: Action, reader, writer, loop):
         if action.kind == "queue":
             try:
                 entry = await loop.run_in_executor(self.pool, submit.smtp, ctx, session.client, action.arg,
@@ -325,7 +325,12 @@ class Daemon:
             loop.run_in_executor(self.pool, schedule.run_queue, ctx, sel)
             return None
         if action.kind == "starttls":
+            # Nothing the client sent in clear after STARTTLS may be obeyed: stop reading, then
+            # drop what the stream already holds; what is still in the socket goes to the
+            # handshake (and fails it).  The core has dropped its own buffer.
+            writer.transport.pause_reading()
             await writer.drain()
+            _discard_buffered(reader)
             try:
                 await writer.start_tls(self.sslctx)
             except (ssl.SSLError, OSError) as exc:
@@ -340,6 +345,11 @@ class Daemon:
                 return obj.version()
             return "TLS"
         return None
+
+
+def _discard_buffered(reader: asyncio.StreamReader) -> None:
+    """Forget the bytes a StreamReader has read ahead (it has no public call for this)."""
+    reader._buffer.clear()  # noqa: SLF001
 
 
 def _deliver(ctx: Context, qid: str) -> None:

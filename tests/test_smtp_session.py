@@ -149,3 +149,13 @@ def test_data_line_split_anywhere(ctx, tail):
     body = out[-1].arg.data.split(b"\r\n\r\n", 1)[1]
     assert body == {b"\r": b"ab\r\n\r\n.c\r\n", b".": b"ab\r\n.c\r\n", b".\r": b"ab\r\n",
                     b"": b"ab\r\n"}[tail]
+
+
+def test_starttls_drops_pipelined_input_and_wants_ehlo_again(ctx):
+    s = Session(ctx, Client("192.0.2.7", "client.example"), tls_available=True)
+    s.receive(b"EHLO c\r\n")
+    out = s.receive(b"STARTTLS\r\nRSET\r\nMAIL FROM:<a@example.org>\r\n")
+    assert out[0] == b"220 2.0.0 Ready to start TLS\r\n" and out[1].kind == "starttls" and len(out) == 2
+    assert s.resume("TLSv1.3") == []  # nothing sent in clear is answered
+    assert s.receive(b"MAIL FROM:<a@example.org>\r\n") == [b"503 5.0.0 Polite people say HELO first\r\n"]
+    assert s.receive(b"EHLO c\r\n")[0].startswith(b"250-")

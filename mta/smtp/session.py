@@ -231,7 +231,7 @@ class Session:
         return [reply(250, "", "\n".join(lines))]
 
     def _mail(self, verb: str, arg: str) -> list:
-        if self.state == "connected" and "needmailhelo" in self.cfg["PrivacyOptions"]:
+        if self.state == "connected" and ("needmailhelo" in self.cfg["PrivacyOptions"] or self.client.tls):
             return self._bad(503, "5.0.0", "Polite people say HELO first")
         if self.envelope is not None:
             return self._bad(503, "5.5.0", "Sender already specified")

@@ -474,3 +474,46 @@ def test_dsn_requests_travel_to_the_next_hop(inst, daemon):
     assert "Original-Envelope-Id: env-42\nReporting-MTA: dns; test.example" in box
     qf_log = inst.log()
     assert re.search(r"from=<root@test\.example>, size=\d+, class=0, nrcpts=1, .*proto=ESMTP", qf_log)
+
+
+def _recv_until(sock: socket.socket, end: bytes, limit: float = 20) -> bytes:
+    got, deadline = b"", time.monotonic() + limit
+    while not got.endswith(end) and time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_starttls_discards_what_the_transport_buffered(inst, certs):
+    """CVE-2011-0411 class: a burst sent before the greeting, ending in STARTTLS, then NOOP.  The
+    daemon's first read takes exactly the bytes up to STARTTLS, so the NOOP waits in the
+    transport's buffer; it must not be answered inside TLS, and the client must EHLO again."""
+    inst.write_cf(f"O ServerCertFile={certs}/cert.pem\nO ServerKeyFile={certs}/key.pem")
+    d = Daemon(inst)
+    try:
+        head = b"EHLO burst.example\r\n"
+        tail = b"STARTTLS\r\n"
+        room = 65536 - len(head) - len(tail)
+        n = room // 6 - 1
+        pad = b"RSET\r\n" * n + b"RSET" + b" " * (room - 6 * n - 6) + b"\r\n"
+        burst = head + pad + tail
+        assert len(burst) == 65536
+        s = socket.create_connection(("127.0.0.1", inst.port), timeout=20)
+        s.sendall(burst + b"NOOP\r\n")
+        got = _recv_until(s, b"220 2.0.0 Ready to start TLS\r\n")
+        assert got.endswith(b"220 2.0.0 Ready to start TLS\r\n"), got[-200:]
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        tls = ctx.wrap_socket(s)
+        tls.settimeout(2)
+        with pytest.raises((socket.timeout, TimeoutError)):
+            assert tls.recv(100) == b""  # no answer to the NOOP sent in clear
+        tls.sendall(b"MAIL FROM:<a@example.test>\r\n")
+        assert tls.recv(200) == b"503 5.0.0 Polite people say HELO first\r\n"
+        tls.sendall(b"EHLO again.example\r\n")
+        assert _recv_until(tls, b"250 HELP\r\n").startswith(b"250-test.example Hello")
+        tls.close()
+    finally:
+        d.stop()
