@@ -13,6 +13,7 @@ import os
 import time
 
 from mta import errors, log
+from mta import record as records
 
 
 def path_for(root: str, host: str) -> str:
@@ -98,3 +99,20 @@ def purge(root: str, max_age: int) -> int:
         except (OSError, ValueError):
             continue
     return removed
+
+
+@records.record(frozen=True)
+class Status:
+    exitstat: int
+    status: str
+    reply: str
+    when: int
+
+
+def status(root: str, host: str) -> Status | None:
+    """What the status file says of host, or None when there is none."""
+    try:
+        st = _read(path_for(root, host))
+        return Status(int(st.get("S", "0") or 0), st.get("D", ""), st.get("R", ""), int(st.get("U", "0") or 0))
+    except (OSError, ValueError):
+        return None

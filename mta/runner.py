@@ -134,18 +134,9 @@ def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
     qualified = Entry(entry.qid, headers=_qualify_headers(entry, cfg.hostname))
     text = render(qualified, body, flags=mailer.flags, sender=sender)
     rcpts = [r.user if "@" in r.user else f"{r.user}@{cfg.hostname}" for _rc, r in group]
-    timeout = cfg["Timeout.connect"] or esmtp.DEFAULT_TIMEOUT
-    outcomes = esmtp.deliver(host=route.host, port=port, helo=cfg.hostname, sender=sender,
-                             recipients=rcpts, text=text, timeout=timeout, transcript=ctx.verbose,
-                             nameservers=cfg["NameServers"], dsn=dsn_parameters(entry, [rc for rc, _r in group]),
-                             traffic=ctx.traffic)
-    if cfg["HostStatusDirectory"] and outcomes:
-        from mta import hoststat
-
-        o = outcomes[-1]
-        code = {"sent": 0, "deferred": errors.EX_TEMPFAIL}.get(o.kind, errors.EX_UNAVAILABLE)
-        hoststat.record(cfg["HostStatusDirectory"], route.host, exitstat=code, status=o.status,
-                        reply="" if o.kind == "sent" else o.text)
+    settings = esmtp.settings(cfg, ctx.maps, ctx.verbose, ctx.traffic, mailer.flags)
+    outcomes = esmtp.deliver(host=route.host, port=port, sender=sender, recipients=rcpts, text=text, s=settings,
+                             dsn=dsn_parameters(entry, [rc for rc, _r in group]))
     return outcomes
 
 

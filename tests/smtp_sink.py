@@ -48,6 +48,8 @@ def serve(port: int, sink: Sink) -> socketserver.ThreadingTCPServer:
                     else:
                         rcpts.append(addr)
                         self.reply("250 2.1.5 ok")
+                elif verb == "DATA" and not rcpts:  # RFC 2920: a pipelined DATA after no recipient
+                    self.reply("554 5.5.1 No valid recipients")
                 elif verb == "DATA":
                     self.reply("354 go ahead")
                     data = b""

@@ -11,7 +11,7 @@ def test_delivers_to_a_peer_that_offers_starttls(inst, certs):  # noqa: F811
     inst.write_cf(f"O ServerCertFile={certs}/cert.pem\nO ServerKeyFile={certs}/key.pem")
     d = Daemon(inst)
     try:
-        r = inst.run("mtaalice", cf=inst.submit, stdin=b"Subject: over starttls\n\nx\n")
+        r = inst.run("-v", "mtaalice", cf=inst.submit, stdin=b"Subject: over starttls\n\nx\n")
         assert r.returncode == 0, r.stdout + r.stderr
         assert inst.qfs(client=True) == []
         assert wait_for(lambda: "over starttls" in subjects(inst, "mtaalice"))
