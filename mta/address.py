@@ -1,26 +1,57 @@
-"""Addresses: RFC 5321 envelope addresses and RFC 5322 address lists, in sendmail's canonical forms.
+"""Addresses: the one parser for envelope paths (SMTP, the command line) and header addresses (-t).
 
-Grammar we accept (a practical subset of RFC 5322 3.4 and RFC 5321 4.1.2):
-    address   = [phrase] "<" [route ":"] addr-spec ">" / addr-spec / "<>"
-    addr-spec = local-part ["@" domain]          ; an unqualified local-part is a local user
-    domain    = dot-atom / "[" literal "]"
-Comments ``( ... )`` are dropped.  ``parse()`` raises ``errors.AddressError`` with sendmail's
-phrase (``Unbalanced '<'``, ...) for text it cannot read; it never accepts CR, LF or NUL.
+Grammar (RFC 5322 3.2-3.4 and RFC 5321 4.1.2), with the readings of Sendmail's canonify and Parse0
+rule sets (cf/m4/proto.m4) where they differ:
+
+    address        = name-addr / addr-spec / "<>"             ; "<>" is the null sender
+    name-addr      = [phrase] "<" [A-d-l ":"] addr-spec ">"
+    A-d-l          = At-domain *( "," At-domain )             ; a source route: dropped (RFC 5321 C)
+    At-domain      = "@" domain
+    addr-spec      = local-part [ "@" domain ]                ; no domain: a local name (Sendmail)
+    local-part     = word *( "." word )                       ; dot-atom and obs-local-part
+    word           = atom / quoted-string
+    atom           = 1*( atext / "\" CHAR )                   ; atext has ! # $ % & ' * + - / = ? ^ _ ` { | } ~
+    quoted-string  = DQUOTE *( qtext / quoted-pair ) DQUOTE
+    quoted-pair    = "\" ( VCHAR / WSP )
+    domain         = label *( "." label ) [ "." ]            ; LDH and "_", IDN U-labels; final dot dropped
+    domain-literal = "[" ( IPv4-address / "IPv6:" IPv6-address ) "]"
+    comment        = "(" *( ctext / quoted-pair / comment ) ")" ; dropped wherever it stands
+    group          = display-name ":" [address-list] ";"      ; split_list() flattens groups
+
+Sendmail's readings (proto.m4 canonify): an unqualified ``host!user`` is ``user@host`` and an
+unqualified ``user%host`` is ``user@host`` (the rightmost ``%``).  A quoted local part is ONE
+local part: ``"a@b"@here`` is the local name ``a@b`` at ``here`` and ``"a@b"`` alone is the local
+name ``a@b``; nothing here or later parses its content again as an address.  (``routed()`` says
+what address a local part would name if it were, so the relay check can refuse it as Sendmail's
+check_rcpt does.)  A quoted string whose content needs no quotes loses them (``"bob"`` is ``bob``).
+
+``parse()`` raises ``errors.AddressError`` with Sendmail's phrase and enhanced status:
+``Unbalanced '<'`` (5.0.0), ``Invalid route address`` (5.1.3), ``User address required`` (5.1.3),
+``Hostname required`` (5.1.3), ``Colon illegal in host name part`` (5.1.3), ``Invalid host name``
+(5.1.2), ``Invalid address`` (5.1.2), ``prescan: token too long`` (5.1.0), ``Address too long``
+(5.1.1).  It never accepts CR, LF or NUL, and raises nothing else.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from mta import errors
 from mta.record import record
 
+MAXNAME = 256  # Sendmail's MAXNAME: the longest token
+MAXADDR = MAXNAME + 40 - 5  # PSBUFSIZE less prescan's reserve: the longest address
+SPECIALS = "<>@,;:"
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
 
 
 @record(frozen=True)
 class Address:
-    """A parsed address: ``local`` and ``domain`` ('' when unqualified); ``null`` for <>."""
+    """A parsed address: ``local`` as written (quoted strings and escapes kept) and ``domain``
+    ('' when unqualified; an address literal is ``[1.2.3.4]`` / ``[IPv6:...]``); ``null`` for <>."""
 
     local: str
     domain: str = ""
@@ -36,97 +67,273 @@ class Address:
     def bracketed(self) -> str:
         return f"<{self}>"
 
+    @property
+    def user(self) -> str:
+        """The local part without its quotes and escapes: what a mailbox or alias is named."""
+        return dequote(self.local)
+
 
 def unbracket(text: str) -> str:
     """'<a@b>' -> 'a@b' (a queue file's S line or a log's from=); anything else as it is."""
     return text[1:-1] if text.startswith("<") and text.endswith(">") else text
 
 
-def _strip_comments(text: str) -> str:
-    out, depth, quoted, escaped = [], 0, False, False
-    for ch in text:
+def dequote(local: str) -> str:
+    """'"a b"' -> 'a b', 'a\\@b' -> 'a@b': quotes and backslash escapes removed."""
+    out, escaped = [], False
+    for ch in local:
         if escaped:
+            out.append(ch)
             escaped = False
-            if depth == 0:
-                out.append(ch)
-            continue
-        if ch == "\\":
+        elif ch == "\\":
             escaped = True
-            if depth == 0:
-                out.append(ch)
-        elif ch == '"' and depth == 0:
-            quoted = not quoted
+        elif ch != '"':
             out.append(ch)
-        elif ch == "(" and not quoted:
-            depth += 1
-        elif ch == ")" and not quoted:
-            if depth == 0:
-                raise errors.AddressError("Unbalanced ')'")
-            depth -= 1
-        elif depth == 0:
-            out.append(ch)
-    if quoted:
-        raise errors.AddressError("Unbalanced '\"'")
-    if depth:
-        raise errors.AddressError("Unbalanced '('")
     return "".join(out)
 
 
-def _angle_part(text: str) -> str:
-    """The part inside <...> if any, checking balance as sendmail's prescan does."""
-    opens, closes = text.count("<"), text.count(">")
+def _error(text: str, status: str) -> errors.AddressError:
+    return errors.AddressError(text, status=status)
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+def _comment(text: str, i: int) -> int:
+    """The index after the comment that starts at text[i] == '('."""
+    depth = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise _error("Unbalanced '('", "5.0.0")
+
+
+def _quoted(text: str, i: int) -> int:
+    """The index after the quoted string that starts at text[i] == '"'."""
+    i += 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == '"':
+            return i + 1
+        i += 1
+    raise _error("Unbalanced '\"'", "5.0.0")
+
+
+def _atom(text: str, i: int) -> int:
+    while i < len(text) and text[i] not in SPECIALS + '"()[] \t':
+        i += 2 if text[i] == "\\" else 1
+    return min(i, len(text))
+
+
+def tokenize(text: str) -> list[str]:
+    """The tokens of text: atoms, quoted strings, [literals] and the specials; comments and
+    white space dropped.  Raises AddressError for what cannot be read."""
+    tokens, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch in " \t":
+            i += 1
+            continue
+        if ch == "(":
+            i = _comment(text, i)
+            continue
+        if ch == ")":
+            raise _error("Unbalanced ')'", "5.0.0")
+        if ch in SPECIALS:
+            end = i + 1
+        elif ch == '"':
+            end = _quoted(text, i)
+        elif ch == "[":
+            end = text.find("]", i) + 1 or len(text)
+        else:
+            end = max(_atom(text, i), i + 1)
+        if end - i > MAXNAME:
+            raise _error("prescan: token too long", "5.1.0")
+        tokens.append(text[i:end])
+        i = end
+    return tokens
+
+
+# -- the parts ------------------------------------------------------------------------------------
+
+def _angle(tokens: list[str]) -> list[str]:
+    """The tokens inside <...> if any, checking balance as Sendmail's prescan does; outside them
+    stands a display name, which is dropped."""
+    opens, closes = tokens.count("<"), tokens.count(">")
     if opens > closes:
-        raise errors.AddressError("Unbalanced '<'")
+        raise _error("Unbalanced '<'", "5.0.0")
     if closes > opens:
-        raise errors.AddressError("Unbalanced '>'")
+        raise _error("Unbalanced '>'", "5.0.0")
     if opens == 0:
-        return text
+        return _ungroup(tokens)
     if opens > 1:
-        raise errors.AddressError("Unbalanced '<'")
-    start, end = text.index("<"), text.index(">")
+        raise _error("Unbalanced '<'", "5.0.0")
+    start, end = tokens.index("<"), tokens.index(">")
     if end < start:
-        raise errors.AddressError("Unbalanced '>'")
-    return text[start + 1:end]
+        raise _error("Unbalanced '>'", "5.0.0")
+    return tokens[start + 1:end]
+
+
+def _ungroup(tokens: list[str]) -> list[str]:
+    """Outside brackets, 'name: addr;' is a group: keep the address (proto.m4 canonify)."""
+    if tokens[-1:] == [";"]:
+        tokens = tokens[:-1]
+    if ":" in tokens and tokens[:1] != ["@"] and not any(t.startswith("[") for t in tokens):
+        tokens = tokens[tokens.index(":") + 1:]
+    return tokens
+
+
+def _unroute(tokens: list[str]) -> list[str]:
+    """'@a,@b:user@c' -> 'user@c': a source route is dropped (RFC 5321 appendix C, canonify)."""
+    if tokens[:1] != ["@"] or ":" not in tokens:
+        return tokens
+    colon = tokens.index(":")
+    for i, tok in enumerate(tokens[:colon]):
+        want_at = i % 3 == 0
+        if (tok == "@") != want_at or (i % 3 == 2 and tok != ","):
+            raise _error("Invalid route address", "5.1.3")
+    return tokens[colon + 1:]
+
+
+def _local(tokens: list[str]) -> str:
+    if "@" in tokens or "," in tokens or ":" in tokens:  # a colon only in a route or a group
+        raise _error("Invalid route address", "5.1.3")
+    if any(t.startswith("[") for t in tokens) or ";" in tokens:
+        raise _error("Invalid address", "5.1.2")
+    local = "".join(tokens)
+    if local.startswith('"') and local.endswith('"') and len(tokens) == 1 and _ATEXT.fullmatch(local[1:-1]):
+        local = local[1:-1]  # "bob" is bob
+    return local
+
+
+def literal(text: str) -> str | None:
+    """'[1.2.3.4]' / '[IPv6:...]' in canonical form, or None when it is no address literal."""
+    body = text[1:-1]
+    tag, colon, rest = body.partition(":")
+    try:
+        if colon and tag.lower() == "ipv6":
+            return f"[IPv6:{ipaddress.IPv6Address(rest).compressed}]"
+        return f"[{ipaddress.IPv4Address(body)}]" if not colon else None
+    except ValueError:
+        return None
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain in lower-case ASCII (IDN U-labels as A-labels), for comparisons and DNS."""
+    try:
+        return domain.encode("idna").decode("ascii").lower() if not domain.isascii() else domain.lower()
+    except UnicodeError as exc:
+        raise _error("Invalid host name", "5.1.2") from exc
+
+
+def _domain(tokens: list[str]) -> str:
+    if not tokens:
+        raise _error("Hostname required", "5.1.3")
+    if ":" in tokens:
+        raise _error("Colon illegal in host name part", "5.1.3")
+    if tokens[0].startswith("["):
+        found = literal(tokens[0]) if len(tokens) == 1 and tokens[0].endswith("]") else None
+        if found is None:
+            raise _error("Invalid address", "5.1.2")
+        return found
+    if "@" in tokens:
+        raise _error("Invalid route address", "5.1.2")
+    domain = "".join(tokens)
+    name = domain[:-1] if domain.endswith(".") else domain
+    labels = ascii_domain(name).split(".")
+    if not name or len(name) > 255 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise _error("Invalid host name", "5.1.2")
+    return name
+
+
+def _uucp(local: str) -> Address:
+    """An unqualified local part: host!user and user%host name another host, as in canonify
+    (a quoted or escaped local part, a |program, /file or :include: is left as it is)."""
+    if local[:1] in "|/:" or '"' in local or "\\" in local:
+        return Address(local)
+    if "!" in local:
+        host, _, user = local.partition("!")
+    elif "%" in local:
+        user, _, host = local.rpartition("%")
+    else:
+        return Address(local)
+    try:
+        return Address(user, _domain([host])) if user and host else Address(local)
+    except errors.AddressError:
+        return Address(local)
 
 
 def parse(text: str) -> Address:
     """Parse one envelope or header address into an ``Address``."""
     if _FORBIDDEN.search(text):
-        raise errors.AddressError("Invalid character in address")
-    inner = _angle_part(_strip_comments(text)).strip()
-    if ":" in inner and inner.startswith("@"):  # source route: keep the final mailbox
-        inner = inner.split(":", 1)[1]
+        raise _error("Invalid character in address", "5.0.0")
+    if len(text) > MAXADDR * 4:
+        raise _error("Address too long", "5.1.1")
+    tokens = tokenize(text)
+    if not tokens:
+        return Address("")
+    inner = _unroute(_angle(tokens))
+    if len("".join(inner)) > MAXADDR:
+        raise _error("Address too long", "5.1.1")
     if not inner:
         return Address("")
-    if inner == "@":
-        raise errors.AddressError("User address required")
-    local, at, domain = inner.rpartition("@")
-    if not at:
-        local, domain = inner, ""
-    if not local or (at and not domain):
-        raise errors.AddressError("User address required" if not local else "Domain name required")
-    if "@" in local and not local.startswith('"'):
-        raise errors.AddressError("Invalid route address")
-    if domain and not re.fullmatch(r"\[[^\[\]\s]+\]|[A-Za-z0-9_.-]+", domain):
-        raise errors.AddressError(f"Invalid host name {domain}" if " " not in domain else "Invalid address")
-    if domain.startswith(".") or ".." in domain:
-        raise errors.AddressError("Invalid host name")
-    if re.search(r"\s", local) and not local.startswith('"'):
-        local = re.sub(r"\s+", " ", local).replace(" ", "")
-    return Address(local, domain)
+    if "@" not in inner:
+        return _uucp(_local(inner))
+    at = len(inner) - 1 - inner[::-1].index("@")
+    if at == 0:
+        raise _error("User address required", "5.1.3")
+    return Address(_local(inner[:at]), _domain(inner[at + 1:]))
 
+
+def routed(addr: Address) -> Address | None:
+    """The address a local part names if it is read as one (``a%b@here``, ``"a@b"@here``,
+    ``b!a@here``), as Sendmail's check_rcpt (ParseRecipient) reads it: None when it names none.
+    Only the relay check asks this; routing never does."""
+    user = addr.user
+    if not any(c in user for c in "@%!"):
+        return None
+    try:
+        inner = parse(user if "@" in user else _uucp_text(user))
+    except errors.AddressError:
+        return None
+    if not inner.domain:
+        return None
+    return routed(inner) or inner
+
+
+def _uucp_text(user: str) -> str:
+    if "!" in user:
+        host, _, rest = user.partition("!")
+        return f"{rest}@{host}"
+    rest, _, host = user.rpartition("%")
+    return f"{rest}@{host}"
+
+
+# -- lists ----------------------------------------------------------------------------------------
 
 def split_list(text: str, groups: bool = True) -> list[str]:
     """Split an RFC 5322 address-list header value into its address texts (groups flattened
     unless ``groups`` is false, as in alias values where ':include:' is no group)."""
-    items, buf, depth, quoted, angle = [], [], 0, False, 0
+    items, buf, depth, quoted, angle, escaped = [], [], 0, False, 0, False
     for ch in text:
-        if quoted:
+        if escaped:
             buf.append(ch)
-            if ch == '"':
-                quoted = False
+            escaped = False
             continue
-        if ch == '"':
+        if ch == "\\":
+            escaped = True
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == '"':
             quoted = True
         elif ch == "(":
             depth += 1
@@ -140,8 +347,8 @@ def split_list(text: str, groups: bool = True) -> list[str]:
             items.append("".join(buf))
             buf = []
             continue
-        elif ch == ":" and groups and not depth and not angle:  # group display-name ends here
-            buf = []
+        elif ch == ":" and groups and not depth and not angle and "@" not in "".join(buf):
+            buf = []  # a group's display name ends here
             continue
         buf.append(ch)
     items.append("".join(buf))

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 
-from mta import errors, maps
-from mta.address import split_list
+from mta import address, errors, maps
 from mta.record import record
 
 MAX_RECURSION = 10
@@ -126,7 +125,7 @@ class Target:
 
 
 def values(text: str) -> list[str]:
-    return [v.strip() for v in split_list(text, groups=False) if v.strip()]
+    return [v.strip() for v in address.split_list(text, groups=False) if v.strip()]
 
 
 def _read_include(path: str) -> list[str]:
@@ -142,6 +141,14 @@ def _read_include(path: str) -> list[str]:
             return out
     except OSError as exc:
         raise errors.TempFail(f"{path}: cannot open: {exc.strerror}") from exc
+
+
+def _key(value: str) -> str:
+    """The alias key of a local value: its local part, unquoted, lower-cased."""
+    try:
+        return address.parse(value).user.lower()
+    except errors.AddressError:
+        return value.split("@")[0].lower()
 
 
 def expand(aliases: Aliases | None, name: str, *, is_local=lambda v: "@" not in v) -> list[Target]:
@@ -161,10 +168,12 @@ def expand(aliases: Aliases | None, name: str, *, is_local=lambda v: "@" not in 
             for v in _read_include(value[9:].strip()):
                 walk(v, alias, owner, depth + 1)
             return
-        if value.startswith(("|", "/", '"|', '"/')) or not is_local(value) or aliases is None:
-            out.append(Target(value.strip('"') if value.startswith('"') else value, alias, owner))
+        if value.startswith(('"|', '"/')):  # a quoted program or file; no other quotes go
+            value = value.strip('"')
+        if value.startswith(("|", "/")) or not is_local(value) or aliases is None:
+            out.append(Target(value, alias, owner))
             return
-        key = value.split("@")[0].lower()
+        key = _key(value)
         expansion = aliases.lookup(key)
         if expansion is None or key in seen or depth > MAX_RECURSION:
             out.append(Target(value, alias, owner, no_alias=key in seen))

@@ -215,6 +215,7 @@ class Config:
     daemon_ports: list[str] = factory(list)
     ignored_rules: int = 0
     notices: list[str] = factory(list)
+    features: set[str] = factory(set)  # FEATUREs the cf was built with (its "$Id: name.m4" lines)
 
     def __getitem__(self, name: str):
         """The typed value of option ``name`` (its default when unset)."""
@@ -251,6 +252,10 @@ class Config:
     def is_msp(self) -> bool:
         """A submit.cf: everything goes to the MTA named by ${MTAHost} (FEATURE(msp))."""
         return "MTAHost" in self.macros
+
+    def has_feature(self, name: str) -> bool:
+        """Was the cf generated with FEATURE(name)?  m4 leaves each feature's VERSIONID in it."""
+        return name in self.features
 
     def is_local_host(self, host: str) -> bool:
         host = host.lower().rstrip(".")
@@ -364,6 +369,7 @@ def _parse_map(body: str) -> MapDecl:
 
 
 def parse(text: str, cfg: Config) -> Config:
+    cfg.features.update(re.findall(r"^#####\s+\$Id: ([\w-]+)\.m4,", text, re.M))
     for _lineno, line in _logical_lines(text):
         kind, body = line[0], line[1:]
         if kind == "O":

@@ -121,8 +121,8 @@ class AddressError(MTAError):
 
     exitcode = EX_USAGE
 
-    def __init__(self, text: str):
-        super().__init__(text, status="5.1.3", code=553)
+    def __init__(self, text: str, status: str = "5.1.3"):
+        super().__init__(text, status=status, code=553)
 
 
 def for_exitcode(exitcode: int, text: str | None = None) -> MTAError:

@@ -122,29 +122,67 @@ class Policy:
     def is_local_domain(self, domain: str) -> bool:
         return not domain or self.cfg.is_local_host(domain) or domain.lower() in self.cfg.klass("VirtHost")
 
+    def destination(self, rcpt: address.Address) -> address.Address:
+        """The address whose domain decides relaying, as Sendmail's check_rcpt reads it: the
+        recipient, or, when it is local (or in class R), the address its local part names
+        (``a%b@here``, ``"a@b"@here``, ``b!a@here``: Parse0 strips a local host from them; for
+        class R, ParseRecipient does unless FEATURE(loose_relay_check))."""
+        local = self.is_local_domain(rcpt.domain)
+        if not local and (self.cfg.has_feature("loose_relay_check")
+                          or not access.in_class(rcpt.domain, self.cfg.klass("R"))):
+            return rcpt
+        return address.routed(rcpt) or rcpt
+
+    def _relaying(self, client: Client, dest: address.Address, d: access.Decision | None) -> Refusal | None:
+        """Relaying denied unless the destination is ours, the access map says To: RELAY, its
+        domain is in class R, or the client may relay (cf/README "RELAYING")."""
+        if self.is_local_domain(dest.domain):
+            return None
+        granted = (d is not None and d.action == "RELAY") or access.in_class(
+            address.ascii_domain(dest.domain), self.cfg.klass("R"))
+        if granted or self.relay_client(client):
+            return None
+        return self.relay_denied()
+
+    def relay_denied(self) -> Refusal:
+        return Refusal(550, "5.7.1", "Relaying denied" + (
+            ". Proper authentication required." if self.ctx.cfg["AuthMechanisms"] else ""))
+
     def rcpt(self, client: Client, rcpt: address.Address, text: str) -> Refusal | None:
         """check_rcpt and the recipient's route: relaying, To: entries, unknown users."""
+        dest = self.destination(rcpt)
         try:
-            d = access.lookup_mailbox(self._get, "To", str(rcpt)) if client.addr else None
+            d = access.lookup_mailbox(self._get, "To", str(dest)) if client.addr else None
         except maps.MapTempFail:
             return TEMP_LOOKUP
-        refusal = _from_decision(d)
+        refusal = _from_decision(d) or self._relaying(client, dest, d)
         if refusal is not None:
             return refusal
-        if not self.is_local_domain(rcpt.domain):
-            granted = (d is not None and d.action == "RELAY") or access.in_class(rcpt.domain, self.cfg.klass("R"))
-            if not granted and not self.relay_client(client):
-                return Refusal(550, "5.7.1", "Relaying denied" + (
-                    ". Proper authentication required." if self.ctx.cfg["AuthMechanisms"] else ""))
         if self.cfg.is_msp:
             return None
         routes = router.resolve(self.cfg, self.ctx.aliases, text, self.ctx.maps)
-        bad = [r for r in routes if r.error]
-        if bad and len(bad) == len(routes):
-            err = bad[0].error
-            if err.temporary:
-                return Refusal(451, "4.3.0", "Temporary lookup failure")
-            if isinstance(err, errors.AddressError):
-                return Refusal(553, err.status, err.text)
-            return Refusal(err.code if err.code >= 500 else 550, err.status, err.text)
+        if self.is_local_domain(dest.domain) and _escapes(routes) and not self.relay_client(client):
+            return self.relay_denied()
+        return _route_refusal(routes)
+
+
+def _escapes(routes: list) -> bool:
+    """Does a local recipient leave us other than through an alias, .forward or map entry?
+    (That would be a relay nobody granted; the router never does it - this makes sure.)"""
+    return any(r.mailer not in LOCAL_MAILERS and not (r.alias or r.why) for r in routes)
+
+
+LOCAL_MAILERS = ("local", "prog", "*file*", "error")
+
+
+def _route_refusal(routes: list) -> Refusal | None:
+    """A recipient none of whose routes works is refused with its first error."""
+    bad = [r for r in routes if r.error]
+    if not bad or len(bad) < len(routes):
         return None
+    err = bad[0].error
+    if err.temporary:
+        return Refusal(451, "4.3.0", "Temporary lookup failure")
+    if isinstance(err, errors.AddressError):
+        return Refusal(553, err.status, err.text)
+    return Refusal(err.code if err.code >= 500 else 550, err.status, err.text)

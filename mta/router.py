@@ -107,7 +107,7 @@ def local_user(name: str) -> pwd.struct_passwd | None:
 
 
 def is_local(cfg: Config, addr: address.Address) -> bool:
-    return not addr.domain or cfg.is_local_host(addr.domain)
+    return not addr.domain or cfg.is_local_host(address.ascii_domain(addr.domain))
 
 
 def _remote(cfg: Config, addr: address.Address, text: str) -> Route:
@@ -117,7 +117,9 @@ def _remote(cfg: Config, addr: address.Address, text: str) -> Route:
     return Route("esmtp", str(addr), text, host=addr.domain)
 
 
-def local_target(cfg: Config, target: aliases.Target, maps=None) -> Route:
+def local_target(cfg: Config, target: aliases.Target, maps=None, original: address.Address | None = None) -> Route:
+    """Where one result of alias expansion goes.  ``original`` is the recipient itself when the
+    target is its own local part (no alias matched): that is never parsed again as an address."""
     value = target.value
     info = dict(owner=target.owner, alias=target.alias)
     if value.startswith(("|", "/")) and not target.alias:  # only an alias or .forward may name these
@@ -126,18 +128,29 @@ def local_target(cfg: Config, target: aliases.Target, maps=None) -> Route:
         return Route("prog", value, value, **info)
     if value.startswith("/"):
         return Route("*file*", value, value, **info)
-    try:
-        addr = address.parse(value)
-    except errors.AddressError as exc:
-        return Route("error", value, value, error=exc, **info)
-    if not is_local(cfg, addr):
-        return _mailertable(cfg, maps, addr, value) or _remote(cfg, addr, value)
-    entry = local_user(addr.local)
-    if entry is None and addr.local.lower() == "postmaster":
+    if original is not None:
+        addr = original
+    else:
+        try:
+            addr = address.parse(value)
+        except errors.AddressError as exc:
+            return Route("error", value, value, error=exc, **info)
+        if not is_local(cfg, addr):
+            return _mailertable(cfg, maps, addr, value) or _remote(cfg, addr, value)
+    entry = local_user(addr.user)
+    if entry is None and addr.user.lower() == "postmaster":
         entry = local_user("root")
     if entry is None:
         return Route("error", addr.local, value, error=errors.NoUser(), **info)
     return Route("local", entry.pw_name, value, **info)
+
+
+def _local_text(cfg: Config, value: str) -> bool:
+    """Is an alias value a local name (one parse, the same parser as everywhere)?"""
+    try:
+        return is_local(cfg, address.parse(value))
+    except errors.AddressError:
+        return False
 
 
 def _virtual(cfg: Config, maps, addr: address.Address, text: str, table, depth: int) -> list[Route] | None:
@@ -193,7 +206,7 @@ def resolve(cfg: Config, table: aliases.Aliases | None, text: str, maps=None, de
                                                                    status="5.1.3", code=553))]
     if cfg.is_msp:
         return [Route("relay", str(addr), text, host=cfg.macros["MTAHost"])]
-    if addr.local.startswith(("|", "/", ":", "\\")) and not addr.domain:
+    if any(part.startswith(("|", "/", ":", "\\")) for part in (addr.local, addr.user)):
         return [Route("error", text, text, error=errors.NoUser())]
     try:
         virtual = _virtual(cfg, maps, addr, text, table, depth)
@@ -203,18 +216,19 @@ def resolve(cfg: Config, table: aliases.Aliases | None, text: str, maps=None, de
             return [_mailertable(cfg, maps, addr, text) or _remote(cfg, addr, text)]
     except errors.TempFail as exc:  # a map that cannot answer now: try again later
         return [Route("error", text, text, error=exc)]
-    targets = aliases.expand(table, addr.local,
-                             is_local=lambda v: "@" not in v or cfg.is_local_host(v.rsplit("@", 1)[1]))
+    # the local part is looked up as the name it is (quotes and escapes removed), never re-read
+    # as an address: "a@b"@here and a%b@here stay here (issue 8)
+    targets = aliases.expand(table, addr.user, is_local=lambda v: _local_text(cfg, v))
     routes = []
     for t in targets:
-        route = local_target(cfg, t, maps)
+        own = t.value == addr.user and not t.alias
+        route = local_target(cfg, t, maps, addr if own else None)
         if route.mailer == "local" and not t.no_alias and depth < MAX_DEPTH:
             forwarded = _forward(cfg, table, route, maps, depth)
             if forwarded is not None:
                 routes += forwarded
                 continue
-        routes.append(route if t.value != addr.local or t.alias else
-                      Route(route.mailer, route.user, text, route.host, route.error))
+        routes.append(Route(route.mailer, route.user, text, route.host, route.error) if own else route)
     return routes
 
 

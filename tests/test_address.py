@@ -14,7 +14,7 @@ def test_parse(text, want):
 
 @pytest.mark.parametrize("text,why", [
     ("<<bad@@", "Unbalanced '<'"), ("bad>", "Unbalanced '>'"), ("(x", "Unbalanced '('"),
-    ('"x', "Unbalanced '\"'"), ("a@b@c", "Invalid route address"), ("a@", "Domain name required"),
+    ('"x', "Unbalanced '\"'"), ("a@b@c", "Invalid route address"), ("a@", "Hostname required"),
     ("a\r\nRCPT TO:<x>", "Invalid character"), ("a\x00b", "Invalid character"),
 ])
 def test_parse_errors(text, why):
@@ -30,3 +30,13 @@ def test_split_list_groups_and_quotes():
 
 def test_header_addresses():
     assert [str(a) for a in address.header_addresses("A <a@x>, (c) b")] == ["a@x", "b"]
+
+
+@pytest.mark.parametrize("text,local,domain", [
+    ('"v@elsewhere.example"', '"v@elsewhere.example"', ""),
+    ('"someone@elsewhere.example"@our.domain', '"someone@elsewhere.example"', "our.domain"),
+    ('<"a b@c"@x.org>', '"a b@c"', "x.org"),
+])
+def test_quoted_local_part_is_one_local_part(text, local, domain):
+    a = address.parse(text)
+    assert (a.local, a.domain) == (local, domain)

@@ -128,3 +128,10 @@ def test_unreadable_map_defers(mapped, tmp_path):
     (tmp_path / "mailertable.db").write_bytes(b"\0garbage" * 100)
     r = router.resolve(cfg, None, "u@st5.example.test", m)[0]
     assert r.mailer == "error" and r.error.temporary
+
+
+@pytest.mark.parametrize("text", ['"someone@elsewhere.example"@test.example', '"v@elsewhere.example"',
+                                  '"v@elsewhere.example"@localhost', '"v%elsewhere.example"@test.example'])
+def test_quoted_local_part_stays_local(cfg, table, text):
+    routes = router.resolve(cfg, table, text)
+    assert [(r.mailer, r.describe()) for r in routes] == [("error", "User unknown")]
