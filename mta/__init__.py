@@ -1,6 +1,6 @@
 """sendmail-py: one core library behind the sendmail command suite.
 
-The call chain follows a message: submit -> queue -> runner -> router -> mailers -> log.
+The call chain follows a message: submit -> queue -> delivery (schedule, attempt) -> router -> mailers -> log.
 """
 
 # The version we announce where sendmail announces its own ($v): greetings, Received headers.

@@ -1,7 +1,7 @@
 """One hierarchy of errors, each carrying its sysexits code, enhanced status and SMTP reply code.
 
 Deep code raises these; only the edges translate them: fronts print the text and exit with
-``exitcode``, the SMTP server answers ``reply()``, the runner defers (4xx) or bounces (5xx).
+``exitcode``, the SMTP server answers ``reply()``, delivery defers (4xx) or bounces (5xx).
 Exception text built here is safe to show a peer; other exceptions never reach one.
 """
 

@@ -77,13 +77,14 @@ def submit(req) -> int:
         print("Recipient names must be specified", flush=True)
         return errors.EX_USAGE
     from mta import submit as submission
+    from mta.delivery import attempt
 
     ctx = _context(req)
     ctx.interactive = True
     data = sys.stdin.buffer.read()
     sub = submission.Submission(tuple(req.recipients), req.sender, req.full_name, req.read_headers,
                                 req.notify, req.ret, req.envid, req.bodytype)
-    return submission.command_line(ctx, sub, data)
+    return attempt.after_submit(ctx, submission.command_line(ctx, sub, data))
 
 
 def print_queue(req) -> int:

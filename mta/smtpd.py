@@ -21,9 +21,9 @@ import ssl
 import sys
 import time
 
-from mta import VERSION, config, errors, runner, submit
+from mta import VERSION, config, errors, submit
 from mta.context import Context
-from mta.delivery import schedule
+from mta.delivery import attempt, mode, schedule
 from mta.policy import Client
 from mta.smtp.session import Action, Session, reply
 
@@ -314,11 +314,13 @@ class Daemon:
             except OSError as exc:
                 return errors.TempFail(f"Insufficient disk space; try again later ({exc.strerror})",
                                        status="4.3.1", code=452)
-            mode = ctx.cfg["DeliveryMode"]
-            if mode == "i":
+            how = mode.plan(ctx.cfg)
+            if how == mode.NOW:  # the reply to DATA waits for the delivery
                 await loop.run_in_executor(self.pool, _deliver, ctx, entry.qid)
-            elif mode not in ("q", "d"):
+            elif how == mode.BACKGROUND:
                 loop.run_in_executor(self.pool, _deliver, ctx, entry.qid)
+            else:
+                await loop.run_in_executor(self.pool, attempt.announce_queued, ctx, entry)
             return entry.qid
         if action.kind == "etrn":
             sel = schedule.Selection(recipients=((str(action.arg), False),))
@@ -355,7 +357,7 @@ def _discard_buffered(reader: asyncio.StreamReader) -> None:
 def _deliver(ctx: Context, qid: str) -> None:
     """A delivery in the pool: whatever goes wrong is logged; the entry stays queued for a retry."""
     try:
-        runner.deliver(ctx, qid)
+        attempt.deliver(ctx, qid)
     except Exception as exc:
         ctx.log.line(f"SYSERR: delivery failed: {type(exc).__name__}: {exc}", qid)
 
@@ -432,8 +434,7 @@ def _act_inline(ctx: Context, session: Session, action: Action):
             entry = submit.smtp(ctx, session.client, action.arg, session.proto)
         except errors.MTAError as exc:
             return exc
-        if ctx.cfg["DeliveryMode"] not in ("q", "d"):
-            runner.after_submit(ctx, entry)
+        attempt.after_queue(ctx, entry)
         return entry.qid
     if action.kind == "etrn":
         schedule.run_queue(ctx, schedule.Selection(recipients=((str(action.arg), False),)))

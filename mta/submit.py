@@ -3,8 +3,10 @@
 ``enqueue()`` adds the headers sendmail adds, computes the priority, stores df and qf durably
 and logs the from= line; only then may the caller acknowledge the message.
 ``command_line()`` is sendmail(8)'s submission from a pipe: -t, -i, -f, -F, -N, -R, -V, -B,
-recipient checks at submission (so 'User unknown' is known before exit), then delivery as
-DeliveryMode says.  When nothing could be queued, the message goes to ~/dead.letter.
+recipient checks at submission (so 'User unknown' is known before exit); it returns a
+``Submitted`` that the delivery layer finishes (errors mailed back, delivery as DeliveryMode
+says).  When nothing could be queued, the message goes to ~/dead.letter.
+Imports nothing above it: notifications and delivery are the delivery layer's.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from mta import address, errors, message, queue, router
 from mta.context import Context
 from mta.message import Header, Message
 from mta.queue import Entry, Recipient
-from mta.record import record
+from mta.record import factory, record
 
 
 @record(frozen=True)
@@ -31,6 +33,25 @@ class Submission:
     ret: str = ""  # -R
     envid: str = ""  # -V
     bodytype: str = ""  # -B
+
+
+@record
+class Submitted:
+    """What the command line's submission did: the entry (queued, or only built when every
+    recipient failed), its body, the recipients that failed at once and the exit code so far."""
+
+    exitcode: int
+    entry: Entry | None = None
+    body: str = ""
+    queued: bool = False
+    failed: list = factory(list)  # (address, MTAError, owner-LIST or '')
+
+    def failed_by_owner(self) -> dict[str, list]:
+        """Failures grouped by who hears of them: a list's owner-LIST, or '' for the sender."""
+        out: dict[str, list] = {}
+        for addr, err, owner in self.failed:
+            out.setdefault(owner, []).append((addr, err))
+        return out
 
 
 def sender_form(text: str) -> str:
@@ -172,10 +193,8 @@ def smtp(ctx: Context, client, envelope, proto: str) -> Entry:
                    daemon=client.daemon if client.addr else "", relay=client.relay_text)
 
 
-def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
-    """sendmail [flags] [recipients] < message: queue it and deliver it; returns the exit code."""
-    from mta import notify, runner
-
+def command_line(ctx: Context, sub: Submission, data: bytes) -> Submitted:
+    """sendmail [flags] [recipients] < message: check the recipients and queue the message."""
     cfg = ctx.cfg
     when = time.time()
     msg = message.parse(message.collect(data, cfg["IgnoreDots"]))
@@ -194,9 +213,9 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
         if sub.read_headers:
             ctx.tell("No recipient addresses found in header")
             dead_letter(ctx, sub.sender or ctx.user.pw_name, msg, time.time())  # kept, not lost
-            return errors.EX_OK
+            return Submitted(errors.EX_OK)
         ctx.tell("Recipient names must be specified")
-        return errors.EX_USAGE
+        return Submitted(errors.EX_USAGE)
 
     login = ctx.user.pw_name
     sender = sender_form(sub.sender) if sub.sender is not None else login
@@ -216,9 +235,9 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
                 received=received, auth_warning=auth_warning)
 
     good, failed, exitcode = _check_recipients(ctx, unique)
-    if not good:
-        _report_unqueued(ctx, qid, sender, msg, when, failed)
-        return exitcode
+    if not good:  # an entry that is never stored, so that its errors can be mailed back
+        entry = Entry(qid, ctime=int(when), sender=sender, headers=msg.headers, macros={"_": f"{login}@localhost"})
+        return Submitted(exitcode, entry, msg.body, queued=False, failed=failed)
     nflags = "P" + notify_flags(sub.notify)
     if sub.ret.lower().startswith("hdrs"):
         flags += "n"
@@ -233,11 +252,8 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> int:
         saved = dead_letter(ctx, sender, msg, when)
         if saved:
             ctx.tell(f"{saved}... Saved message in {saved}")
-        return exc.exitcode
-    for owner, errs in _by_owner(failed).items():
-        notify.bounce(ctx, entry, errs, body=msg.body, to=owner)
-    delivered = runner.after_submit(ctx, entry)  # the good recipients go out now, whatever failed
-    return exitcode or delivered
+        return Submitted(exc.exitcode)
+    return Submitted(exitcode, entry, msg.body, queued=True, failed=failed)
 
 
 def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, int]:
@@ -253,21 +269,3 @@ def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, 
         if len(bad) < len(routes):
             good.append(text)
     return good, failed, exitcode
-
-
-def _by_owner(failed: list) -> dict[str, list]:
-    """Failures grouped by who hears of them: a list's owner-LIST, or '' for the sender."""
-    out: dict[str, list] = {}
-    for addr, err, owner in failed:
-        out.setdefault(owner, []).append((addr, err))
-    return out
-
-
-def _report_unqueued(ctx: Context, qid: str, sender: str, msg: Message, when: float, failed: list) -> None:
-    """Nothing could be queued: mail the errors back if we can, else keep the message."""
-    from mta import notify
-
-    if not notify.bounce_unqueued(ctx, qid, sender, msg, when, [(a, e) for a, e, _o in failed]):
-        saved = dead_letter(ctx, sender, msg, when)
-        if saved:
-            ctx.tell(f"{saved}... Saved message in {saved}")

@@ -2,15 +2,16 @@
 
 ``Selection`` is -qI/-qR/-qS (substrings, '!' negates), shared with mailq; ``sorted_entries``
 reads a queue directory in run order; ``run_queue`` tries each selected entry once through
-``runner.deliver`` (under its flock, so a locked entry is skipped, never sent twice).
+``attempt.deliver`` (under its flock, so a locked entry is skipped, never sent twice).
 """
 
 from __future__ import annotations
 
 import time
 
-from mta import errors, queue, runner
+from mta import errors, queue
 from mta.context import Context
+from mta.delivery import attempt
 from mta.queue import Entry
 from mta.record import record
 
@@ -61,5 +62,5 @@ def run_queue(ctx: Context, selection: Selection) -> int:
         if ctx.verbose:
             path = queue.qf_path(ctx.qdir, entry.qid)
             ctx.verbose.write(f"\nRunning {path} (sequence {n} of {len(entries)})\n")
-        runner.deliver(ctx, entry.qid)
+        attempt.deliver(ctx, entry.qid)
     return errors.EX_OK

@@ -1,9 +1,11 @@
-"""Delivery of queue entries: which entries, and when; retries, delay warnings, expiry, bounces.
+"""One delivery attempt of one queue entry, under its flock, and what follows from it.
 
-``deliver()`` takes one entry under its flock, routes each recipient, hands the message to the
-mailers, logs a to= line per outcome, bounces permanent failures (one DSN to the sender), and
-either removes the entry or rewrites its qf with what is left and why.  Queue runs (which
-entries, and when) are in mta.delivery.schedule.
+``deliver()`` locks the entry, routes each recipient, hands the message to the mailers, logs a
+to= line per outcome, sends the notifications (one failure DSN per sender or list owner, return
+receipts, the delay warning), and either removes the entry or rewrites its qf with what is left
+and why.  ``after_queue()`` runs a fresh entry as ``mode.plan()`` says; ``send()`` queues a
+notification and delivers it: notifications are messages like any other, queued here.
+Raises nothing for a bad entry: it is logged and moved aside, or kept for the next run.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import os
 import time
 
-from mta import address, errors, log, notify, queue, router
+from mta import errors, log, message, notify, queue, router, submit
 from mta.context import Context
+from mta.delivery import mode, render
 from mta.mailers import Outcome
-from mta.message import Header, Message
 from mta.queue import Entry, Recipient
 from mta.record import record
 
@@ -28,38 +30,7 @@ class Result:
     outcome: Outcome
 
 
-# -- building what a mailer sends ----------------------------------------------------------------
-
-def mailer_sender(cfg, mailer: str, sender: str) -> str:
-    """$g as a mailer sees it: MAILER-DAEMON for <> locally, qualified for SMTP mailers."""
-    bare = address.unbracket(sender)
-    if cfg_is_smtp(cfg, mailer):
-        return bare if not bare or "@" in bare else f"{bare}@{cfg.hostname}"
-    return bare or "MAILER-DAEMON"
-
-
-def render(entry: Entry, body: str, *, flags: str, sender: str) -> str:
-    """Headers for a mailer with these flags, $g expanded, a blank line, the body."""
-    msg = Message(entry.headers, body)
-    head = msg.header_text(flags).replace(f"{queue.MACRO_BYTE}g", sender)
-    return head + "\n" + body
-
-
-def _qualify_headers(entry: Entry, host: str) -> list[Header]:
-    """For SMTP mailers: bare local names in From/Sender/Reply-To/To/Cc get @$j (HdrFromSMTP)."""
-    import re
-
-    out = []
-    for h in entry.headers:
-        value = h.value
-        if h.name.lower() in ("from", "sender", "reply-to", "to", "cc"):
-            value = re.sub(r"(^|,\s*|<)([A-Za-z0-9._+-]+)(?=\s*(?:>|,|$))",
-                           lambda m: f"{m.group(1)}{m.group(2)}@{host}", value)
-        out.append(Header(h.name, value, h.cond))
-    return out
-
-
-# -- delivering one entry ------------------------------------------------------------------------
+# -- handing the message to the mailers ------------------------------------------------------------
 
 def _routes_for(ctx: Context, entry: Entry, rcpt: Recipient) -> list[router.Route]:
     # An alias expansion we stored ourselves is delivered as is (programs and files included),
@@ -85,8 +56,8 @@ def _say_connect(ctx: Context, addrs: list[str], route: router.Route) -> None:
 def _deliver_route(ctx: Context, entry: Entry, body: str, route: router.Route) -> Outcome:
     cfg = ctx.cfg
     mailer = cfg.mailer("local" if route.mailer == "*file*" else route.mailer)
-    sender = mailer_sender(cfg, route.mailer, entry.sender)
-    text = render(entry, body, flags=mailer.flags, sender=sender)
+    sender = render.mailer_sender(cfg, route.mailer, entry.sender)
+    text = render.render(entry, body, flags=mailer.flags, sender=sender)
     if ctx.traffic is not None:  # -X: what this mailer is given
         pid = f"{os.getpid():05d}"
         ctx.traffic.write(f"{pid} === DELIVER {route.mailer} {route.user}\n")
@@ -130,40 +101,13 @@ def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
     mailer = cfg.mailer(route.mailer)
     argv = cfg.expand(mailer.argv, {"h": route.host}).split()
     port = int(argv[2]) if len(argv) > 2 and argv[2].isdigit() else 25
-    sender = mailer_sender(cfg, route.mailer, entry.sender)
-    qualified = Entry(entry.qid, headers=_qualify_headers(entry, cfg.hostname))
-    text = render(qualified, body, flags=mailer.flags, sender=sender)
+    sender = render.mailer_sender(cfg, route.mailer, entry.sender)
+    qualified = Entry(entry.qid, headers=render.qualify_headers(entry.headers, cfg.hostname))
+    text = render.render(qualified, body, flags=mailer.flags, sender=sender)
     rcpts = [r.user if "@" in r.user else f"{r.user}@{cfg.hostname}" for _rc, r in group]
     settings = esmtp.settings(cfg, ctx.maps, ctx.verbose, ctx.traffic, mailer.flags)
-    outcomes = esmtp.deliver(host=route.host, port=port, sender=sender, recipients=rcpts, text=text, s=settings,
-                             dsn=dsn_parameters(entry, [rc for rc, _r in group]))
-    return outcomes
-
-
-def _xtext_ok(value: str) -> bool:
-    return all(33 <= ord(c) <= 126 and c != "=" for c in value)
-
-
-def dsn_parameters(entry: Entry, rcpts: list[Recipient]) -> tuple[list[str], list[list[str]]]:
-    """What the next hop needs to keep the DSN promises (RFC 3461): RET, ENVID, NOTIFY, ORCPT."""
-    mail = (["RET=HDRS"] if "n" in entry.flags else []) + (
-        [f"ENVID={entry.envid}"] if entry.envid and _xtext_ok(entry.envid) else [])
-    per = []
-    for r in rcpts:
-        params = []
-        if "N" in r.flags:
-            words = [w for f, w in (("S", "SUCCESS"), ("F", "FAILURE"), ("D", "DELAY")) if f in r.flags]
-            params.append("NOTIFY=" + (",".join(words) or "NEVER"))
-        if r.orcpt and _xtext_ok(r.orcpt):
-            params.append(f"ORCPT={r.orcpt}")
-        per.append(params)
-    return mail, per
-
-
-def cfg_is_smtp(cfg, mailer: str) -> bool:
-    """Is this an [IPC] mailer (smtp, esmtp, smtp8, dsmtp, relay, or one the cf defines)?"""
-    m = cfg.mailers.get(mailer)
-    return m.is_ipc if m else mailer in ("smtp", "esmtp", "smtp8", "dsmtp", "relay")
+    return esmtp.deliver(host=route.host, port=port, sender=sender, recipients=rcpts, text=text, s=settings,
+                         dsn=render.dsn_parameters(entry, [rc for rc, _r in group]))
 
 
 def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
@@ -173,7 +117,7 @@ def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
         for route in _routes_for(ctx, entry, rcpt):
             if route.error:
                 results.append(Result(rcpt, route, Outcome.from_error(route.error)))
-            elif cfg_is_smtp(ctx.cfg, route.mailer):
+            elif render.is_smtp(ctx.cfg, route.mailer):
                 smtp_groups.setdefault((route.mailer, route.host.lower()), []).append((rcpt, route))
             else:
                 _say_connect(ctx, [route.addr], route)
@@ -185,6 +129,8 @@ def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
             results.append(Result(rcpt, route, outcome))
     return results
 
+
+# -- logging and counting ---------------------------------------------------------------------------
 
 def ctladdr(entry: Entry) -> str:
     """ctladdr= for the log: the local user who submitted, with uid/gid, as sendmail logs it."""
@@ -228,7 +174,9 @@ def _log_results(ctx: Context, entry: Entry, results: list[Result], started: flo
                 ctx.tell(f"{addr}... {text}")
 
 
-def deliver(ctx: Context, qid: str, *, force: bool = True) -> int:
+# -- one attempt ------------------------------------------------------------------------------------
+
+def deliver(ctx: Context, qid: str) -> int:
     """Try to deliver queue entry qid now; returns a sysexits code for the worst outcome."""
     try:
         with queue.lock(ctx.qdir, qid):
@@ -271,10 +219,10 @@ def _deliver_locked(ctx: Context, entry: Entry, body: str) -> int:
     for r in failed:  # errors for a list's members go to owner-LIST when it exists
         by_owner.setdefault(r.route.owner, []).append((r.route.addr, _error_of(r.outcome)))
     for owner, errs in by_owner.items():
-        notify.bounce(ctx, entry, errs, body=body, to=owner)
+        bounce(ctx, entry, errs, body=body, to=owner)
     receipts = [r for r in results if r.outcome.kind == "sent" and "S" in r.rcpt.flags and not r.outcome.dsn_passed]
     if receipts and entry.sender != "<>":
-        notify.receipt(ctx, entry, receipts)
+        send(ctx, notify.receipt(ctx.cfg, entry, [(r.rcpt, r.route.mailer) for r in receipts]))
     exitcode = errors.EX_OK
     for r in failed + deferred:
         if exitcode == errors.EX_OK:
@@ -301,19 +249,26 @@ def _exitcode_of(outcome: Outcome) -> int:
     return errors.EX_UNAVAILABLE
 
 
+def _kept_recipient(r: Result) -> Recipient:
+    """A deferred recipient as the qf keeps it: an alias's expansion stays expanded, so the
+    members already done are not sent again."""
+    rc = r.rcpt
+    if not (r.route.alias or "A" in rc.flags):
+        return rc
+    ctl = f":{r.route.alias}" if r.route.alias else rc.ctladdr
+    if r.route.run_as:
+        pw = router.local_user(r.route.run_as)
+        ctl = f"{pw.pw_name}:{pw.pw_uid}:{pw.pw_gid}:{r.route.alias}"
+    return Recipient(r.route.user if r.route.mailer in ("prog", "*file*", "local") else r.route.addr,
+                     rc.flags.replace("A", "") + "A", rc.orcpt, rc.final, ctladdr=ctl)
+
+
 def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started: float) -> None:
     """Rewrite the qf with the deferred recipients, their reasons and the retry bookkeeping."""
     kept: dict[str, Recipient] = {}
     statuses: dict[str, str] = {}  # enhanced status of this attempt, for a delay warning
     for r in deferred:
-        rc = r.rcpt
-        if r.route.alias or "A" in rc.flags:  # keep the expansion, so done members are not resent
-            ctl = f":{r.route.alias}" if r.route.alias else rc.ctladdr
-            if r.route.run_as:
-                pw = router.local_user(r.route.run_as)
-                ctl = f"{pw.pw_name}:{pw.pw_uid}:{pw.pw_gid}:{r.route.alias}"
-            rc = Recipient(r.route.user if r.route.mailer in ("prog", "*file*", "local") else r.route.addr,
-                           rc.flags.replace("A", "") + "A", rc.orcpt, rc.final, ctladdr=ctl)
+        rc = _kept_recipient(r)
         kept.setdefault(rc.addr, Recipient(rc.addr, rc.flags, rc.orcpt, rc.final, r.outcome.text, rc.ctladdr))
         statuses.setdefault(rc.addr, r.outcome.status)
     entry.recipients = list(kept.values())
@@ -322,43 +277,116 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
         entry.priority += ctx.cfg["RetryFactor"]
     entry.tries += 1
     entry.last_try = int(started)
-    now = time.time()
-    age = now - entry.ctime
+    age = time.time() - entry.ctime
     if age >= ctx.cfg["Timeout.queuereturn"] > 0:
         text = f"Cannot send message for {log.pintvl_long(ctx.cfg['Timeout.queuereturn'])}"
-        notify.bounce(ctx, entry, [(r.addr, errors.MTAError(f"{text}: {r.status}", status="4.4.7", code=451))
-                                   for r in entry.recipients], body=body)
+        bounce(ctx, entry, [(r.addr, errors.MTAError(f"{text}: {r.status}", status="4.4.7", code=451))
+                            for r in entry.recipients], body=body)
         queue.remove(ctx.qdir, entry.qid)
         return
     if age >= ctx.cfg["Timeout.queuewarn"] > 0 and "w" not in entry.flags and entry.sender != "<>":
-        notify.warn(ctx, entry, body, statuses)
+        send(ctx, notify.warning(ctx.cfg, entry, statuses))
         entry.flags += "w"
         entry.status = f"Warning: could not send message for past {log.pintvl_long(ctx.cfg['Timeout.queuewarn'])}"
     queue.store(ctx.qdir, entry, None, ctx.cfg["QueueFileMode"])
 
 
-# -- after submission and queue runs ----------------------------------------------------------------
+# -- notifications ----------------------------------------------------------------------------------
 
-def after_submit(ctx: Context, entry: Entry) -> int:
-    """Deliver a fresh entry as DeliveryMode says: i now, b in a child, q and d not at all."""
-    mode = ctx.cfg["DeliveryMode"]
-    if mode in ("q", "d"):
-        for r in entry.recipients:
-            ctx.log.delivery(entry.qid, to=r.addr, delay=0, mailer="relay" if ctx.cfg.is_msp else "local",
-                             pri=entry.priority, stat="queued")
+def send(ctx: Context, notice: notify.Notice | None) -> None:
+    """Queue a notification from <> and deliver it now, unless DeliveryMode queues everything."""
+    if notice is None:
+        return
+    if notice.origin_qid:
+        ctx.log.line(f"{notice.qid}: DSN: {notice.reason}", notice.origin_qid)
+    entry = submit.enqueue(ctx, qid=notice.qid, sender="<>", recipients=[notice.rcpt], msg=notice.msg,
+                           when=notice.when, macros={"_": "localhost"}, relay="[RESPONSE]")
+    if mode.plan(ctx.cfg, notice=True) == mode.NOW:
+        deliver(ctx, entry.qid)
+
+
+def bounce(ctx: Context, entry: Entry, failed: list[tuple[str, errors.MTAError]], *, body: str,
+           to: str = "") -> None:
+    """One failure DSN for these recipients of entry, to its sender (postmaster for <>), or to
+    ``to`` (a list's owner); the MSP hands its errors back in ~/dead.letter, as Sendmail's does."""
+    if notify.about_a_notice(entry):
+        ctx.log.line("DSN to <> about a DSN: dropped", entry.qid)
+        return
+    if ctx.cfg.is_msp and _save_dead_letter(ctx, entry, body):
+        return
+    send(ctx, notify.failure(ctx.cfg, entry, failed, body=body, to=to))
+
+
+def _save_dead_letter(ctx: Context, entry: Entry, body: str) -> bool:
+    saved = submit.dead_letter(ctx, entry.sender, message.Message(entry.headers, body), entry.ctime)
+    if saved is None:
+        return False
+    ctx.log.line(f"Saved message in {saved}", entry.qid)
+    if ctx.interactive:
+        ctx.tell(f"{saved}... Saved message in {saved}")
+    return True
+
+
+# -- after queueing ---------------------------------------------------------------------------------
+
+def announce_queued(ctx: Context, entry: Entry) -> None:
+    """Queue-only modes log each recipient as queued (Sendmail's QUP_ANNOUNCE at LogLevel > 8)."""
+    if ctx.cfg["LogLevel"] <= 8:
+        return
+    for r in entry.recipients:
+        ctx.log.delivery(entry.qid, to=r.addr, delay=0, mailer="relay" if ctx.cfg.is_msp else "local",
+                         pri=entry.priority, stat="queued")
+
+
+def after_queue(ctx: Context, entry: Entry) -> int:
+    """Deliver a fresh entry in this process as mode.plan() says: now, in a child, or not at all.
+    A deferral is no error for the submitter: the entry is safely queued."""
+    how = mode.plan(ctx.cfg, verbose=bool(ctx.verbose))
+    if how == mode.QUEUE:
+        announce_queued(ctx, entry)
         return errors.EX_OK
-    if mode == "b" and not ctx.verbose:
-        pid = os.fork()
-        if pid:
-            return errors.EX_OK
-        try:
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            ctx.interactive = False
-            deliver(ctx, entry.qid)
-        finally:
-            os._exit(0)
+    if how == mode.BACKGROUND:
+        _deliver_in_child(ctx, entry.qid)
+        return errors.EX_OK
     code = deliver(ctx, entry.qid)
     return errors.EX_OK if code == errors.EX_TEMPFAIL else code
+
+
+def _deliver_in_child(ctx: Context, qid: str) -> None:
+    if os.fork():
+        return
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        ctx.interactive = False
+        deliver(ctx, qid)
+    finally:
+        os._exit(0)
+
+
+def after_submit(ctx: Context, done: submit.Submitted) -> int:
+    """The command line's submission, finished: errors for the recipients that failed at once go
+    to the sender (or a list's owner), then the good ones are delivered as DeliveryMode says."""
+    if done.entry is None:
+        return done.exitcode
+    if not done.queued:  # nothing could be queued: mail the errors back if we can, else keep it
+        if ctx.cfg.is_msp or not _bounce_unqueued(ctx, done):
+            saved = submit.dead_letter(ctx, done.entry.sender, message.Message(done.entry.headers, done.body),
+                                       done.entry.ctime)
+            if saved:
+                ctx.tell(f"{saved}... Saved message in {saved}")
+        return done.exitcode
+    for owner, errs in done.failed_by_owner().items():
+        bounce(ctx, done.entry, errs, body=done.body, to=owner)
+    delivered = after_queue(ctx, done.entry)  # the good recipients go out now, whatever failed
+    return done.exitcode or delivered
+
+
+def _bounce_unqueued(ctx: Context, done: submit.Submitted) -> bool:
+    try:
+        bounce(ctx, done.entry, [(a, e) for a, e, _o in done.failed], body=done.body)
+    except errors.MTAError:
+        return False
+    return True
