@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("fronts", ("mta.cli.",)),
     ("modes", ("mta.modes",)),
     ("daemon", ("mta.smtpd",)),
-    ("delivery", ("mta.delivery", "mta.mailers", "mta.runner", "mta.notify", "mta.mailq")),
+    ("delivery", ("mta.delivery", "mta.mailers", "mta.notify", "mta.mailq")),
     ("submit/router", ("mta.submit", "mta.router", "mta.smtp", "mta.policy", "mta.aliases", "mta.context")),
     ("queue/maps/config", ("mta.queue", "mta.maps", "mta.config", "mta.bdb", "mta.cdb", "mta.sdbm",
                            "mta.makemap", "mta.stats", "mta.hoststat", "mta.log", "mta.message",
@@ -137,4 +137,4 @@ def test_the_contract_can_fail(tmp_path):
 def test_notifications_submission_and_delivery_do_not_import_each_other():
     g = graph()
     assert "mta.submit" not in g["mta.notify"] and "mta.notify" not in g["mta.submit"]
-    assert not {"mta.notify", "mta.runner", "mta.delivery.attempt"} & g["mta.submit"]
+    assert not {"mta.notify", "mta.delivery.attempt", "mta.delivery.schedule"} & g["mta.submit"]
