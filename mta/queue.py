@@ -17,7 +17,7 @@ import fcntl
 import os
 import time
 
-from mta import errors
+from mta import errors, groupcommit
 from mta.message import Header, from_bytes, to_bytes
 from mta.record import factory, record
 
@@ -255,7 +255,7 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
         tf = qf_path(qdir, entry.qid, "t")
         _write_file(tf, to_bytes(format_entry(entry)), mode)
         os.rename(tf, qf_path(qdir, entry.qid))
-        _fsync_dir(qdir)
+        groupcommit.sync_dir(qdir)  # shared with the other sessions committing now
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(qf_path(qdir, entry.qid, "t"))
