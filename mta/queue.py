@@ -102,6 +102,7 @@ class Entry:
     headers: list[Header] = factory(list)
     body_size: int = -1  # df size, filled in when read from a directory
     unsafe: bool = False  # the qf is owned by someone else than us or root: no programs, no files
+    quarantine: str = ""  # q: why the message is held (access QUARANTINE:, -Q); '' when it is not
 
     def header(self, name: str) -> Header | None:
         lname = name.lower()
@@ -124,6 +125,8 @@ def format_entry(e: Entry) -> str:
     out = ["V8", f"T{e.ctime}", f"K{e.last_try}", f"N{e.tries}", f"P{e.priority}"]
     if e.bodytype:
         out.append(f"B{_clean(e.bodytype)}")
+    if e.quarantine:
+        out.append(f"q{_clean(e.quarantine)}")
     if e.status:
         out.append(f"M{_clean(e.status)}")
     if e.flags:
@@ -178,6 +181,8 @@ def parse_entry(qid: str, text: str) -> Entry:
             e.flags = value
         elif kind == "B":
             e.bodytype = value
+        elif kind == "q":
+            e.quarantine = value
         elif kind == "M":
             if e.sender:
                 pending.status = value
@@ -212,7 +217,7 @@ def parse_entry(qid: str, text: str) -> Entry:
             e.headers.append(Header(name, hval[1:] if hval.startswith(" ") else hval, cond))
         elif kind == ".":
             ended = True
-        elif kind in "dIqAD!EL" or line == "":
+        elif kind in "dIAD!EL" or line == "":
             continue
         else:
             raise BadQueueFile(f"{qid}: line {n}: bad line \"{line[:40]}\"")

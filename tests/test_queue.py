@@ -99,3 +99,10 @@ def test_mailq_golden(tmp_path, monkeypatch):
     shutil.copytree(DATA / "mqueue-client", msp)
     want = (DATA / "mqueue-client.mailq-v").read_text().replace("QDIR", str(msp))
     assert mailq.show(str(msp), verbose=True) == want  # with the MSP's C (controlling address) lines
+
+
+def test_quarantine_reason_is_the_q_line():
+    e = queue.Entry("Q", ctime=1, sender="<a@b>", quarantine="held\nRPFD:evil", recipients=[queue.Recipient("<c@d>")])
+    text = queue.format_entry(e)
+    assert "\nqheld RPFD:evil\n" in text and text.index("\nq") < text.index("\nS")
+    assert queue.parse_entry("Q", text).quarantine == "held RPFD:evil"
