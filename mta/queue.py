@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import errno
 import fcntl
 import os
+import re
 import time
 
 from mta import errors, groupcommit
@@ -26,7 +28,13 @@ MACRO_BYTE = "\x81"  # sendmail's internal macro character, as in H?P?Return-Pat
 
 
 class BadQueueFile(errors.MTAError):
+    """A qf that is torn, garbage or not ours; ``why`` is loseqfile()'s reason for the log."""
+
     exitcode = errors.EX_SOFTWARE
+
+    def __init__(self, text: str, why: str = "bogus queue line"):
+        super().__init__(text)
+        self.why = why
 
 
 class Locked(errors.TempFail):
@@ -153,6 +161,10 @@ def format_entry(e: Entry) -> str:
     return "\n".join(out) + "\n"
 
 
+_NUMBER = re.compile(r"-?[0-9]{1,19}")
+_NUMBERS = {"T": "ctime", "K": "last_try", "N": "tries", "P": "priority"}
+
+
 def parse_entry(qid: str, text: str) -> Entry:
     """Read qf text; raises BadQueueFile for a torn, unknown-version or bogus file."""
     lines: list[str] = []
@@ -162,7 +174,7 @@ def parse_entry(qid: str, text: str) -> Entry:
         else:
             lines.append(raw)
     if not lines or not lines[0].startswith("V"):
-        raise BadQueueFile(f"{qid}: not a version 8 queue file")
+        raise BadQueueFile(f"{qid}: not a version 8 queue file", "unsupported queue file version")
     e = Entry(qid)
     pending = Recipient("")
     ended = False
@@ -174,9 +186,11 @@ def parse_entry(qid: str, text: str) -> Entry:
         kind, value = line[:1], line[1:]
         if kind == "V":
             if not value.isdigit() or int(value) > 8:
-                raise BadQueueFile(f"{qid}: unsupported queue file version")
+                raise BadQueueFile(f"{qid}: unsupported queue file version", "unsupported queue file version")
         elif kind in "TKNP" and kind:
-            setattr(e, {"T": "ctime", "K": "last_try", "N": "tries", "P": "priority"}[kind], int(value or 0))
+            if value and not _NUMBER.fullmatch(value):
+                raise BadQueueFile(f"{qid}: line {n}: bad number \"{line[:40]}\"")
+            setattr(e, _NUMBERS[kind], int(value or 0))
         elif kind == "F":
             e.flags = value
         elif kind == "B":
@@ -220,9 +234,9 @@ def parse_entry(qid: str, text: str) -> Entry:
         elif kind in "dIAD!EL" or line == "":
             continue
         else:
-            raise BadQueueFile(f"{qid}: line {n}: bad line \"{line[:40]}\"")
+            raise BadQueueFile(f"{qid}: line {n}: bad line \"{line[:40]}\"", "unrecognized line")
     if not ended:
-        raise BadQueueFile(f"{qid}: incomplete queue file read")
+        raise BadQueueFile(f"{qid}: incomplete queue file read", "incomplete queue file read")
     return e
 
 
@@ -253,21 +267,41 @@ def _write_file(path: str, data: bytes, mode: int) -> None:
 
 
 def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -> None:
-    """Durably write entry (and its body, if given) into qdir."""
+    """Durably write entry (and its body, if given) into qdir.
+
+    On failure nothing of a new entry is left behind (no df, tf or qf) and the error names no
+    path, for it goes back to an SMTP client; a rewrite (body None) keeps the qf it had."""
+    stage = "data"
     try:
         if body is not None:
             _write_file(qf_path(qdir, entry.qid, "d"), to_bytes(body), mode)
+        stage = "control"
         tf = qf_path(qdir, entry.qid, "t")
         _write_file(tf, to_bytes(format_entry(entry)), mode)
         os.rename(tf, qf_path(qdir, entry.qid))
         groupcommit.sync_dir(qdir)  # shared with the other sessions committing now
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(qf_path(qdir, entry.qid, "t"))
-        if exc.errno in (28, 122):  # ENOSPC, EDQUOT
-            raise errors.TempFail(f"queueup: cannot create {qdir}: {exc.strerror}",
-                                  status="4.3.1") from exc
-        raise errors.CantCreate(f"queueup: cannot create queue file {qdir}: {exc.strerror}") from exc
+        for letter in ("tqd" if body is not None else "t"):
+            with contextlib.suppress(OSError):
+                os.unlink(qf_path(qdir, entry.qid, letter))
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise errors.TempFail(f"Error writing {stage} file: {exc.strerror}", status="4.3.1",
+                                  code=452) from exc
+        raise errors.CantCreate(f"queueup: cannot create {stage} file: {exc.strerror}") from exc
+
+
+def low_on_space(qdir: str, size: int, min_blocks: int) -> int | None:
+    """None when qdir's file system has room for size bytes plus min_blocks free blocks
+    (MinFreeBlocks, as pickqdir() counts), else the blocks available."""
+    if min_blocks <= 0 and size <= 0:
+        return None
+    try:
+        vfs = os.statvfs(qdir)
+    except OSError:
+        return None  # the write itself will tell
+    block = vfs.f_frsize or vfs.f_bsize or 1024
+    needed = -(-max(size, 0) // block) + max(min_blocks, 0)
+    return None if needed <= vfs.f_bavail else vfs.f_bavail
 
 
 def read(qdir: str, qid: str) -> Entry:
@@ -299,17 +333,25 @@ def remove(qdir: str, qid: str) -> None:
         _fsync_dir(qdir)
 
 
-def lose(qdir: str, qid: str) -> None:
-    """Rename a bad qf to Qf so the queue runner leaves it alone (sendmail's loseqfile)."""
-    with contextlib.suppress(OSError):
-        os.rename(qf_path(qdir, qid), qf_path(qdir, qid, "Q"))
+def lose(qdir: str, qid: str, why: str = "", log=None) -> None:
+    """Rename a bad qf to Qf so queue runs leave it alone; log ``Losing PATH: why`` (loseqfile)."""
+    path = qf_path(qdir, qid)
+    try:
+        os.rename(path, qf_path(qdir, qid, "Q"))
+    except OSError:
+        return
+    if log is not None:
+        log.line(f"Losing {path}: {why}", qid)
 
 
 @contextlib.contextmanager
 def lock(qdir: str, qid: str):
-    """Hold flock(LOCK_EX) on the qf; raises Locked if another process holds it."""
+    """Hold flock(LOCK_EX) on the qf; raises Locked if another process holds it, or if the qf
+    was replaced or removed while we were opening it (readqf's race check: we would hold an old
+    copy and deliver its recipients again)."""
+    path = qf_path(qdir, qid)
     try:
-        fd = os.open(qf_path(qdir, qid), os.O_RDWR | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     except OSError as exc:
         raise errors.TempFail(f"{qid}: cannot open: {exc.strerror}") from exc
     try:
@@ -317,9 +359,19 @@ def lock(qdir: str, qid: str):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise Locked(f"{qid}: locked") from exc
+        if not _same_file(fd, path):
+            raise Locked(f"{qid}: changed")
         yield fd
     finally:
         os.close(fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        now, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) and held.st_nlink > 0
 
 
 def is_locked(qdir: str, qid: str) -> bool:
@@ -330,6 +382,63 @@ def is_locked(qdir: str, qid: str) -> bool:
         return True
     except errors.MTAError:
         return False
+
+
+# -- a queue run's housekeeping (queue.c readqf/loseqfile; stale files) ---------------------------
+
+ORPHAN_AGE = 86400  # df/tf/xf files without their qf, older than this, are removed
+EMPTY_QF_AGE = 600  # an empty qf older than this is removed with its df, as readqf() does
+
+
+def sweep(qdir: str, log, now: float | None = None) -> None:
+    """Before a queue run: move bad qf files aside to Qf (logged once, as loseqfile), a qf whose
+    df is gone too; remove empty qf files and df/tf/xf orphans that are old.  Locked files and
+    files of held (hf) or lost (Qf) entries are left alone."""
+    now = time.time() if now is None else now
+    try:
+        names = os.listdir(qdir)
+    except OSError:
+        return
+    by_kind: dict[str, set[str]] = {}
+    for name in names:
+        if len(name) > 2 and name[1] == "f":
+            by_kind.setdefault(name[0], set()).add(name[2:])
+    has_df = by_kind.get("d", set())
+    for qid in by_kind.get("q", ()):
+        _check_qf(qdir, qid, qid in has_df, log, now)
+    owned = by_kind.get("q", set()) | by_kind.get("h", set()) | by_kind.get("Q", set())
+    for letter in "dtx":
+        for qid in by_kind.get(letter, set()) - (owned if letter != "t" else set()):
+            _remove_if_old(qf_path(qdir, qid, letter), now - ORPHAN_AGE, log)
+
+
+def _check_qf(qdir: str, qid: str, has_df: bool, log, now: float) -> None:
+    try:
+        with lock(qdir, qid) as fd:
+            st = os.fstat(fd)
+            if st.st_size == 0:
+                if st.st_ctime < now - EMPTY_QF_AGE:
+                    remove(qdir, qid)
+                return
+            try:
+                parse_entry(qid, from_bytes(os.pread(fd, st.st_size, 0)))
+            except BadQueueFile as exc:
+                lose(qdir, qid, exc.why, log)
+                return
+            if not has_df and not os.path.exists(qf_path(qdir, qid, "d")):
+                lose(qdir, qid, "data file missing", log)
+    except errors.MTAError:
+        return  # locked (being delivered or written) or gone
+
+
+def _remove_if_old(path: str, before: float, log) -> None:
+    try:
+        if os.stat(path, follow_symlinks=False).st_mtime >= before:
+            return
+        os.unlink(path)
+    except OSError:
+        return
+    log.line(f"removed stale {path}")
 
 
 def ids(qdir: str) -> list[str]:

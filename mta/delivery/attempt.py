@@ -184,8 +184,10 @@ def deliver(ctx: Context, qid: str) -> int:
                 entry = queue.read(ctx.qdir, qid)
                 body = queue.read_body(ctx.qdir, qid)
             except queue.BadQueueFile as exc:
-                ctx.log.line(f"Losing {queue.qf_path(ctx.qdir, qid)}: {exc.text}", qid)
-                queue.lose(ctx.qdir, qid)
+                queue.lose(ctx.qdir, qid, exc.why, ctx.log)
+                return errors.EX_SOFTWARE
+            except FileNotFoundError:
+                queue.lose(ctx.qdir, qid, "data file missing", ctx.log)
                 return errors.EX_SOFTWARE
             except OSError as exc:
                 ctx.log.line(f"cannot open df: {exc.strerror}", qid)

@@ -53,6 +53,7 @@ def sorted_entries(qdir: str, selection: Selection) -> list[Entry]:
 
 def run_queue(ctx: Context, selection: Selection) -> int:
     """sendmail -q: try every selected entry once; returns 0 unless the queue is unreadable."""
+    queue.sweep(ctx.qdir, ctx.log)
     entries = sorted_entries(ctx.qdir, selection)
     now = time.time()
     min_age = ctx.cfg["MinQueueAge"]
