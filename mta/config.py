@@ -86,6 +86,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "ClientCertFile": ("", text_value),
     "ClientKeyFile": ("", text_value),
     "MaxMessageSize": (0, int),
+    "MinFreeBlocks": (100, int),
     "MaxHeadersLength": (32768, int),
     "MaxHopCount": (25, int),
     "MaxRecipientsPerMessage": (0, int),

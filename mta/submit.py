@@ -122,6 +122,16 @@ def enqueue(ctx: Context, *, qid: str, sender: str, recipients: list[Recipient],
     return entry
 
 
+def check_space(ctx: Context, qid: str, size: int) -> None:
+    """Refuse a new message while the queue's file system is below MinFreeBlocks (pickqdir)."""
+    blocks = ctx.cfg["MinFreeBlocks"]
+    avail = queue.low_on_space(ctx.qdir, size, blocks)
+    if avail is not None:
+        ctx.log.line(f"low on space (SMTP-DAEMON needs {size} bytes + {blocks} blocks in {ctx.qdir}), "
+                     f"max avail: {avail}", qid)
+        raise errors.TempFail("Insufficient disk space; try again later", status="4.4.5", code=452)
+
+
 def _count_from(ctx: Context, sender: str, size: int) -> None:
     """mailstats: a message from the local mailer, or from esmtp for a remote sender."""
     if not ctx.cfg["StatusFile"]:
@@ -188,6 +198,7 @@ def smtp(ctx: Context, client, envelope, proto: str) -> Entry:
     if client.addr:
         macros["if_addr"] = getattr(client, "local_addr", "")
     flags = "n" if envelope.ret == "HDRS" else ""
+    check_space(ctx, qid, msg.size)
     return enqueue(ctx, qid=qid, sender=sender, recipients=recipients, msg=msg, when=when, macros=macros,
                    flags=flags, bodytype=envelope.body_type, envid=envelope.envid, proto=proto,
                    daemon=client.daemon if client.addr else "", relay=client.relay_text)
@@ -244,6 +255,7 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> Submitted:
     recipients = [Recipient(r, nflags, final=f"RFC822; {qualified(r, cfg.hostname)}") for r in good]
     macros = {"_": f"{login}@localhost", "daemon_flags": ""}
     try:
+        check_space(ctx, qid, msg.size)
         entry = enqueue(ctx, qid=qid, sender=sender, recipients=recipients, msg=msg, when=when,
                         macros=macros, flags=flags, bodytype=sub.bodytype, envid=sub.envid,
                         relay=f"{login}@localhost")

@@ -154,8 +154,8 @@ def deliver(*, spool: str, fmt: str, owner, sender: str, text: str, when: float)
         return Outcome.from_error(exc)
     except OSError as exc:
         temporary = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR, errno.EIO)
-        err = (errors.TempFail(f"{path}: {exc.strerror}", status="4.2.2" if exc.errno == errno.EDQUOT
-                               else "4.3.0") if temporary
+        status = {errno.EDQUOT: "4.2.2", errno.ENOSPC: "4.3.1"}.get(exc.errno, "4.3.0")
+        err = (errors.TempFail(f"{path}: {exc.strerror}", status=status) if temporary
                else errors.CantCreate(f"{path}: {exc.strerror}"))
         return Outcome.from_error(err)
     return Outcome.sent()

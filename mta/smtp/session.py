@@ -272,8 +272,19 @@ class Session:
         refusal = self.policy.mail(self.client, sender)
         if refusal is not None:
             return self._refuse("check_mail", text, refusal)
+        if not self._enough_space(env.size):
+            return [reply(452, "4.4.5", "Insufficient disk space; try again later")]
         self.envelope, self.state, self.did_mail = env, "mail", True
         return [reply(250, "2.1.0", f"{text}... Sender ok")]
+
+    def _enough_space(self, size: int) -> bool:
+        """MinFreeBlocks and SIZE= against the queue's file system (enoughdiskspace)."""
+        qdir, blocks = self.ctx.qdir, self.cfg["MinFreeBlocks"]
+        avail = queue.low_on_space(qdir, size, blocks)
+        if avail is not None:
+            self.log(f"low on space ({self.client.name or 'SMTP-DAEMON'} needs {size} bytes + {blocks} "
+                     f"blocks in {qdir}), max avail: {avail}")
+        return avail is None
 
     def _refuse(self, ruleset: str, text: str, r: Refusal) -> list:
         body = f"{text}... {r.text}" if r.with_addr else r.text
