@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("submit/router", ("mta.submit", "mta.router", "mta.smtp", "mta.policy", "mta.aliases", "mta.context")),
     ("queue/maps/config", ("mta.queue", "mta.maps", "mta.config", "mta.bdb", "mta.cdb", "mta.sdbm",
                            "mta.makemap", "mta.stats", "mta.hoststat", "mta.log", "mta.message",
-                           "mta.address", "mta.access", "mta.dns", "mta.dsn", "mta.pgp", "mta.authdb")),
+                           "mta.address", "mta.access", "mta.dns", "mta.dsn", "mta.pgp", "mta.authdb",
+                           "mta.groupcommit")),
     ("record/errors", ("mta.record", "mta.errors", "mta.__init__")),
 ]
 
