@@ -4,9 +4,10 @@ Holds: listeners from every DaemonPortOptions line, TLS (ServerCertFile/ServerKe
 connection caps (MaxDaemonChildren, ClientConn:, ClientRate:), GreetPause, timeouts, the PidFile
 in Sendmail's two-line format, signals (SIGHUP re-reads the config and maps, SIGTERM lets
 transactions in flight finish), the queue runner for -qTIME, and delivery of accepted mail.
-Blocking work (queue files with fsync, deliveries, queue runs) runs in a thread pool, so one
-slow disk or mailbox never stalls the other sessions.  A 250 is sent only after the queue
-files are on disk.
+Nothing that blocks runs on the event loop: the session's requests (access maps, routing,
+aliases, PBKDF2 for AUTH: mta.smtp.answer) go to one thread pool, queue files with fsync,
+deliveries and queue runs to another, so a slow map, disk or mailbox never stalls the other
+sessions.  A 250 is sent only after the queue files are on disk.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mta import VERSION, config, errors, submit
 from mta.context import Context
 from mta.delivery import attempt, mode, schedule
 from mta.policy import Client
+from mta.smtp import answer
 from mta.smtp.session import Action, Session, reply
 
 READ_SIZE = 65536
@@ -91,13 +93,14 @@ class Daemon:
         self.argv = argv or sys.argv
         self.queue_interval = queue_interval
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="mta")
+        self.checks = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="mta-check")
         self.sessions: set[Session] = set()
         self.per_ip: dict[str, int] = {}
         self.rate: dict[str, list[float]] = {}
         self.stopping = asyncio.Event()
         self.servers: list[asyncio.base_events.Server] = []
         self.sslctx = None
-        self.auth = None
+        self.auth = False
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -108,12 +111,7 @@ class Daemon:
         except (OSError, ssl.SSLError) as exc:
             self.ctx.log.line(f"STARTTLS=server: cannot load certificate: {exc}")
             self.sslctx = None
-        self.auth = None
-        if cfg["AuthPasswordFile"]:
-            from mta import authdb
-
-            path = cfg["AuthPasswordFile"]
-            self.auth = lambda user, password: authdb.check(path, user, password)
+        self.auth = bool(cfg["AuthPasswordFile"])
 
     async def start(self) -> None:
         self._load_security()
@@ -169,6 +167,7 @@ class Daemon:
             await asyncio.sleep(0.05)
         self.ctx.log.line("stopping daemon, reason=signal")
         self.pool.shutdown(wait=True, cancel_futures=False)
+        self.checks.shutdown(wait=False, cancel_futures=True)
         path = self.ctx.cfg["PidFile"]
         try:
             with open(path) as fh:
@@ -185,18 +184,13 @@ class Daemon:
 
     # -- one connection ---------------------------------------------------------------------------
 
-    def _over_limits(self, ip: str) -> bytes | None:
+    async def _over_limits(self, ip: str) -> bytes | None:
         cfg, host = self.ctx.cfg, self.ctx.cfg.hostname
         if cfg["MaxDaemonChildren"] and sum(self.per_ip.values()) >= cfg["MaxDaemonChildren"]:
             return reply(421, "4.3.2", f"{host} Too many concurrent SMTP connections; please try again later")
-        from mta.policy import Policy
-
-        policy = Policy(self.ctx)
-        client = Client(ip)
-        conn = policy.client_limit(client, "ClientConn")
+        conn, rate = await asyncio.get_running_loop().run_in_executor(self.checks, _client_limits, self.ctx, ip)
         if conn and self.per_ip.get(ip, 0) >= conn:
             return reply(421, "4.7.1", "Too many open connections.")
-        rate = policy.client_limit(client, "ClientRate")
         if rate:
             now = time.monotonic()
             if len(self.rate) > 10000:  # forget clients quiet for a minute
@@ -221,7 +215,7 @@ class Daemon:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opts) -> None:
         peer = (writer.get_extra_info("peername") or ("?",))[0].removeprefix("::ffff:")
-        refusal = self._over_limits(peer)
+        refusal = await self._over_limits(peer)
         if refusal is not None:
             writer.write(refusal)
             await _close(writer)
@@ -236,9 +230,12 @@ class Daemon:
         try:
             client = await self._client(writer, opts)
             ctx = self.ctx
-            session = Session(ctx, client, tls_available=self.sslctx is not None, auth=self.auth)
+            rejected, pause = await asyncio.get_running_loop().run_in_executor(self.checks, answer.connect, ctx,
+                                                                               client)
+            session = Session(ctx, client, tls_available=self.sslctx is not None, auth=self.auth,
+                              rejected=rejected)
             self.sessions.add(session)
-            await self._converse(ctx, session, reader, writer)
+            await self._converse(ctx, session, reader, writer, pause)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except Exception as exc:  # the edge: log it, tell the client to come back, keep serving others
@@ -257,9 +254,8 @@ class Daemon:
                 del self.per_ip[peer]
             await _close(writer)
 
-    async def _converse(self, ctx, session: Session, reader, writer) -> None:
+    async def _converse(self, ctx, session: Session, reader, writer, pause: int) -> None:
         timeout = ctx.cfg["Timeout.command"] or 3600
-        pause = session.policy.greet_pause(session.client)
         if pause:
             try:
                 early = await asyncio.wait_for(reader.read(READ_SIZE), pause / 1000)
@@ -305,10 +301,15 @@ class Daemon:
         await writer.drain()
 
     async def _act(self, ctx, session: Session, action: Action, reader, writer, loop):
+        if action.kind in answer.HANDLERS:
+            return await loop.run_in_executor(self.checks, answer.answer, ctx, action)
+        if action.kind == "delay":
+            await asyncio.sleep(action.arg)
+            return None
         if action.kind == "queue":
+            q = action.arg
             try:
-                entry = await loop.run_in_executor(self.pool, submit.smtp, ctx, session.client, action.arg,
-                                                   session.proto)
+                entry = await loop.run_in_executor(self.pool, submit.smtp, ctx, q.client, q.envelope, q.proto)
             except errors.MTAError as exc:
                 return exc
             except OSError as exc:
@@ -337,7 +338,6 @@ class Daemon:
                 await writer.start_tls(self.sslctx)
             except (ssl.SSLError, OSError) as exc:
                 session.log(f"STARTTLS=server, error: accept failed={exc}, relay={session.client.relay_text}")
-                session.closed = True
                 return None
             obj = writer.get_extra_info("ssl_object")
             if obj is not None:
@@ -352,6 +352,14 @@ class Daemon:
 def _discard_buffered(reader: asyncio.StreamReader) -> None:
     """Forget the bytes a StreamReader has read ahead (it has no public call for this)."""
     reader._buffer.clear()  # noqa: SLF001
+
+
+def _client_limits(ctx: Context, ip: str) -> tuple[int | None, int | None]:
+    """ClientConn: and ClientRate: for this address (access map lookups: run off the loop)."""
+    from mta.policy import Policy
+
+    policy, client = Policy(ctx), Client(ip)
+    return policy.client_limit(client, "ClientConn"), policy.client_limit(client, "ClientRate")
 
 
 def _deliver(ctx: Context, qid: str) -> None:
@@ -429,9 +437,15 @@ def stdio(ctx: Context, user: str) -> int:
 
 
 def _act_inline(ctx: Context, session: Session, action: Action):
+    if action.kind in answer.HANDLERS:
+        return answer.answer(ctx, action)
+    if action.kind == "delay":
+        time.sleep(action.arg)
+        return None
     if action.kind == "queue":
+        q = action.arg
         try:
-            entry = submit.smtp(ctx, session.client, action.arg, session.proto)
+            entry = submit.smtp(ctx, q.client, q.envelope, q.proto)
         except errors.MTAError as exc:
             return exc
         attempt.after_queue(ctx, entry)

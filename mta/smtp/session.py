@@ -1,9 +1,14 @@
 """The SMTP server conversation as a state machine, with Sendmail's replies.  No I/O.
 
-``Session.receive(bytes)`` returns outputs: reply bytes to send, or an ``Action`` the transport
-must carry out (queue the message, start TLS, run the queue for ETRN, close) before calling
-``resume(result)``.  While an action is pending, buffered input waits (pipelining stays in
-order); after STARTTLS whatever was buffered in clear is dropped.
+``Session.receive(bytes)`` returns outputs: reply bytes to send, and last perhaps an ``Action``,
+a request the transport answers before calling ``resume(result)``.  The session itself never
+blocks: whatever reads maps or files, routes, resolves or hashes is a request ("check this MAIL",
+"check this RCPT", "verify this AUTH", "expand this VRFY", "queue this message"), answered by
+mta.smtp.answer off the event loop in the daemon and inline in ``sendmail -bs``; the transport
+carries out the others itself (start TLS, run the queue for ETRN, wait before a reply).  One
+request per command or transaction; while one is pending, buffered input waits (pipelining stays
+in order); after STARTTLS whatever was buffered in clear is dropped.  A session holds no global
+state, so sessions can be spread over threads or processes.
 
 States and the commands each allows (one table, VERBS):
     connected   -> EHLO/HELO -> greeted
@@ -19,7 +24,7 @@ import re
 
 from mta import address, errors, queue
 from mta.message import arpadate
-from mta.policy import Client, Policy, Refusal
+from mta.policy import Client, Refusal
 from mta.record import factory, record
 from mta.smtp import wire
 
@@ -49,8 +54,28 @@ class Envelope:
 
 @record(frozen=True)
 class Action:
-    kind: str  # 'queue', 'starttls', 'etrn', 'close'
+    """A request: 'mail' (Check), 'rcpt' (Check), 'vrfy' (Check), 'auth' ((user, password)) and
+    'queue' (Queue) are answered by mta.smtp.answer; 'starttls', 'etrn' (node) and 'delay'
+    (seconds) by the transport.  ``arg`` holds plain data only, so it can cross to a worker."""
+
+    kind: str
     arg: object = None
+
+
+@record(frozen=True)
+class Check:
+    """What a MAIL, RCPT or VRFY check needs: the client and the parsed address as typed."""
+
+    client: Client
+    addr: object  # address.Address
+    text: str = ""
+
+
+@record(frozen=True)
+class Queue:
+    client: Client
+    envelope: Envelope
+    proto: str
 
 
 def reply(code: int, status: str, text: str) -> bytes:
@@ -84,22 +109,23 @@ def _params(text: str) -> tuple[str, dict[str, str] | str]:
 
 
 class Session:
-    def __init__(self, ctx, client: Client, *, tls_available: bool = False, auth=None):
+    def __init__(self, ctx, client: Client, *, tls_available: bool = False, auth: bool = False,
+                 rejected: Refusal | None = None):
         self.ctx, self.cfg, self.client = ctx, ctx.cfg, client
-        self.policy = Policy(ctx)
         self.host = self.cfg.hostname
         self.buffer = wire.Buffer()
         self.tls_available = tls_available
-        self.auth = auth  # callable(user, password) -> bool, or None when AUTH is off
+        self.auth = auth  # AUTH is offered (after STARTTLS)
         self.state = "connected"
         self.proto = "SMTP"
         self.envelope: Envelope | None = None
         self.bad = 0
         self.closed = False
         self.did_mail = False
-        self.rejected: Refusal | None = self.policy.connect(client)  # Connect: REJECT and friends
+        self.rejected = rejected  # Connect: REJECT and friends (answer.connect), for every command
         self.nullserver = self.rejected is not None
         self._pending: Action | None = None
+        self._then = None  # what resume() does with the answer to _pending
         self._auth_step: tuple | None = None
         self.max_size = self.cfg["MaxMessageSize"] or MAX_MESSAGE_HARD
         self.id = queue.new_id()  # the session's ID in log lines, as Sendmail's
@@ -125,9 +151,14 @@ class Session:
         return [] if self._pending else self._run()
 
     def resume(self, result) -> list:
-        action, self._pending = self._pending, None
-        out = self._finish(action, result)
+        then, self._then, self._pending = self._then, None, None
+        out = then(result)
         return out + ([] if self._pending or self.closed else self._run())
+
+    def _ask(self, kind: str, arg, then) -> list:
+        """Emit a request; ``then(result)`` gives the replies once it is answered."""
+        self._pending, self._then = Action(kind, arg), then
+        return [self._pending]
 
     def lost(self) -> str:
         """The log line for a client that went away ('' when there is nothing to say)."""
@@ -223,7 +254,7 @@ class Session:
         lines += ["8BITMIME", f"SIZE {self.cfg['MaxMessageSize']}" if self.cfg["MaxMessageSize"] else "SIZE", "DSN"]
         if "noetrn" not in self.cfg["PrivacyOptions"] and not self.client.msa:
             lines.append("ETRN")
-        if self.auth is not None and self.client.tls and not self.client.auth:
+        if self.auth and self.client.tls and not self.client.auth:
             lines.append("AUTH PLAIN LOGIN")
         if self.tls_available and not self.client.tls:
             lines.append("STARTTLS")
@@ -269,7 +300,11 @@ class Session:
                 continue
             else:
                 return self._bad(555, "5.5.4", f"{key} parameter unrecognized")
-        refusal = self.policy.mail(self.client, sender)
+        return self._ask("mail", Check(self.client, sender, text), lambda r: self._mail_done(env, text, r))
+
+    def _mail_done(self, env: Envelope, text: str, refusal) -> list:
+        if isinstance(refusal, errors.MTAError):
+            refusal = _temporary(refusal)
         if refusal is not None:
             return self._refuse("check_mail", text, refusal)
         if not self._enough_space(env.size):
@@ -322,13 +357,19 @@ class Session:
             return self._bad(553, status, f"{text}... {exc.text}")
         if addr.null:
             return self._bad(501, "5.0.0", "Missing recipient")
-        refusal = self.policy.rcpt(self.client, addr, str(addr))
+        rcpt.addr = str(addr)
+        return self._ask("rcpt", Check(self.client, addr, text), lambda r: self._rcpt_done(rcpt, text, r))
+
+    def _rcpt_done(self, rcpt: Recipient, text: str, refusal) -> list:
+        if isinstance(refusal, errors.MTAError):
+            refusal = _temporary(refusal)
         if refusal is not None:
             if refusal.text == "User unknown":
                 self.log(f"{text}... User unknown")
                 return self._bad(refusal.code, refusal.status, f"{text}... {refusal.text}")
             return self._refuse("check_rcpt", text, refusal)
-        rcpt.addr = str(addr)
+        if self.envelope is None:  # reset while the check was under way: cannot happen in order
+            return [reply(503, "5.0.0", "Need MAIL before RCPT")]
         self.envelope.recipients.append(rcpt)
         self.state = "rcpt"
         return [reply(250, "2.1.5", f"{text}... Recipient ok")]
@@ -357,19 +398,22 @@ class Session:
             return [reply(552, "5.6.0", f"Headers too large ({limit} max)")]
         env.data = bytes(buf.message)
         buf.message = bytearray()
-        self._pending = Action("queue", env)
-        return [self._pending]
+        return self._ask("queue", Queue(self.client, env, self.proto), self._queued)
 
-    def _finish(self, action: Action, result) -> list:
-        if action.kind == "queue":
-            if isinstance(result, errors.MTAError):
-                return [reply(result.code if result.code >= 400 else 451, result.status, result.text)]
-            return [reply(250, "2.0.0", f"{result} Message accepted for delivery")]
-        if action.kind == "starttls":
-            self.buffer.clear()
-            self.client.tls = str(result or "TLS")
-            self.state, self.envelope = "connected", None
+    def _queued(self, result) -> list:
+        """The queue's answer: the new entry's ID, or the error that kept it out."""
+        if isinstance(result, errors.MTAError):
+            return [reply(result.code if result.code >= 400 else 451, result.status, result.text)]
+        return [reply(250, "2.0.0", f"{result} Message accepted for delivery")]
+
+    def _tls_started(self, result) -> list:
+        """The handshake is done (result: the protocol version; None: it failed and we close)."""
+        self.buffer.clear()
+        if result is None:
+            self._close()
             return []
+        self.client.tls = str(result)
+        self.state, self.envelope = "connected", None
         return []
 
     def _rset(self, verb: str, arg: str) -> list:
@@ -398,9 +442,11 @@ class Session:
             addr = address.parse(arg)
         except errors.AddressError as exc:
             return self._bad(553, "5.1.3", f"{arg}... {exc.text}")
-        from mta import router
+        return self._ask("vrfy", Check(self.client, addr, arg), lambda routes: self._vrfy_done(arg, routes))
 
-        routes = router.resolve(self.cfg, self.ctx.aliases, str(addr), self.ctx.maps)
+    def _vrfy_done(self, arg: str, routes) -> list:
+        if isinstance(routes, errors.MTAError):
+            return [reply(451, "4.3.0", f"{arg}... Temporary lookup failure")]
         good = [r for r in routes if not r.error]
         if not good:
             return self._bad(550, "5.1.1", f"{arg}... User unknown")
@@ -432,8 +478,8 @@ class Session:
         if arg.startswith("#"):
             return [reply(459, "4.5.4", f"Queue {arg[1:]} unknown")]
         self.did_mail = True
-        self._pending = Action("etrn", arg.lstrip("@"))
-        return [reply(250, "2.0.0", f"Queuing for node {arg} started"), self._pending]
+        return [reply(250, "2.0.0", f"Queuing for node {arg} started")] + self._ask(
+            "etrn", arg.lstrip("@"), lambda _result: [])
 
     def _starttls(self, verb: str, arg: str) -> list:
         if arg:
@@ -443,9 +489,8 @@ class Session:
                              "TLS not available")
         if self.envelope is not None:
             return self._bad(503, "5.5.0", "TLS not permitted during a mail transaction")
-        self._pending = Action("starttls")
         self.buffer.clear()  # nothing sent in clear after STARTTLS is obeyed
-        return [reply(220, "2.0.0", "Ready to start TLS"), self._pending]
+        return [reply(220, "2.0.0", "Ready to start TLS")] + self._ask("starttls", None, self._tls_started)
 
     def _auth(self, verb: str, arg: str) -> list:
         if self.client.auth:
@@ -454,7 +499,7 @@ class Session:
             return self._bad(503, "5.5.0", "AUTH not permitted during a mail transaction")
         mech, _, initial = arg.partition(" ")
         mech = mech.upper()
-        if self.auth is None or not self.client.tls or mech not in ("PLAIN", "LOGIN"):
+        if not self.auth or not self.client.tls or mech not in ("PLAIN", "LOGIN"):
             return self._bad(504, "5.3.3", f"AUTH mechanism {mech[:32]} not available")
         if mech == "PLAIN":
             if initial and initial != "=":
@@ -494,13 +539,23 @@ class Session:
         return self._auth_check(parts[1], parts[2])
 
     def _auth_check(self, user: str, password: str) -> list:
-        if self.auth(user, password):
+        return self._ask("auth", (user, password), lambda ok: self._auth_done(user, ok))
+
+    def _auth_done(self, user: str, ok) -> list:
+        if ok is True:
             self.client.auth = user
             self.proto = "ESMTPA" if not self.client.tls else "ESMTPSA"
             return [reply(235, "2.0.0", "OK Authenticated")]
         self.log(f"AUTH failure (PLAIN/LOGIN): authentication failure, user={user}, "
                           f"relay={self.client.relay_text}")
         return self._bad(535, "5.7.0", "authentication failed")
+
+
+def _temporary(exc: errors.MTAError) -> Refusal:
+    """A check that could not be made now (a map, a file, DNS): try again later."""
+    if exc.temporary:
+        return Refusal(451, exc.status, "Temporary system failure. Please try again later.", with_addr=False)
+    return Refusal(exc.code if exc.code >= 500 else 550, exc.status, exc.text)
 
 
 _HEADER = re.compile(rb"[!-9;-~]+:")

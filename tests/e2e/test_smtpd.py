@@ -517,3 +517,82 @@ def test_starttls_discards_what_the_transport_buffered(inst, certs):
         tls.close()
     finally:
         d.stop()
+
+
+def _noop_rtts(clients: list, rounds: int) -> list[float]:
+    rtts = []
+    for _ in range(rounds):
+        for c in clients:
+            t0 = time.monotonic()
+            assert c.cmd("NOOP") == "250 2.0.0 OK\r\n"
+            rtts.append(time.monotonic() - t0)
+        time.sleep(0.05)
+    return rtts
+
+
+def _feed_fifo(path, done, limit: float = 30) -> None:
+    """Be the writer a reader of this FIFO waits for, once for each open, until done()."""
+    deadline = time.monotonic() + limit
+    while not done() and time.monotonic() < deadline:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no reader has it open yet
+            time.sleep(0.01)
+            continue
+        os.write(fd, b"# nothing\n")
+        os.close(fd)
+
+
+def test_loop_never_blocks(inst, certs):
+    """20 idle sessions get NOOP answered at once while 8 clients run 200,000-round PBKDF2 AUTH
+    attempts and 3 RCPTs wait on a map that cannot be read (a FIFO nobody writes yet)."""
+    import statistics
+    import threading
+
+    pw = inst.etc / "smtp-passwd"
+    assert subprocess.run([str(BIN / "mta-passwd"), str(pw), "carol"], input=b"s3cret\n").returncode == 0
+    fifo = inst.etc / "virtuser"
+    os.mkfifo(fifo)
+    inst.write_cf(f"O ServerCertFile={certs}/cert.pem\nO ServerKeyFile={certs}/key.pem\nO AuthPasswordFile={pw}\n"
+                  f"Kvirtuser text {fifo}")
+    d = Daemon(inst)
+    stop, errors_seen, slow_replies = threading.Event(), [], []
+
+    def authenticate():
+        try:
+            c = _tls_client(inst.port)
+            while not stop.is_set():
+                with pytest.raises(smtplib.SMTPAuthenticationError):
+                    c.login("carol", "wrong")
+        except smtplib.SMTPServerDisconnected:
+            pass  # 25 failures are too many bad commands
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors_seen.append(exc)
+
+    def slow_rcpt():
+        c = Raw(inst.port)
+        c.cmd("EHLO slow.example")
+        c.cmd("MAIL FROM:<a@example.test>")
+        slow_replies.append(c.cmd("RCPT TO:<mtaalice@test.example>"))
+
+    try:
+        idle = [Raw(inst.port) for _ in range(20)]
+        for c in idle:
+            assert c.cmd("EHLO idle.example").startswith("250-")
+        threads = [threading.Thread(target=authenticate) for _ in range(8)]
+        threads += [threading.Thread(target=slow_rcpt) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        rtts = _noop_rtts(idle, 5)
+        stop.set()
+        feeder = threading.Thread(target=_feed_fifo, args=(fifo, lambda: len(slow_replies) == 3))
+        feeder.start()  # now the map can be read: the RCPTs get their answer
+        for t in threads + [feeder]:
+            t.join(60)
+        assert not errors_seen, errors_seen
+        assert slow_replies == ["250 2.1.5 <mtaalice@test.example>... Recipient ok\r\n"] * 3
+        assert statistics.median(rtts) < 0.05 and max(rtts) < 0.5, sorted(rtts)[-5:]
+    finally:
+        stop.set()
+        d.stop()

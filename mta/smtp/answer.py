@@ -1,0 +1,52 @@
+"""The work behind an SMTP session's requests: access maps, routing, aliases, PBKDF2.
+
+All of it may block (files, maps, DNS, CPU), so the daemon calls these in a thread pool, off
+its event loop, and ``sendmail -bs`` calls them inline; a worker process could call them as
+well, since a request holds plain data only.  ``answer(ctx, action)`` gives what the session's
+``resume`` takes: a ``Refusal`` or None for MAIL and RCPT, the routes for VRFY, True or False
+for AUTH.  A typed error (a map or :include: file that cannot be read now) is returned, not
+raised, and the session answers it with a 4xx; any other exception is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+from mta import errors
+from mta.policy import Client, Policy, Refusal
+
+
+def connect(ctx, client: Client) -> tuple[Refusal | None, int]:
+    """At connection: the Connect: verdict for every command, and GreetPause in milliseconds."""
+    policy = Policy(ctx)
+    return policy.connect(client), policy.greet_pause(client)
+
+
+def mail(ctx, check) -> Refusal | None:
+    return Policy(ctx).mail(check.client, check.addr)
+
+
+def rcpt(ctx, check) -> Refusal | None:
+    return Policy(ctx).rcpt(check.client, check.addr, str(check.addr))
+
+
+def vrfy(ctx, check) -> list:
+    from mta import router
+
+    return router.resolve(ctx.cfg, ctx.aliases, str(check.addr), ctx.maps)
+
+
+def auth(ctx, credentials: tuple[str, str]) -> bool:
+    from mta import authdb
+
+    path = ctx.cfg["AuthPasswordFile"]
+    return bool(path) and authdb.check(path, *credentials)
+
+
+HANDLERS = {"mail": mail, "rcpt": rcpt, "vrfy": vrfy, "auth": auth}
+
+
+def answer(ctx, action):
+    """The result for one of the session's check requests (kinds in HANDLERS)."""
+    try:
+        return HANDLERS[action.kind](ctx, action.arg)
+    except errors.MTAError as exc:
+        return exc
