@@ -8,6 +8,7 @@ from mta import config
 from mta.context import Context
 from mta.policy import Client
 from mta.smtp.session import Session
+from tests.test_smtp_session import settle
 
 
 def _ctx(tmp_path, extra: str = ""):
@@ -18,7 +19,7 @@ def _ctx(tmp_path, extra: str = ""):
 
 def _mail(ctx, arg: str) -> str:
     s = Session(ctx, Client("192.0.2.7", "client.example"))
-    out = s.receive(f"EHLO c.example\r\nMAIL FROM:<a@example.org>{arg}\r\n".encode())
+    out = settle(ctx, s, s.receive(f"EHLO c.example\r\nMAIL FROM:<a@example.org>{arg}\r\n".encode()))
     return b"".join(out).decode().splitlines()[-1]
 
 

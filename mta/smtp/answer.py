@@ -10,8 +10,9 @@ raised, and the session answers it with a 4xx; any other exception is a bug and 
 
 from __future__ import annotations
 
-from mta import errors
+from mta import errors, queue
 from mta.policy import Client, Policy, Refusal
+from mta.smtp import session
 
 
 def connect(ctx, client: Client) -> tuple[Refusal | None, int]:
@@ -21,7 +22,17 @@ def connect(ctx, client: Client) -> tuple[Refusal | None, int]:
 
 
 def mail(ctx, check) -> Refusal | None:
-    return Policy(ctx).mail(check.client, check.addr)
+    """check_mail, then MinFreeBlocks and SIZE= against the queue's file system (enoughdiskspace)."""
+    refusal = Policy(ctx).mail(check.client, check.addr)
+    if refusal is not None:
+        return refusal
+    qdir, blocks = ctx.qdir, ctx.cfg["MinFreeBlocks"]
+    avail = queue.low_on_space(qdir, check.size, blocks)
+    if avail is None:
+        return None
+    ctx.log.line(f"low on space ({check.client.name or 'SMTP-DAEMON'} needs {check.size} bytes + {blocks} "
+                 f"blocks in {qdir}), max avail: {avail}", check.sid)
+    return session.NO_SPACE
 
 
 def rcpt(ctx, check) -> Refusal | None:

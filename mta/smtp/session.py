@@ -69,6 +69,8 @@ class Check:
     client: Client
     addr: object  # address.Address
     text: str = ""
+    size: int = 0  # MAIL's SIZE=, for the free space check
+    sid: str = ""  # the session's ID, for log lines
 
 
 @record(frozen=True)
@@ -76,6 +78,9 @@ class Queue:
     client: Client
     envelope: Envelope
     proto: str
+
+
+NO_SPACE = Refusal(452, "4.4.5", "Insufficient disk space; try again later", with_addr=False)
 
 
 def reply(code: int, status: str, text: str) -> bytes:
@@ -300,26 +305,18 @@ class Session:
                 continue
             else:
                 return self._bad(555, "5.5.4", f"{key} parameter unrecognized")
-        return self._ask("mail", Check(self.client, sender, text), lambda r: self._mail_done(env, text, r))
+        check = Check(self.client, sender, text, env.size, self.id)
+        return self._ask("mail", check, lambda r: self._mail_done(env, text, r))
 
     def _mail_done(self, env: Envelope, text: str, refusal) -> list:
         if isinstance(refusal, errors.MTAError):
             refusal = _temporary(refusal)
+        if refusal == NO_SPACE:
+            return [reply(NO_SPACE.code, NO_SPACE.status, NO_SPACE.text)]
         if refusal is not None:
             return self._refuse("check_mail", text, refusal)
-        if not self._enough_space(env.size):
-            return [reply(452, "4.4.5", "Insufficient disk space; try again later")]
         self.envelope, self.state, self.did_mail = env, "mail", True
         return [reply(250, "2.1.0", f"{text}... Sender ok")]
-
-    def _enough_space(self, size: int) -> bool:
-        """MinFreeBlocks and SIZE= against the queue's file system (enoughdiskspace)."""
-        qdir, blocks = self.ctx.qdir, self.cfg["MinFreeBlocks"]
-        avail = queue.low_on_space(qdir, size, blocks)
-        if avail is not None:
-            self.log(f"low on space ({self.client.name or 'SMTP-DAEMON'} needs {size} bytes + {blocks} "
-                     f"blocks in {qdir}), max avail: {avail}")
-        return avail is None
 
     def _refuse(self, ruleset: str, text: str, r: Refusal) -> list:
         body = f"{text}... {r.text}" if r.with_addr else r.text
