@@ -150,13 +150,14 @@ def verify(req) -> int:
 
 def daemon(req) -> int:
     """-bd (detached) and -bD (foreground): the SMTP daemon, with -qTIME a queue runner too."""
-    from mta import smtpd
+    from mta import proctitle, smtpd
 
     ctx = _context(req, "sm-mta")
     if not ctx.trusted():
         print("550 Permission denied (real uid not trusted)", flush=True)
         return errors.EX_USAGE
     interval = config.interval(req.queue_interval) if req.queue_interval else 0
+    proctitle.sendmail(ctx.cfg, "accepting connections")
     return smtpd.serve(ctx, queue_interval=interval, foreground=req.mode == "D", overrides=req.overrides)
 
 
@@ -184,9 +185,10 @@ def run_queue(req) -> int:
     interval = config.interval(req.queue_interval)
     if interval <= 0:
         return schedule.run_queue(ctx, selection)
-    from mta import smtpd
+    from mta import proctitle, smtpd
 
     smtpd.daemonize()  # sendmail -q15m: a queue-runner daemon in the background
+    proctitle.sendmail(ctx.cfg, f"Queue runner@{_hms(interval)} for {ctx.qdir}")
     ctx.log.line(f"starting daemon ({config.VERSION}): queueing@{_hms(interval)}")
     while True:
         schedule.run_queue(ctx, selection)

@@ -30,3 +30,28 @@ def test_sendmail_mta_and_msp_names_submit(inst):
         r = _as(name, inst, "-odq", "mtabob", stdin=f"Subject: via {name}\n\nx\n".encode())
         assert r.returncode == 0, r.stdout + r.stderr
     assert len(inst.qfs()) == 2
+
+
+def test_daemon_named_and_titled_as_sendmail(inst):
+    """Started as Debian starts it (sendmail-mta -bd), the daemon is what ps, pgrep and
+    start-stop-daemon --name look for, and its pid file is Sendmail's two lines."""
+    from tests.conftest import wait_for, wait_port
+
+    pidfile = inst.root / "sendmail.pid"
+    inst.write_cf(f"O PidFile={pidfile}\nO ProcessTitlePrefix=MTA")
+    r = _as("sendmail-mta", inst, "-bd", "-q30m")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert wait_for(pidfile.exists) and wait_port(inst.port)
+    pid, command = pidfile.read_text().splitlines()
+    try:
+        assert command == f"{inst.root}/sendmail-mta -C {inst.cf} -bd -q30m"
+        ps = subprocess.run(["ps", "-o", "comm=,args=", "-p", pid], capture_output=True, text=True).stdout
+        assert ps.split(None, 1) == ["sendmail-mta", "sendmail: MTA: accepting connections\n"]
+        pgrep = subprocess.run(["pgrep", "-x", "sendmail-mta"], capture_output=True, text=True).stdout
+        assert pid in pgrep.split()
+        test = subprocess.run(["start-stop-daemon", "--stop", "--test", "--pidfile", str(pidfile),
+                               "--name", "sendmail-mta"], capture_output=True, text=True)
+        assert test.returncode == 0 and pid in test.stdout, test.stdout
+    finally:
+        os.kill(int(pid), 15)
+    assert wait_for(lambda: not pidfile.exists())
