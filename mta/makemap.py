@@ -170,3 +170,43 @@ def _dump(req: Request) -> int:
         sys.stderr.write(f"{req.prog}: error opening type {req.type} map {req.path}: {exc}\n")
         return errors.EX_CANTCREAT
     return errors.EX_OK
+
+
+def edit(req: Request, action: str, key: str, value: str) -> int:
+    """editmap: -q prints key's value, -u sets it, -x deletes it; the map is rewritten whole
+    beside itself and renamed into place, as makemap does."""
+    mtype = maps.resolve_type(req.type, req.path)
+    if mtype not in available():
+        sys.stderr.write(f"{req.prog}: error opening type {req.type} map {req.path}: Unknown database type\n")
+        return errors.EX_CANTCREAT
+    k = (key.lower() if req.fold else key).encode("latin-1", "replace") + (b"\0" if req.nul else b"")
+    try:
+        items = list(maps.open_reader(mtype, req.path).items())
+    except FileNotFoundError:
+        if action != "u":
+            sys.stderr.write(f"{req.prog}: error opening type {mtype} map {req.path}: No such file or directory\n")
+            return errors.EX_CANTCREAT
+        items = []
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"{req.prog}: error opening type {mtype} map {req.path}: {exc}\n")
+        return errors.EX_CANTCREAT
+    found = [v for ik, v in items if ik == k]
+    if action == "q":
+        if not found:
+            sys.stderr.write(f"{req.prog}: {key}: not found\n")
+            return errors.EX_UNAVAILABLE
+        sys.stdout.buffer.write(found[0].rstrip(b"\0") + b"\n")
+        return errors.EX_OK
+    if action == "x" and not found:
+        sys.stderr.write(f"{req.prog}: {key}: not found\n")
+        return errors.EX_UNAVAILABLE
+    items = [(ik, v) for ik, v in items if ik != k]
+    if action == "u":
+        items.append((k, value.encode("latin-1", "replace") + (b"\0" if req.nul else b"")))
+    try:
+        maps.write(mtype, req.path, items)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        sys.stderr.write(f"{req.prog}: error opening type {mtype} map {req.path}: {reason}\n")
+        return errors.EX_CANTCREAT
+    return errors.EX_OK

@@ -136,3 +136,32 @@ def mailstats_main() -> None:
         configs = [("MSP statistics...", config.DEFAULT_SUBMIT_CF), ("MTA statistics...", config.DEFAULT_CF)]
     sys.exit(stats.mailstats(configs, stats_file=o.get("f", ""), program="P" in o or "p" in o,
                              show_names="o" not in o, clear="p" in o))
+
+
+EDITMAP_USAGE = "Usage: {p} [-C cffile] [-N] [-f] [-q|-u|-x] type mapname key [ \"value ...\" ]\n"
+
+
+def editmap_main() -> None:
+    from mta import makemap
+
+    prog = os.path.basename(sys.argv[0]) or "editmap"
+    try:
+        opts, args = _getopt(sys.argv[1:], "C", "Nfqux", prog)
+    except ValueError as exc:
+        sys.stderr.write(f"{exc}\n{EDITMAP_USAGE.format(p=prog)}")
+        sys.exit(EX_USAGE)
+    req = makemap.Request(prog=prog)
+    actions = [c for c, _v in opts if c in "qux"]
+    for c, v in opts:
+        if c == "C":
+            req.cf = v
+        elif c == "N":
+            req.nul = True
+        elif c == "f":
+            req.fold = False
+    wanted = 4 if actions[-1:] == ["u"] else 3
+    if len(set(actions)) != 1 or len(args) < 3 or (wanted == 3 and len(args) != 3):
+        sys.stderr.write(EDITMAP_USAGE.format(p=prog))
+        sys.exit(EX_USAGE)
+    req.type, req.path, key = args[:3]
+    sys.exit(makemap.edit(req, actions[0], key, " ".join(args[3:])))

@@ -107,3 +107,21 @@ def test_praliases(inst):
     assert db.exists()
     if (dm := debian_makemap("-u", "-N", "hash", str(inst.etc / "aliases"))).returncode == 0:
         assert b"postmaster\troot" in dm.stdout
+
+
+def test_editmap_query_update_delete(tmp_path):
+    from tests.conftest import BIN
+
+    path = tmp_path / "access"
+    assert makemap("hash", str(path), stdin=b"one.example OK\ntwo.example REJECT\n").returncode == 0
+
+    def editmap(*args):
+        return subprocess.run([str(BIN / "editmap"), *args], capture_output=True)
+    assert editmap("-q", "hash", str(path), "Two.Example").stdout == b"REJECT\n"
+    assert editmap("-u", "hash", str(path), "three.example", "RELAY").returncode == 0
+    assert editmap("-x", "hash", str(path), "one.example").returncode == 0
+    r = editmap("-q", "hash", str(path), "one.example")
+    assert r.returncode == 69 and b"not found" in r.stderr
+    dump = sorted(makemap("-u", "hash", str(path)).stdout.splitlines())
+    assert dump == [b"three.example\tRELAY", b"two.example\tREJECT"]
+    assert editmap("hash", str(path), "x").returncode == 64
