@@ -55,12 +55,15 @@ def _selection(req):
 
 
 def run(req) -> int:
-    if req.debug and any(d.startswith("0") for d in req.debug):
-        from mta import PACKAGE_VERSION, VERSION
+    if req.debug:
+        from mta import identity
 
-        print(f"Version {VERSION} (sendmail-py {PACKAGE_VERSION})")
-        if req.mode == "m" and not req.recipients:
-            return errors.EX_OK
+        level = identity.debug_level(req.debug)
+        if level:
+            sys.stdout.write(identity.banner(config.load(choose_cf(req), req.overrides), level))
+            sys.stdout.flush()
+            if req.mode == "m" and not req.recipients and not req.queue_run:
+                return errors.EX_OK
     handler = {"m": submit, "p": print_queue, "i": rebuild_aliases, "v": verify, "d": daemon, "D": daemon,
                "s": smtp_stdio, "h": host_status, "H": purge_status, "P": queue_stats, "z": frozen,
                "t": address_test}.get(req.mode)
@@ -158,6 +161,10 @@ def daemon(req) -> int:
         return errors.EX_USAGE
     interval = config.interval(req.queue_interval) if req.queue_interval else 0
     proctitle.sendmail(ctx.cfg, "accepting connections")
+    from mta import check
+
+    for name in check.unimplemented_options(ctx.cfg):  # no silent gaps: each named once
+        ctx.log.line(f"{ctx.cfg.path}: option {name} is not implemented; ignored")
     return smtpd.serve(ctx, queue_interval=interval, foreground=req.mode == "D", overrides=req.overrides)
 
 

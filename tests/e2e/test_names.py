@@ -38,7 +38,7 @@ def test_daemon_named_and_titled_as_sendmail(inst):
     from tests.conftest import wait_for, wait_port
 
     pidfile = inst.root / "sendmail.pid"
-    inst.write_cf(f"O PidFile={pidfile}\nO ProcessTitlePrefix=MTA")
+    inst.write_cf(f"O PidFile={pidfile}\nO ProcessTitlePrefix=MTA\nO BadRcptThrottle=3")
     r = _as("sendmail-mta", inst, "-bd", "-q30m")
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_for(pidfile.exists) and wait_port(inst.port)
@@ -55,3 +55,13 @@ def test_daemon_named_and_titled_as_sendmail(inst):
     finally:
         os.kill(int(pid), 15)
     assert wait_for(lambda: not pidfile.exists())
+    assert inst.log().count("option BadRcptThrottle is not implemented; ignored") == 1
+
+
+def test_d0_1_prints_the_identity_then_does_the_work(inst):
+    r = inst.run("-d0.1", "-bv", "mtabob")
+    out = r.stdout.decode()
+    assert r.returncode == 0 and out.startswith("Version 8.")
+    assert "  (canonical domain name) $j = test.example\n" in out
+    assert out.endswith("========================================================\n\nmtabob... deliverable: "
+                        "mailer local, user mtabob\n"), out

@@ -1,0 +1,199 @@
+"""The migration report: what sendmail-py makes of a live /etc/mail, line by line.
+
+``report(cf_path, mc_path)`` reads sendmail.mc (FEATURE, MAILER, DAEMON_OPTIONS, define) and
+sendmail.cf (O options, K maps, M mailers) and gives each line one verdict: honoured, honoured
+differently (and how), or not implemented.  ``unimplemented_options(cfg)`` is what the daemon
+names once at start.  The tables below are the one place that says what we honour; an entry
+nobody has judged is "not implemented", never silently accepted.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mta import config
+from mta.record import record
+
+HONOURED, DIFFERENT, MISSING = "honoured", "honoured differently", "not implemented"
+RULES_ONLY = "looked up only by rule sets, which sendmail-py does not run"
+
+# (an m4 define is judged by the cf line it writes)
+# options read from the cf that act although config.OPTIONS does not convert them
+EXTRA_OPTIONS = {"DaemonPortOptions", "ProcessTitlePrefix"}
+DIFFERENT_OPTIONS = {
+    "SuperSafe": "every queue file is fsynced before it is acknowledged, whatever the value",
+    "HelpFile": "HELP answers with a built-in text; the file is not read",
+    "OperatorChars": "addresses are parsed as RFC 5322 says; " + RULES_ONLY,
+    "BlankSub": "addresses are parsed as RFC 5322 says; " + RULES_ONLY,
+    "DontBlameSendmail": "the file safety checks (.forward, :include:, mailboxes) are fixed; the list is not read",
+    "ResolverOptions": "dnspython with /etc/resolv.conf (or NameServers); the resolver flags are not read",
+    "ControlSocketName": "no control socket: the init script's status and reload use the pid file and signals",
+    "AliasWait": "the alias database is read when present, else the aliases text itself",
+    "UseMSP": "submission always goes through submit.cf and the MSP queue",
+    "SevenBitInput": "bodies are kept byte for byte",
+}
+
+FEATURES = {
+    "use_cw_file": (HONOURED, "class w from /etc/mail/local-host-names"),
+    "use_ct_file": (HONOURED, "trusted users from /etc/mail/trusted-users (class t)"),
+    "access_db": (HONOURED, "the access map: Connect:, From:, To:, GreetPause:, ClientRate:, ClientConn:"),
+    "mailertable": (HONOURED, "the mailertable map routes domains"),
+    "virtusertable": (HONOURED, "the virtusertable map rewrites local and virtual addresses"),
+    "no_default_msa": (HONOURED, "only the DAEMON_OPTIONS listed are listened on"),
+    "msp": (HONOURED, "submit.cf and the MSP queue /var/spool/mqueue-client"),
+    "smrsh": (HONOURED, "/usr/libexec/sendmail/smrsh (ours) runs only programs in /etc/mail/smrsh"),
+    "greet_pause": (DIFFERENT, "GreetPause: access entries (a bare 'GreetPause:' is the default); "
+                               "the default written here is not read from the cf"),
+    "conncontrol": (DIFFERENT, "ClientConn: access entries, checked when a client connects (421)"),
+    "ratecontrol": (DIFFERENT, "ClientRate: access entries, checked when a client connects (421)"),
+    "nouucp": (DIFFERENT, "no UUCP addressing at all"),
+    "nocanonify": (DIFFERENT, "addresses are never canonified through DNS; " + RULES_ONLY),
+    "always_add_domain": (DIFFERENT, "header addresses are qualified with $j; envelope ones as given"),
+}
+
+MAPS = {"access": "the access map (policy)", "mailertable": "domain routing",
+        "virtuser": "virtual users", "aliases": "the alias database"}
+MAP_TYPES = {"hash", "btree", "dbm", "cdb", "implicit", "text"}
+
+MC_SKIP = re.compile(r"^(define|divert|VERSIONID|OSTYPE|DOMAIN|MAILER_DEFINITIONS|undefine|LOCAL_CONFIG|"
+                     r"LOCAL_RULE|LOCAL_RULESETS|SITECONFIG|include|sinclude|dnl)\b")
+
+
+@record(frozen=True)
+class Item:
+    path: str
+    lineno: int
+    text: str  # the line as written, shortened
+    verdict: str
+    how: str = ""
+
+    def line(self) -> str:
+        how = f": {self.how}" if self.how else ""
+        return f"{self.path}:{self.lineno}: {self.text}\n    {self.verdict}{how}"
+
+
+def option_verdict(name: str) -> tuple[str, str]:
+    if name in DIFFERENT_OPTIONS:
+        return DIFFERENT, DIFFERENT_OPTIONS[name]
+    if name in config.OPTIONS or name in EXTRA_OPTIONS:
+        return HONOURED, ""
+    if name not in config.KNOWN_OPTIONS and not name.startswith("Timeout."):
+        return MISSING, "unknown option name"
+    return MISSING, "read and ignored"
+
+
+def unimplemented_options(cfg: config.Config) -> list[str]:
+    """The cf's options that nothing acts on, each once, in the cf's order."""
+    names = list(cfg.options) + (["DaemonPortOptions"] if cfg.daemon_ports else [])
+    return [n for n in dict.fromkeys(names) if option_verdict(n)[0] == MISSING]
+
+
+def map_verdict(decl: config.MapDecl) -> tuple[str, str]:
+    if decl.name not in MAPS:
+        return DIFFERENT, f"not used: {RULES_ONLY}"
+    if decl.type not in MAP_TYPES:
+        return MISSING, f"map type {decl.type} is not supported"
+    return HONOURED, MAPS[decl.name]
+
+
+def mailer_verdict(mailer: config.Mailer) -> tuple[str, str]:
+    flags = set(mailer.flags)
+    if mailer.is_ipc:
+        if "%" in flags:
+            return DIFFERENT, "SMTP; F=% (hold until ETRN) is not implemented: delivered at once"
+        return HONOURED, "SMTP to the host and port of A=TCP $h [port]"
+    if mailer.name == "prog":
+        return HONOURED, f"programs from aliases and .forward files run as {mailer.path} with A={mailer.argv}"
+    if mailer.name == "local":
+        return _local_verdict(mailer)
+    return HONOURED, f"runs {mailer.path} with A={mailer.argv}, its F= flags and exit codes"
+
+
+def _local_verdict(mailer: config.Mailer) -> tuple[str, str]:
+    """Whether the local mailer's program is run comes from the delivery layer, when it says."""
+    try:
+        from mta.mailers import table  # the M-line mailer table, where it exists
+    except ImportError:
+        table = None
+    if table is not None and hasattr(table, "describe"):
+        return table.describe(mailer)
+    return DIFFERENT, (f"the built-in local agent writes /var/mail/USER itself; {mailer.path} "
+                       "is not run, so ~/.procmailrc is not read")
+
+
+def _feature_items(path: str, lineno: int, text: str, call: str, args: list[str]) -> Item:
+    short = text if len(text) <= 70 else text[:67] + "..."
+    if call == "FEATURE":
+        name = args[0] if args else ""
+        verdict, how = FEATURES.get(name, (MISSING, ""))
+        return Item(path, lineno, short, verdict, how)
+    if call == "MAILER":
+        return Item(path, lineno, short, HONOURED, "its M lines are in sendmail.cf, judged below")
+    if call == "DAEMON_OPTIONS":
+        return Item(path, lineno, short, HONOURED, "a listener (Port, Addr, Family, Name, M=)")
+    return Item(path, lineno, short, HONOURED, "sets a cf line, judged below")
+
+
+def _m4_args(body: str) -> list[str]:
+    return [a.strip().strip("`'").strip() for a in body.split(",")]
+
+
+def _m4_statements(text: str):
+    """(lineno, call, args, text) for each top-level m4 call, dnl comments dropped."""
+    pending, start = "", 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"\bdnl\b.*$", "", raw).strip()
+        if not line or line.startswith("#"):
+            continue
+        if not pending:
+            start = n
+        pending += line
+        if pending.count("(") > pending.count(")"):
+            continue
+        m = re.match(r"([A-Za-z_]+)\s*(?:\((.*)\))?", pending)
+        if m:
+            yield start, m.group(1), _m4_args(m.group(2) or ""), pending
+        pending = ""
+
+
+def mc_items(path: str) -> list[Item]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return []
+    items = []
+    for lineno, call, args, line in _m4_statements(text):
+        if MC_SKIP.match(call):
+            continue
+        items.append(_feature_items(path, lineno, line, call, args))
+    return items
+
+
+def cf_items(path: str) -> list[Item]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    items = []
+    for lineno, line in config._logical_lines(text):
+        kind, body = line[0], line[1:]
+        short = line if len(line) <= 70 else line[:67] + "..."
+        if kind == "O":
+            name = (body.strip().partition("=")[0] if body.startswith(" ") else
+                    config.SHORT_OPTIONS.get(body[:1], body[:1])).strip()
+            items.append(Item(path, lineno, short, *option_verdict(name)))
+        elif kind == "K":
+            items.append(Item(path, lineno, short, *map_verdict(config._parse_map(body))))
+        elif kind == "M":
+            items.append(Item(path, lineno, short, *mailer_verdict(config._parse_mailer(body))))
+    return items
+
+
+def report(cf_path: str, mc_path: str | None = None) -> tuple[str, int]:
+    """The report text and how many lines are not implemented."""
+    mc_path = mc_path if mc_path is not None else cf_path[:-3] + ".mc" if cf_path.endswith(".cf") else ""
+    items = (mc_items(mc_path) if mc_path else []) + cf_items(cf_path)
+    counts = {v: sum(1 for i in items if i.verdict == v) for v in (HONOURED, DIFFERENT, MISSING)}
+    out = [i.line() for i in items]
+    out.append(f"{counts[HONOURED]} honoured, {counts[DIFFERENT]} honoured differently, "
+               f"{counts[MISSING]} not implemented")
+    return "\n".join(out) + "\n", counts[MISSING]

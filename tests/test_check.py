@@ -1,0 +1,54 @@
+"""The migration report (mta/check.py, `sendmail-py check`) on Debian's generated /etc/mail."""
+
+from __future__ import annotations
+
+import subprocess
+
+from mta import check, config
+from tests.conftest import BIN, DATA
+
+CF = str(DATA / "debian" / "sendmail.cf")
+
+
+def _verdicts(text: str) -> dict[str, str]:
+    lines = text.splitlines()
+    return {lines[i].split(": ", 1)[1]: lines[i + 1].strip() for i in range(0, len(lines) - 1, 2)}
+
+
+def test_each_feature_option_map_and_mailer_gets_one_verdict():
+    text, missing = check.report(CF)
+    v = _verdicts(text)
+    assert v["FEATURE(`use_cw_file')"].startswith("honoured: class w")
+    assert v["FEATURE(`delay_checks', `friend', `n')"] == "not implemented"
+    assert v["FEATURE(`greet_pause', `1000')"].startswith("honoured differently: GreetPause:")
+    assert v["O BadRcptThrottle=3"] == "not implemented: read and ignored"
+    assert v["O QueueDirectory=/var/spool/mqueue"] == "honoured"
+    assert v["O Timeout.ident=5s"] == "not implemented: read and ignored"
+    assert v["Kaccess hash -T<TMPF> /etc/mail/access"] == "honoured: the access map (policy)"
+    assert v["Karith arith"].startswith("honoured differently: not used")
+    assert any(k.startswith("Mlocal,") for k in v) and any(k.startswith("Mrelay,") for k in v)
+    assert missing == sum(1 for line in v.values() if line.startswith("not implemented"))
+    assert text.splitlines()[-1].endswith(f", {missing} not implemented")
+
+
+def test_unknown_option_name_is_named():
+    assert check.option_verdict("NoSuchOption") == (check.MISSING, "unknown option name")
+    assert check.option_verdict("AliasFile") == (check.HONOURED, "")
+
+
+def test_unimplemented_options_are_the_missing_ones_once():
+    cfg = config.load(CF)
+    names = check.unimplemented_options(cfg)
+    assert "BadRcptThrottle" in names and "AliasFile" not in names and len(names) == len(set(names))
+
+
+def test_command_exit_status_and_missing_file(tmp_path):
+    r = subprocess.run([str(BIN / "sendmail-py"), "check", "-C", CF], capture_output=True, text=True)
+    assert r.returncode == 1 and "sendmail.mc:" in r.stdout and "not implemented" in r.stdout
+    good = tmp_path / "sendmail.cf"
+    good.write_text("O QueueDirectory=/var/spool/mqueue\nMrelay, P=[IPC], F=mDFMuXa8, A=TCP $h\n")
+    r = subprocess.run([str(BIN / "sendmail-py"), "check", "-C", str(good)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.endswith("2 honoured, 0 honoured differently, 0 not implemented\n")
+    r = subprocess.run([str(BIN / "sendmail-py"), "check", "-C", str(tmp_path / "none.cf")],
+                       capture_output=True, text=True)
+    assert r.returncode == 78 and "No such file" in r.stderr
