@@ -16,7 +16,7 @@ MTA = ROOT / "mta"
 # Top to bottom; a module may import from its own layer (without a cycle) and the ones below.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("fronts", ("mta.cli.",)),
-    ("modes", ("mta.modes",)),
+    ("modes", ("mta.modes", "mta.check", "mta.identity", "mta.proctitle")),
     ("daemon", ("mta.smtpd",)),
     ("delivery", ("mta.delivery", "mta.mailers", "mta.notify", "mta.mailq")),
     ("submit/router", ("mta.submit", "mta.router", "mta.smtp", "mta.policy", "mta.aliases", "mta.context")),
