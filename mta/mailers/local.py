@@ -4,8 +4,11 @@ Formats (MailboxFormat, ext): ``mbox`` (default: MailSpoolDirectory/USER, a 'Fro
 '>From ' quoting, a blank line after each message), ``mmdf`` (^A^A^A^A delimiters),
 ``maildir`` (MailSpoolDirectory/USER/{tmp,new,cur}) and ``mh`` (numbered files in
 MailSpoolDirectory/USER/).  Locking for mbox and mmdf is what mutt and procmail use together:
-a USER.lock dotlock beside the mailbox plus an fcntl lock on it.  A new mailbox is created 0600
-and owned by the user.  A write error truncates the mailbox back and defers.
+a USER.lock dotlock (holding our pid) beside the mailbox plus an fcntl lock on it; a lock whose
+holder is dead is taken over at once.  A new mailbox is created 0600 and owned by the user.
+Crash safety: before appending, the mailbox's end is repaired (a message a killed delivery left
+half-written is cut off) and the size we start from is recorded in the lock, so the next
+delivery cuts back a write we were killed in.  A write error truncates back and defers.
 Trusts: the passwd entry given; never follows a symlink to the mailbox.
 """
 
@@ -43,32 +46,127 @@ def mbox_entry(sender: str, text: str, when: float) -> bytes:
     return to_bytes(blob + "\n")
 
 
+class Lock:
+    """A USER.lock we hold: its fd (to record the mailbox size in it before an append) and what
+    a dead holder's lock we took over said (its record, for repairing that holder's append)."""
+
+    def __init__(self, path: str, fd: int, stale: str):
+        self.path, self.fd, self.stale = path, fd, stale
+
+    def record(self, size: int, st: os.stat_result) -> None:
+        os.pwrite(self.fd, f"{os.getpid()}\n{size} {st.st_dev} {st.st_ino}\n".encode(), 0)
+
+    def recorded_size(self, st: os.stat_result) -> int | None:
+        """The size a dead holder recorded for this same mailbox, if it did."""
+        words = self.stale.split()
+        if len(words) != 3 or not all(w.isdigit() for w in words):
+            return None
+        size, dev, ino = map(int, words)
+        return size if (dev, ino) == (st.st_dev, st.st_ino) else None
+
+
 @contextlib.contextmanager
 def dotlock(path: str):
-    lock = path + ".lock"
+    """Hold path.lock (pid inside, created whole); a lock whose holder is dead is taken over at
+    once, one without a pid after DOTLOCK_STALE seconds."""
+    lockpath, stale = path + ".lock", ""
     for _ in range(DOTLOCK_TRIES * 4):
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            os.close(fd)
+        fd = _create_lock(lockpath)
+        if fd is not None:
             break
-        except FileExistsError:
-            with contextlib.suppress(OSError):
-                if time.time() - os.stat(lock).st_mtime > DOTLOCK_STALE:
-                    os.unlink(lock)
-                    continue
+        broken = _break_stale(lockpath)
+        if broken is None:
             time.sleep(0.25)
+        else:
+            stale = broken
     else:
         raise errors.TempFail(f"Cannot lock {path}", status="4.2.0")
     try:
-        yield
+        yield Lock(lockpath, fd, stale)
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(lock)
+            if _is_file(lockpath, os.fstat(fd)):
+                os.unlink(lockpath)
+        os.close(fd)
+
+
+def _create_lock(lockpath: str) -> int | None:
+    """The lock file with our pid in it, or None if it exists.  Written in an unnamed file first
+    and linked in (O_TMPFILE), so no lock is ever seen without its pid."""
+    pid = f"{os.getpid()}\n".encode()
+    try:
+        fd = os.open(os.path.dirname(lockpath) or ".", os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            os.write(fd, pid)
+            os.link(f"/proc/self/fd/{fd}", lockpath)
+            return fd
+        except FileExistsError:
+            os.close(fd)
+            return None
+        except OSError:
+            os.close(fd)  # no /proc or no linkat here: the plain way
+    try:
+        fd = os.open(lockpath, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return None
+    os.write(fd, pid)
+    return fd
+
+
+def _break_stale(lockpath: str) -> str | None:
+    """Remove the lock if its holder is dead (or, without a pid, it is old); returns what it said
+    after the pid ('' for nothing), or None when it must be waited for.  Breakers take turns
+    under a flock on the spool directory, so none removes a lock another just made."""
+    try:
+        dfd = os.open(os.path.dirname(lockpath) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)
+        try:
+            fd = os.open(lockpath, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return ""
+        try:
+            st, text = os.fstat(fd), os.read(fd, 256).decode("ascii", "replace")
+        finally:
+            os.close(fd)
+        first, _, rest = text.partition("\n")
+        pid = int(first) if first.strip().isdigit() else 0
+        if not (_dead(pid) if pid else time.time() - st.st_mtime > DOTLOCK_STALE):
+            return None
+        if _is_file(lockpath, st):
+            os.unlink(lockpath)
+        return rest
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _is_file(path: str, st: os.stat_result) -> bool:
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _open_mailbox(path: str, owner) -> int:
-    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW
+    flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
         if os.geteuid() == 0:
@@ -84,12 +182,18 @@ def _open_mailbox(path: str, owner) -> int:
     return fd
 
 
-def append(path: str, owner, data: bytes) -> None:
-    with dotlock(path):
+def append(path: str, owner, data: bytes, fmt: str = "mbox") -> None:
+    """Append one message under the dotlock and an fcntl lock.  First the mailbox's end is
+    repaired (what a killed delivery left is cut off), then our starting size is recorded in
+    the lock, so a delivery killed during the write is cut off by the next one; a write error
+    truncates back at once, as mail.local does."""
+    with dotlock(path) as held:
         fd = _open_mailbox(path, owner)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
-            start = os.lseek(fd, 0, os.SEEK_END)
+            st = os.fstat(fd)
+            start = repair(fd, fmt, st.st_size, held.recorded_size(st))
+            held.record(start, st)
             try:
                 view = memoryview(data)
                 while view:
@@ -100,6 +204,48 @@ def append(path: str, owner, data: bytes) -> None:
                 raise
         finally:
             os.close(fd)
+
+
+# -- what a killed delivery leaves -------------------------------------------------------------
+
+REPAIR_SCAN = 64 * 1024 * 1024  # how far back from the end a torn message is looked for
+_ENDS = {"mbox": (b"\n\n", b"\n\nFrom ", 2, b"From "),
+         "mmdf": (b"\x01\x01\x01\x01\n", b"\x01\x01\x01\x01\n\x01\x01\x01\x01\n", 5, b"\x01\x01\x01\x01\n")}
+
+
+def repair(fd: int, fmt: str, size: int, recorded: int | None) -> int:
+    """Make the mailbox end with a whole message; returns its new size.  A size recorded by a
+    killed holder of our lock is cut back to; else a tail that is no complete message (no blank
+    line after the last one) is cut back to the end of the last complete one.  A file that is not
+    in the format, or whose torn message starts too far back, is only closed with a blank line."""
+    if recorded is not None and recorded < size:
+        os.ftruncate(fd, recorded)
+        return recorded
+    end, between, keep, first = _ENDS.get(fmt, _ENDS["mbox"])
+    if size == 0 or os.pread(fd, len(end), max(0, size - len(end))) == end:
+        return size
+    cut = _last_boundary(fd, size, between, keep)
+    if cut is None and os.pread(fd, len(first), 0) == first and size <= REPAIR_SCAN:
+        cut = 0
+    if cut is not None:
+        os.ftruncate(fd, cut)
+        return cut
+    pad = end if fmt == "mmdf" else (b"\n" if os.pread(fd, 1, size - 1) == b"\n" else b"\n\n")
+    os.write(fd, pad)
+    return size + len(pad)
+
+
+def _last_boundary(fd: int, size: int, between: bytes, keep: int) -> int | None:
+    """Offset just past the end of the last whole message: where `between` last occurs, + keep."""
+    chunk, pos = 1 << 20, size
+    while pos > 0 and size - pos < REPAIR_SCAN:
+        lo = max(0, pos - chunk)
+        block = os.pread(fd, pos - lo + len(between), lo)
+        hit = block.rfind(between)
+        if hit >= 0:
+            return lo + hit + keep
+        pos = lo
+    return None
 
 
 def _write_new(directory: str, name: str, owner, data: bytes, final: str) -> None:
@@ -147,7 +293,7 @@ def deliver(*, spool: str, fmt: str, owner, sender: str, text: str, when: float)
         elif fmt == "mh":
             _mh(path, owner, text)
         elif fmt == "mmdf":
-            append(path, owner, to_bytes(f"\x01\x01\x01\x01\n{text}\x01\x01\x01\x01\n"))
+            append(path, owner, to_bytes(f"\x01\x01\x01\x01\n{text}\x01\x01\x01\x01\n"), "mmdf")
         else:
             append(path, owner, mbox_entry(sender, text, when))
     except errors.MTAError as exc:
