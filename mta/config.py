@@ -1,7 +1,8 @@
 """Configuration: sendmail.cf / submit.cf parsing, options, macros, classes, maps and mailers.
 
 Holds: ``load(path, overrides)`` -> ``Config``.  From a cf file we read O (options), D (macros),
-C and F (classes), K (map declarations), M (mailers), P (precedences) and T (trusted users).
+C and F (classes), K (map declarations), M (mailers), P (precedences), Q (queue groups) and T
+(trusted users).
 Rule sets (S and R lines) are out of scope: they are counted and skipped, and reported once
 (``Config.ignored_rules``).  Raises ``errors.ConfigError`` for an unreadable file and
 ``errors.SoftwareError`` for an unknown option given with -O, as sendmail does.
@@ -52,6 +53,10 @@ def text_value(text: str) -> str:
     return text
 
 
+def _cpus() -> int:
+    return os.cpu_count() or 1
+
+
 # One line per option we act on: name -> (default, converter).  Defaults are sendmail's
 # (op.me) unless marked (ext): our extensions.
 OPTIONS: dict[str, tuple[object, object]] = {
@@ -69,8 +74,20 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "RecipientFactor": (30000, int),
     "ClassFactor": (1800, int),
     "RetryFactor": (90000, int),
+    "QueueFactor": (600000, int),
+    "QueueLA": (8 * _cpus(), int),
+    "RefuseLA": (12 * _cpus(), int),
+    "DelayLA": (0, int),
+    "MaxQueueChildren": (0, int),
+    "MaxRunnersPerQueue": (1, int),
+    "CheckpointInterval": (10, int),
+    "NiceQueueRun": (0, int),
+    "MaxQueueAge": (0, interval),
+    "MetricsFile": ("", text_value),  # (ext): Prometheus textfile written after each queue run
     "Timeout.queuereturn": (5 * 86400, interval),
     "Timeout.queuewarn": (4 * 3600, interval),
+    **{f"Timeout.{t}.{c}": (None, interval) for t in ("queuewarn", "queuereturn")
+       for c in ("normal", "urgent", "non-urgent", "dsn")},  # None: Timeout.queuewarn/queuereturn
     "Timeout.connect": (0, interval),
     "Timeout.iconnect": (0, interval),
     "Timeout.command": (3600, interval),
@@ -205,6 +222,47 @@ BUILTIN_MAILERS = {
 
 
 @record
+class QueueGroup:
+    """A Q line (op.me "Q -- Queue Group Declaration"); None where the line leaves a field to the
+    options (Runners: MaxRunnersPerQueue, Jobs: MaxQueueRunSize, Nice: NiceQueueRun)."""
+
+    name: str
+    path: str
+    flags: str = ""
+    runners: int | None = None
+    nice: int | None = None
+    interval: int = 0
+    jobs: int | None = None
+    recipients: int = 0
+
+
+def _parse_queue_group(body: str) -> QueueGroup:
+    """``Qname, P=/path, F=f, R=2, N=5, I=10m, J=100, r=10``: only a field's first letter counts."""
+    name, *fields = [f.strip() for f in body.split(",")]
+    group = QueueGroup(name, "")
+    for field in fields:
+        key, _, value = field.partition("=")
+        key, value = key.strip()[:1], value.strip()
+        if key == "P":
+            group.path = value
+        elif key == "F":
+            group.flags = value
+        elif key == "R":
+            group.runners = int(value or 0)
+        elif key == "N":
+            group.nice = int(value or 0)
+        elif key == "I":
+            group.interval = interval(value)
+        elif key == "J":
+            group.jobs = int(value or 0)
+        elif key == "r":
+            group.recipients = int(value or 0)
+    if not group.path:
+        raise errors.ConfigError(f"readcf: queue group {name}: no path specified")
+    return group
+
+
+@record
 class Config:
     path: str
     options: dict[str, object] = factory(dict)
@@ -213,6 +271,7 @@ class Config:
     maps: dict[str, MapDecl] = factory(dict)
     mailers: dict[str, Mailer] = factory(dict)
     precedences: dict[str, int] = factory(lambda: dict(PRECEDENCES))
+    queue_groups: dict[str, QueueGroup] = factory(dict)
     daemon_ports: list[str] = factory(list)
     ignored_rules: int = 0
     notices: list[str] = factory(list)
@@ -234,6 +293,9 @@ class Config:
         if name == "DaemonPortOptions":
             self.daemon_ports.append(value)
             return
+        if name in ("Timeout.queuewarn", "Timeout.queuereturn"):  # sets every precedence class
+            for tag in ("normal", "urgent", "non-urgent", "dsn"):
+                self.options.pop(f"{name}.{tag}", None)
         if name in OPTIONS:
             try:
                 self.options[name] = OPTIONS[name][1](value)
@@ -241,6 +303,19 @@ class Config:
                 raise errors.ConfigError(f"readcf: option {name}: bad value {value!r}") from exc
         else:
             self.options[name] = value
+
+    def queue_timeout(self, which: str, precedence: int, dsn: bool = False) -> int:
+        """Timeout.queuewarn or .queuereturn for a message of this precedence: .urgent above 0,
+        .non-urgent below, .normal (or .dsn for a DSN of normal precedence) at 0."""
+        tag = "urgent" if precedence > 0 else "non-urgent" if precedence < 0 else "dsn" if dsn else "normal"
+        value = self[f"Timeout.{which}.{tag}"]
+        if value is None and tag == "dsn":
+            value = self[f"Timeout.{which}.normal"]
+        return self[f"Timeout.{which}"] if value is None else value
+
+    def precedence(self, header_value: str | None) -> int:
+        """The class of a Precedence: header value (P lines; unknown or absent: 0)."""
+        return self.precedences.get((header_value or "").strip().lower(), 0)
 
     def klass(self, name: str) -> set[str]:
         return self.classes.setdefault(name, set())
@@ -399,6 +474,9 @@ def parse(text: str, cfg: Config) -> Config:
             cfg.precedences[name.strip().lower()] = int(value or 0)
         elif kind == "T":
             cfg.klass("t").update(body.split())
+        elif kind == "Q":
+            group = _parse_queue_group(body)
+            cfg.queue_groups[group.name] = group
         elif kind in "SR":
             cfg.ignored_rules += 1
     return cfg
@@ -438,6 +516,20 @@ def load(path: str, overrides: list[tuple[str, str]] | None = None) -> Config:
         cfg.set_option(name, value, strict=True)
     cfg.klass("w").update({cfg.macros["j"].lower(), cfg.macros["w"].lower()} - {""})
     return cfg
+
+
+def queue_directories(spec: str) -> list[str]:
+    """QueueDirectory=/var/spool/mqueue/q* -> every directory (or link to one) starting with q
+    there, sorted; a plain path -> [path]; a pattern that matches nothing -> [its parent]."""
+    if not spec.endswith("*"):
+        return [spec]
+    base, prefix = os.path.split(spec[:-1])
+    try:
+        names = sorted(n for n in os.listdir(base or ".") if n.startswith(prefix))
+    except OSError:
+        return [base]
+    found = [os.path.join(base, n) for n in names if os.path.isdir(os.path.join(base, n))]
+    return found or [base]
 
 
 def submit_path_for(cf_path: str) -> str:

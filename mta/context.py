@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import sys
 
 from mta import config, log
@@ -24,6 +25,8 @@ class Context:
     traffic: object = None  # -X: a stream for the traffic to and from mailers
     _aliases: object = None
     _maps: object = None
+    _qdir: str = ""  # the queue directory in use, when not the cf's one (a queue group's, q*)
+    run_quarantined: bool = False  # a -qQ run: quarantined entries are delivered too
 
     @classmethod
     def create(cls, cfg: config.Config, ident: str | None = None, verbose: bool = False) -> Context:
@@ -36,7 +39,18 @@ class Context:
 
     @property
     def qdir(self) -> str:
-        return self.cfg["QueueDirectory"]
+        """Where this context queues: QueueDirectory, or one of its q* directories (at random, as
+        Sendmail picks one of a group's queues), or the directory a queue run is working on."""
+        if not self._qdir:
+            dirs = config.queue_directories(self.cfg["QueueDirectory"])
+            self._qdir = dirs[0] if len(dirs) == 1 else random.choice(dirs)
+        return self._qdir
+
+    def at(self, qdir: str) -> Context:
+        """This context, working on another queue directory (shares log, maps and aliases)."""
+        copy = Context(**{n: getattr(self, n) for n in type(self).__record_fields__})
+        copy._qdir = qdir
+        return copy
 
     @property
     def aliases(self):

@@ -47,11 +47,12 @@ def _context(req, ident: str | None = "sendmail") -> Context:
 def _selection(req):
     from mta.delivery import schedule
 
-    picks = {"I": [], "R": [], "S": []}
+    picks = {"I": [], "R": [], "S": [], "Q": []}
     for kind, text, negate in req.queue_select:
         if kind in picks:
             picks[kind].append((text, negate))
-    return schedule.Selection(tuple(picks["I"]), tuple(picks["R"]), tuple(picks["S"]))
+    return schedule.Selection(tuple(picks["I"]), tuple(picks["R"]), tuple(picks["S"]), tuple(picks["Q"]),
+                              quarantined=req.queue_quarantined, group=req.queue_group)
 
 
 def run(req) -> int:
@@ -92,23 +93,46 @@ def submit(req) -> int:
 
 def print_queue(req) -> int:
     from mta import mailq
+    from mta.delivery import schedule
 
     ctx = _context(req)
     sel = _selection(req)
-    min_age = ctx.cfg["MinQueueAge"]
+    if req.delete:
+        return _manage(req, ctx, sel, None)
+    cfg = ctx.cfg
+    dirs = [d for g, d in schedule.all_directories(cfg) if not sel.group or g.name == sel.group]
+    show = {"selection": sel, "verbose": req.verbose, "min_age": cfg["MinQueueAge"]}
     if req.prog == "mailq":
-        msp_dir = ctx.qdir if ctx.cfg.is_msp else config.msp_queue_dir(ctx.cfg)
+        msp_dir = ctx.qdir if cfg.is_msp else config.msp_queue_dir(cfg)
         if req.json:
-            sys.stdout.write(mailq.as_json([("MSP", msp_dir), ("MTA", ctx.qdir)], sel))
+            mta = [("MTA", d) for d in dirs]
+            sys.stdout.write(mailq.as_json([("MSP", msp_dir), *mta], sel))
             return errors.EX_OK
         sys.stdout.write("MSP Queue status...\n")
-        sys.stdout.write(mailq.show(msp_dir, sel, verbose=req.verbose, min_age=min_age))
+        sys.stdout.write(mailq.show(msp_dir, **show))
         sys.stdout.write("MTA Queue status...\n")
-        mta_dir = msp_dir if req.submit_cf else ctx.qdir
-        sys.stdout.write(mailq.show(mta_dir, sel, verbose=req.verbose, min_age=min_age))
+        sys.stdout.write(mailq.show(msp_dir, **show) if req.submit_cf else mailq.show(dirs, **show, cfg=cfg))
         return errors.EX_OK
-    sys.stdout.write(mailq.show(ctx.qdir, sel, verbose=req.verbose, min_age=min_age))
+    sys.stdout.write(mailq.show(dirs, **show, cfg=cfg))
     return errors.EX_OK
+
+
+def _manage(req, ctx: Context, sel, reason: str | None) -> int:
+    """-Qreason / -Q (quarantine, release) and mailq --delete (ext): trusted users only, and
+    only with a selection (-qI/-qR/-qS/-qQ), so a stray flag never touches the whole queue."""
+    from mta.delivery import schedule
+
+    if not ctx.trusted():
+        action = "delete jobs" if req.delete else "quarantine jobs"
+        ctx.log.line(f"user {os.getuid()} attempted to {action}")
+        print("Permission denied (real uid not trusted)", flush=True)
+        return errors.EX_USAGE
+    if req.delete:
+        if not sel.subset:
+            print("mailq --delete needs -qI, -qR, -qS or -qQ to say which entries", flush=True)
+            return errors.EX_USAGE
+        return schedule.delete(ctx, sel)
+    return schedule.quarantine(ctx, sel, reason)
 
 
 def rebuild_aliases(req) -> int:
@@ -180,6 +204,8 @@ def run_queue(req) -> int:
     from mta.delivery import schedule
 
     ctx = _context(req, None)  # sm-mta, or sm-msp-queue for the MSP queue
+    if req.quarantining is not None:
+        return _manage(req, ctx, _selection(req), req.quarantining or None)
     if os.getuid() != 0 and "restrictqrun" in ctx.cfg["PrivacyOptions"] and not ctx.trusted():
         print("You do not have permission to process the queue", flush=True)
         return errors.EX_NOPERM
@@ -187,16 +213,17 @@ def run_queue(req) -> int:
         print(f"cannot chdir({ctx.qdir}/): No such file or directory", flush=True)
         return errors.EX_CONFIG
     selection = _selection(req)
-    if not req.queue_interval:
-        return schedule.run_queue(ctx, selection)
-    interval = config.interval(req.queue_interval)
+    interval = config.interval(req.queue_interval) if req.queue_interval else 0
     if interval <= 0:
         return schedule.run_queue(ctx, selection)
     from mta import proctitle, smtpd
 
-    smtpd.daemonize()  # sendmail -q15m: a queue-runner daemon in the background
+    smtpd.daemonize()  # sendmail -q15m / -qp: a queue-runner daemon in the background
     proctitle.sendmail(ctx.cfg, f"Queue runner@{_hms(interval)} for {ctx.qdir}")
-    ctx.log.line(f"starting daemon ({config.VERSION}): queueing@{_hms(interval)}")
+    kind = "persistent queueing" if req.queue_persistent else "queueing"
+    ctx.log.line(f"starting daemon ({config.VERSION}): {kind}@{_hms(interval)}")
+    if req.queue_persistent:
+        schedule.persistent(ctx, selection, interval)
     while True:
         schedule.run_queue(ctx, selection)
         time.sleep(interval)

@@ -7,6 +7,12 @@ This is the only module that touches spool files.  Promises:
   * Every value written goes through ``_clean()`` (newline -> space), so no envelope text can
     start a qf line of its own (sendmail's denlstring).
   * ``lock()`` takes flock(LOCK_EX|LOCK_NB) on the qf, as sendmail does on Linux; mailq shows '*'.
+    After the lock it checks the name still leads to the locked file (a rewrite renames a new qf
+    over it), so two runners never hold one entry at once.
+  * A quarantined entry (``Entry.quarantine``, qf line ``q<reason>``) is stored as ``hf<id>``
+    instead of ``qf<id>``; normal runs and listings see only qf files (Sendmail's hold).
+  * A queue directory with ``qf/``, ``df/`` and ``xf/`` subdirectories keeps each kind of file
+    there (control files of every letter in qf/), as Sendmail does.
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ class Entry:
     recipients: list[Recipient] = factory(list)
     headers: list[Header] = factory(list)
     body_size: int = -1  # df size, filled in when read from a directory
+    quarantine: str = ""  # q: the reason it is held (file hf<id>); empty for a normal entry
     unsafe: bool = False  # the qf is owned by someone else than us or root: no programs, no files
     quarantine: str = ""  # q: why the message is held (access QUARANTINE:, -Q); '' when it is not
 
@@ -242,8 +249,28 @@ def parse_entry(qid: str, text: str) -> Entry:
 
 # -- files -------------------------------------------------------------------------------------
 
+_SUBDIRS: dict[str, frozenset[str]] = {}
+
+
+def _subdirs(qdir: str) -> frozenset[str]:
+    """Which of qf/, df/, xf/ this queue directory has (looked up once: op.me says the layout
+    must not change while sendmail runs)."""
+    found = _SUBDIRS.get(qdir)
+    if found is None:
+        found = frozenset(d for d in ("qf", "df", "xf") if os.path.isdir(os.path.join(qdir, d)))
+        _SUBDIRS[qdir] = found
+    return found
+
+
+def file_dir(qdir: str, letter: str = "q") -> str:
+    """The directory that holds files of this letter: df in df/, xf in xf/, control files
+    (q, h, t, Q) in qf/, when the queue directory has those subdirectories."""
+    sub = {"d": "df", "x": "xf"}.get(letter, "qf")
+    return os.path.join(qdir, sub) if sub in _subdirs(qdir) else qdir
+
+
 def qf_path(qdir: str, qid: str, letter: str = "q") -> str:
-    return os.path.join(qdir, f"{letter}f{qid}")
+    return os.path.join(file_dir(qdir, letter), f"{letter}f{qid}")
 
 
 def _fsync_dir(path: str) -> None:
@@ -278,8 +305,13 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
         stage = "control"
         tf = qf_path(qdir, entry.qid, "t")
         _write_file(tf, to_bytes(format_entry(entry)), mode)
-        os.rename(tf, qf_path(qdir, entry.qid))
-        groupcommit.sync_dir(qdir)  # shared with the other sessions committing now
+        final, other = ("h", "q") if entry.quarantine else ("q", "h")
+        os.rename(tf, qf_path(qdir, entry.qid, final))
+        with contextlib.suppress(FileNotFoundError):  # quarantined or released: one name only
+            os.unlink(qf_path(qdir, entry.qid, other))
+        groupcommit.sync_dir(file_dir(qdir, "q"))  # shared with the other sessions committing now
+        if body is not None and file_dir(qdir, "d") != file_dir(qdir, "q"):
+            groupcommit.sync_dir(file_dir(qdir, "d"))
     except OSError as exc:
         for letter in ("tqd" if body is not None else "t"):
             with contextlib.suppress(OSError):
@@ -304,9 +336,23 @@ def low_on_space(qdir: str, size: int, min_blocks: int) -> int | None:
     return None if needed <= vfs.f_bavail else vfs.f_bavail
 
 
+def _open_control(qdir: str, qid: str, flags: int = os.O_RDONLY) -> int:
+    """An fd on qf<id>, else on hf<id> (the entry is quarantined)."""
+    try:
+        return os.open(qf_path(qdir, qid), flags | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return os.open(qf_path(qdir, qid, "h"), flags | os.O_NOFOLLOW)
+
+
+def control_path(qdir: str, qid: str) -> str:
+    """qf<id>, or hf<id> when only that exists."""
+    path = qf_path(qdir, qid)
+    return path if os.path.exists(path) else qf_path(qdir, qid, "h")
+
+
 def read(qdir: str, qid: str) -> Entry:
     try:
-        with open(qf_path(qdir, qid), "rb") as fh:
+        with open(_open_control(qdir, qid), "rb") as fh:
             entry = parse_entry(qid, from_bytes(fh.read()))
             owner = os.fstat(fh.fileno()).st_uid
             entry.unsafe = owner not in (0, os.geteuid())
@@ -326,11 +372,11 @@ def read_body(qdir: str, qid: str) -> str:
 
 def remove(qdir: str, qid: str) -> None:
     """Delete an entry: the qf first, so a crash can leave only an orphan df, never a qf alone."""
-    for letter in ("q", "d", "x"):
+    for letter in ("q", "h", "d", "x"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(qf_path(qdir, qid, letter))
     with contextlib.suppress(OSError):
-        _fsync_dir(qdir)
+        _fsync_dir(file_dir(qdir, "q"))
 
 
 def lose(qdir: str, qid: str, why: str = "", log=None) -> None:
@@ -346,12 +392,11 @@ def lose(qdir: str, qid: str, why: str = "", log=None) -> None:
 
 @contextlib.contextmanager
 def lock(qdir: str, qid: str):
-    """Hold flock(LOCK_EX) on the qf; raises Locked if another process holds it, or if the qf
-    was replaced or removed while we were opening it (readqf's race check: we would hold an old
-    copy and deliver its recipients again)."""
-    path = qf_path(qdir, qid)
+    """Hold flock(LOCK_EX) on the qf (or hf); raises Locked if another process holds it, or if
+    the file was replaced or removed while we were opening it (readqf's race check: we would
+    hold an old copy and deliver its recipients again)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        fd = _open_control(qdir, qid, os.O_RDWR)
     except OSError as exc:
         raise errors.TempFail(f"{qid}: cannot open: {exc.strerror}") from exc
     try:
@@ -359,19 +404,54 @@ def lock(qdir: str, qid: str):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise Locked(f"{qid}: locked") from exc
-        if not _same_file(fd, path):
+        if not _still_named(qdir, qid, fd):
             raise Locked(f"{qid}: changed")
         yield fd
     finally:
         os.close(fd)
 
 
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        now, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
-    except OSError:
+def _still_named(qdir: str, qid: str, fd: int) -> bool:
+    """Does qf<id> (or hf<id>) still name the file fd has open? (readqf's re-stat)"""
+    st = os.fstat(fd)
+    if st.st_nlink == 0:
         return False
-    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) and held.st_nlink > 0
+    for letter in ("q", "h"):
+        try:
+            now = os.stat(qf_path(qdir, qid, letter), follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
+def set_quarantine(qdir: str, qid: str, reason: str | None) -> str | None:
+    """Quarantine (reason) or release (None) an entry under its lock, as queue.c's
+    quarantine_queue_item: qf<id> becomes hf<id> with a q line, or back.  Returns the old
+    reason ("" if none), or None when nothing changed; raises Locked or MTAError."""
+    with lock(qdir, qid):
+        entry = read(qdir, qid)
+        new = _clean(reason) if reason else ""
+        if entry.quarantine == new:
+            return None
+        old, entry.quarantine = entry.quarantine, new
+        store(qdir, entry, None, stat_mode(qdir, qid))
+        return old
+
+
+def delete(qdir: str, qid: str) -> None:
+    """Remove an entry under its lock (mailq --delete, ext); raises Locked or MTAError."""
+    with lock(qdir, qid):
+        remove(qdir, qid)
+
+
+def stat_mode(qdir: str, qid: str) -> int:
+    """The permission bits of an entry's control file (kept when it is rewritten)."""
+    try:
+        return os.stat(control_path(qdir, qid)).st_mode & 0o777
+    except OSError:
+        return 0o600
 
 
 def is_locked(qdir: str, qid: str) -> bool:
@@ -395,10 +475,12 @@ def sweep(qdir: str, log, now: float | None = None) -> None:
     df is gone too; remove empty qf files and df/tf/xf orphans that are old.  Locked files and
     files of held (hf) or lost (Qf) entries are left alone."""
     now = time.time() if now is None else now
-    try:
-        names = os.listdir(qdir)
-    except OSError:
-        return
+    names: list[str] = []
+    for where in dict.fromkeys(file_dir(qdir, letter) for letter in "qdx"):  # qf/ df/ xf/ or qdir
+        try:
+            names += os.listdir(where)
+        except OSError:
+            return
     by_kind: dict[str, set[str]] = {}
     for name in names:
         if len(name) > 2 and name[1] == "f":
@@ -441,9 +523,10 @@ def _remove_if_old(path: str, before: float, log) -> None:
     log.line(f"removed stale {path}")
 
 
-def ids(qdir: str) -> list[str]:
-    """Queue IDs with a qf in qdir (unsorted)."""
+def ids(qdir: str, letter: str = "q") -> list[str]:
+    """Queue IDs with a qf (or, for letter 'h', an hf) in qdir, in directory order."""
+    prefix = letter + "f"
     try:
-        return [n[2:] for n in os.listdir(qdir) if n.startswith("qf")]
+        return [n[2:] for n in os.listdir(file_dir(qdir, letter)) if n.startswith(prefix) and len(n) > 2]
     except OSError as exc:
         raise errors.OSFailure(f"cannot chdir({qdir}/): {exc.strerror}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socketserver
 import threading
+import time
 from dataclasses import dataclass, field
 
 
@@ -18,6 +19,7 @@ class Received:
 class Sink:
     messages: list[Received] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    delay: float = 0.0  # seconds to wait before accepting each message (overlapping runners)
 
 
 def serve(port: int, sink: Sink) -> socketserver.ThreadingTCPServer:
@@ -58,6 +60,8 @@ def serve(port: int, sink: Sink) -> socketserver.ThreadingTCPServer:
                         if chunk in (b".\r\n", b""):
                             break
                         data += chunk[1:] if chunk.startswith(b"..") else chunk
+                    if sink.delay:
+                        time.sleep(sink.delay)
                     sink.messages.append(Received(sender, rcpts, data))
                     self.reply("250 2.0.0 SINKID Message accepted for delivery")
                 elif verb == "QUIT":

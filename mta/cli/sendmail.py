@@ -42,7 +42,12 @@ class Request:
     queue_run: bool = False
     queue_interval: str = ""
     queue_select: list[tuple[str, str, bool]] = factory(list)  # (kind, text, negate)
+    queue_quarantined: bool = False  # -qQ: work on quarantined (hf) entries
+    queue_group: str = ""  # -qGname
+    queue_persistent: bool = False  # -qp
+    quarantining: str | None = None  # -Qreason; "" (a bare -Q) releases
     json: bool = False
+    delete: bool = False  # mailq --delete (ext)
     debug: list[str] = factory(list)
     traffic_log: str = ""  # -X
 
@@ -52,17 +57,35 @@ class UsageError(Exception):
 
 
 def _queue_flag(req: Request, value: str) -> None:
+    """-q[!]I/R/S/Qsubstr, -qGgroup, -qf, -qp[time], -qtime (minutes when no unit): main.c."""
     req.queue_run = True
     negate = value.startswith("!")
     body = value[1:] if negate else value
-    if body[:1] in ("I", "R", "S", "Q", "G") and len(body) >= 1:
-        req.queue_select.append((body[0], body[1:], negate))
-    elif body[:1] == "f":
+    letter, rest = body[:1], body[1:]
+    if letter == "G":
+        if negate:
+            raise UsageError("Can not use -q!G")
+        if req.queue_group:
+            raise UsageError("Can not use multiple -qG options")
+        req.queue_group = rest
+    elif letter == "Q":
+        req.queue_quarantined = True
+        if rest:
+            req.queue_select.append(("Q", rest, negate))
+    elif letter in ("I", "R", "S"):
+        req.queue_select.append((letter, rest, negate))
+    elif letter == "f":
         req.queue_interval = ""
-    elif body[:1] == "p":
-        req.queue_interval = body[1:] or "15m"
+    elif letter == "p":
+        req.queue_persistent = True
+        req.queue_interval = _minutes(rest) if rest else "1s"
     elif body:
-        req.queue_interval = body
+        req.queue_interval = _minutes(body)
+
+
+def _minutes(text: str) -> str:
+    """-q30 is thirty minutes (convtime with 'm' as the default unit)."""
+    return text + "m" if text.isdigit() else text
 
 
 def _apply(req: Request, letter: str, value: str | None) -> None:
@@ -103,13 +126,18 @@ def _apply(req: Request, letter: str, value: str | None) -> None:
         req.log_ident = value
     elif letter == "q":
         _queue_flag(req, value or "")
+    elif letter == "Q":
+        if req.mode not in ("m",):
+            raise UsageError(f"Can not use -Q with -b{req.mode}")
+        req.queue_run = True
+        req.quarantining = value or ""
     elif letter == "d":
         req.debug.append(value)
     elif letter == "I":
         req.mode = "i"
     elif letter == "X":
         req.traffic_log = value
-    # G, n, s, T, U, c, h, p, D, M, e, 8, Q: accepted as sendmail accepts them
+    # G, n, s, T, U, c, h, p, D, M, e, 8: accepted as sendmail accepts them
 
 
 def parse(argv: list[str], prog: str = "sendmail") -> Request:
@@ -122,6 +150,9 @@ def parse(argv: list[str], prog: str = "sendmail") -> Request:
             break
         if arg == "--json" and prog == "mailq":
             req.json = True
+            continue
+        if arg == "--delete" and prog == "mailq":
+            req.delete = True
             continue
         if not arg.startswith("-") or arg == "-":
             args.insert(0, arg)

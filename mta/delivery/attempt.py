@@ -192,6 +192,8 @@ def deliver(ctx: Context, qid: str) -> int:
             except OSError as exc:
                 ctx.log.line(f"cannot open df: {exc.strerror}", qid)
                 return errors.EX_TEMPFAIL
+            if entry.quarantine and not ctx.run_quarantined:
+                return errors.EX_TEMPFAIL  # held: only a -qQ run delivers it (Sendmail's QueueMode)
             return _deliver_locked(ctx, entry, body)
     except queue.Locked:
         return errors.EX_TEMPFAIL

@@ -1,0 +1,261 @@
+"""Queue runs through the installed commands against a real SMTP peer on loopback: every
+QueueSortOrder, MaxQueueRunSize, parallel runners, QueueLA, quarantine, delete and requeue,
+queue groups with subdirectories, run summaries and the metrics file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from mta import queue
+from mta.message import Header
+from mta.queue import Entry, Recipient
+from tests.conftest import BIN, free_port, wait_for
+from tests.smtp_sink import Sink, serve
+
+RUNNING = re.compile(r"^Running (\S+)/(\S+) \(sequence (\d+) of (\d+)\)$", re.M)
+QTOOL = "/opt/debian-sendmail/usr/share/sendmail/qtool.pl"
+
+
+@pytest.fixture
+def sink(inst):
+    """Everything not local goes to a sink on loopback (the smart host)."""
+    box, port = Sink(), free_port()
+    server = serve(port, box)
+    inst.sink_port = port
+    inst.write_cf(_relay(port))
+    yield box
+    server.shutdown()
+    server.server_close()
+
+
+def _relay(port: int, extra: str = "") -> str:
+    return f"DS[127.0.0.1]\nMrelay, P=[IPC], F=mDFMuXa8, A=TCP $h {port}\n{extra}"
+
+
+def plant(qdir, n: int = 1, *, host: str = "far.test", priority: int = 30000, ctime: int = 0,
+          tries: int = 0, last_try: int = 0, subject: str = "", quarantine: str = "") -> str:
+    """A queue entry written as submit writes it (df, then qf), addressed to user@host."""
+    qid = queue.new_id()
+    when = ctime or int(time.time()) - 60
+    entry = Entry(qid, ctime=when, priority=priority, tries=tries, last_try=last_try,
+                  sender="<sender@test.example>", quarantine=quarantine,
+                  recipients=[Recipient(f"<user{n}@{host}>", "PFD")],
+                  headers=[Header("Subject", subject or f"planted {qid}"), Header("From", "sender@test.example")])
+    queue.store(str(qdir), entry, f"body of {qid}\n")
+    return qid
+
+
+def _order(out: str) -> list[str]:
+    return [m.group(2) for m in RUNNING.finditer(out)]
+
+
+def _subjects(box: Sink) -> list[str]:
+    return [re.search(rb"Subject: (\S+ \S+)", m.data).group(1).decode() for m in box.messages]
+
+
+def test_every_queue_sort_order(inst, sink):
+    specs = [  # (host, priority, age in seconds)
+        ("b.test", 90000, 50), ("a.test", 30000, 10), ("c.test", 60000, 30), ("a.test", 120000, 40)]
+    for order in ("priority", "host", "filename", "time", "random", "modification", "none"):
+        ids = []
+        for n, (host, pri, age) in enumerate(specs):
+            ids.append(plant(inst.mqueue, n, host=host, priority=pri, ctime=int(time.time()) - age))
+            os.utime(queue.qf_path(str(inst.mqueue), ids[-1]), (time.time() - 100 + n, time.time() - 100 + n))
+        listed = [n[2:] for n in os.listdir(inst.mqueue) if n.startswith("qf")]
+        r = inst.run("-q", "-v", f"-OQueueSortOrder={order}")
+        assert r.returncode == 0, r.stdout
+        got = _order(r.stdout.decode())
+        want = {
+            "priority": [ids[1], ids[2], ids[0], ids[3]],
+            "host": [ids[1], ids[3], ids[0], ids[2]],  # tset.a, tset.a, tset.b, tset.c
+            "filename": sorted(ids),
+            "time": [ids[0], ids[3], ids[2], ids[1]],
+            "modification": ids,
+            "none": listed,
+        }.get(order, sorted(got))
+        assert (got if order != "random" else sorted(got)) == (want if order != "random" else sorted(ids)), order
+        assert not inst.qfs(), order
+    assert len(sink.messages) == 7 * len(specs)
+
+
+def test_max_queue_run_size(inst, sink):
+    ids = [plant(inst.mqueue, n, priority=30000 + n) for n in range(5)]
+    r = inst.run("-q", "-v", "-OMaxQueueRunSize=2")
+    assert len(_order(r.stdout.decode())) == 2 and len(sink.messages) == 2
+    out = inst.run("-bp", "-OMaxQueueRunSize=2").stdout.decode()
+    assert f"{inst.mqueue} (3 requests, only 2 printed)" in out and out.count("<user") == 2
+    assert len(inst.qfs()) == 3 and set(inst.qfs()) < {f"qf{i}" for i in ids}
+    assert "queue run: " in inst.log() and "2 delivered, 0 deferred, 0 bounced, 0 skipped" in inst.log()
+
+
+def test_two_parallel_runners_never_send_one_message_twice(inst, sink):
+    """A group with F=f, R=3 (three runner processes), and two such queue runs at once."""
+    sink.delay = 0.03
+    inst.write_cf(_relay(inst.sink_port, f"Qmqueue, P={inst.mqueue}, F=f, R=3"))
+    for n in range(30):
+        plant(inst.mqueue, n, subject=f"msg {n:02d}")
+    runs = [subprocess.Popen([str(BIN / "sendmail"), "-C", str(inst.cf), "-q"]) for _ in range(2)]
+    for p in runs:
+        assert p.wait(timeout=120) == 0
+    counts = Counter(_subjects(sink))
+    assert len(counts) == 30 and max(counts.values()) == 1, counts
+    assert not inst.qfs()
+    summaries = re.findall(r"queue run: \S+: (\d+) delivered", inst.log())
+    assert len(summaries) == 2 and sum(map(int, summaries)) == 30
+
+
+def test_queue_la_refuses_a_run(inst, sink):
+    qid = plant(inst.mqueue)
+    la = ["-OQueueLA=0", "-OQueueFactor=1"]  # any load average, even 0, is then too high
+    r = inst.run("-q", "-v", *la)
+    assert "Skipping queue run -- load average too high" in r.stdout.decode()
+    assert "runqueue: Skipping queue run -- load average too high" in inst.log()
+    assert inst.qfs() == [f"qf{qid}"] and not sink.messages
+    assert f"{qid}X" in inst.run("-bp", *la).stdout.decode()  # mailq marks what the LA would queue
+    assert inst.run("-q").returncode == 0 and not inst.qfs() and len(sink.messages) == 1
+
+
+def test_quarantined_message_is_kept_then_released(inst, sink):
+    held, other = plant(inst.mqueue, 1), plant(inst.mqueue, 2)
+    r = inst.run("-Qsuspicious attachment", f"-qI{held}", "-v")
+    assert f'{held}: Quarantined with "suspicious attachment"' in r.stdout.decode()
+    assert os.path.exists(inst.mqueue / f"hf{held}") and inst.qfs() == [f"qf{other}"]
+    assert f"{held}: quarantine=suspicious attachment" in inst.log()
+    inst.run("-q")
+    assert len(sink.messages) == 1 and os.path.exists(inst.mqueue / f"hf{held}")  # kept, not sent
+    assert held not in inst.run("-bp").stdout.decode()
+    out = inst.run("-bp", "-qQ").stdout.decode()
+    assert re.search(rf"^{held} +\d+ ", out, re.M) and "\n     QUARANTINE: suspicious attachment\n" in out
+    assert held in inst.run("-bp", "-qQsuspicious").stdout.decode()
+    assert held not in inst.run("-bp", "-qQnomatch").stdout.decode()
+    r = inst.run("-qQ", "-Q", f"-qI{held}", "-v")  # a bare -Q releases
+    assert f'{held}: Removed quarantine of "suspicious attachment"' in r.stdout.decode()
+    assert inst.qfs() == [f"qf{held}"] and f"{held}: unquarantine" in inst.log()
+    inst.run("-q")
+    assert len(sink.messages) == 2 and not os.listdir(inst.mqueue)
+
+
+def test_quarantine_run_delivers_held_entries(inst, sink):
+    qid = plant(inst.mqueue, quarantine="held by admin")
+    inst.run("-q")
+    assert not sink.messages
+    r = inst.run("-qQ", "-v")
+    assert qid in r.stdout.decode() and len(sink.messages) == 1 and not os.listdir(inst.mqueue)
+
+
+def test_quarantine_needs_a_trusted_user(inst, sink):
+    qid = plant(inst.mqueue)
+    r = inst.run("-Qno", f"-qI{qid}", user="mtabob")
+    assert r.returncode == 64 and b"Permission denied (real uid not trusted)" in r.stdout
+    assert inst.qfs() == [f"qf{qid}"]
+
+
+def test_delete_and_requeue(inst, sink):
+    gone = plant(inst.mqueue, 1)
+    r = inst.run(f"-qI{gone}", "--delete", prog="mailq")
+    assert r.returncode == 0 and f"{gone}: deleted" in r.stdout.decode()
+    assert not (inst.mqueue / f"df{gone}").exists() and not inst.qfs()
+    assert inst.run("--delete", prog="mailq").returncode == 64  # never the whole queue by accident
+    young = plant(inst.mqueue, 2, tries=1, last_try=int(time.time()) - 60)
+    inst.write_cf(_relay(inst.sink_port, "O MinQueueAge=30m"))
+    assert f"{young}-" in inst.run("-bp").stdout.decode()  # too young: '-' after the ID
+    inst.run("-q")
+    assert not sink.messages and inst.qfs() == [f"qf{young}"]
+    assert inst.run("-qf", f"-qI{young}").returncode == 0  # requeue now: a -qI run ignores MinQueueAge
+    assert len(sink.messages) == 1 and not inst.qfs()
+
+
+def test_locked_entry_cannot_be_deleted_or_held(inst, sink):
+    qid = plant(inst.mqueue)
+    with queue.lock(str(inst.mqueue), qid):
+        assert "locked" in inst.run(f"-qI{qid}", "--delete", prog="mailq").stdout.decode()
+        assert "Could not lock" in inst.run("-Qx", f"-qI{qid}").stdout.decode()
+        assert f"{qid}*" in inst.run("-bp").stdout.decode()
+    assert inst.qfs() == [f"qf{qid}"]
+
+
+@pytest.mark.skipif(not (os.path.exists(QTOOL) and shutil.which("perl")),
+                    reason="Debian's qtool.pl (sendmail-base) is not unpacked (scripts/install-test-deps)")
+def test_debian_qtool_deletes_and_moves_our_entries(inst, sink):
+    qid, moved = plant(inst.mqueue, 1), plant(inst.mqueue, 2)
+    r = subprocess.run(["perl", QTOOL, "-C", str(inst.cf), "-d", str(inst.mqueue / f"qf{qid}")],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert not (inst.mqueue / f"qf{qid}").exists() and not (inst.mqueue / f"df{qid}").exists()
+    other = inst.root / "omqueue"
+    other.mkdir()
+    r = subprocess.run(["perl", QTOOL, "-C", str(inst.cf), str(other), str(inst.mqueue / f"qf{moved}")],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert (other / f"qf{moved}").exists() and (other / f"df{moved}").exists() and not inst.qfs()
+    out = inst.run("-bp", f"-OQueueDirectory={other}").stdout.decode()
+    assert moved in out  # what qtool moved is still one of our entries
+
+
+def test_queue_groups_with_subdirectories(inst, sink):
+    base = inst.mqueue
+    for q in ("q1", "q2", "slow"):
+        for sub in ("qf", "df", "xf"):
+            (base / q / sub).mkdir(parents=True)
+    inst.write_cf(_relay(inst.sink_port, f"O QueueDirectory={base}/q*\nQslow, P={base}/slow, F=f, R=2, I=1m"))
+    for n in range(6):
+        assert inst.run("-Am", "-odq", f"user{n}@far.test", stdin=b"Subject: grouped\n\nx\n").returncode == 0
+    placed = {q: len(os.listdir(base / q / "qf")) for q in ("q1", "q2")}
+    assert sum(placed.values()) == 6 and all(os.listdir(base / q / "df") or not placed[q] for q in placed)
+    assert not [n for n in os.listdir(base / "q1") if n not in ("qf", "df", "xf")]  # nothing beside them
+    slow = [plant(base / "slow", 10 + n) for n in range(3)]
+    assert sorted(os.listdir(base / "slow" / "qf")) == sorted(f"qf{i}" for i in slow)
+    out = inst.run("-bp").stdout.decode()
+    for q in ("q1", "q2", "slow"):
+        if q == "slow" or placed[q]:
+            assert f"\t\t{base}/{q} (" in out
+    assert "\t\tTotal requests: 9\n" in out
+    r = inst.run("-qGslow", "-v")
+    assert sorted(_order(r.stdout.decode())) == sorted(slow) and len(sink.messages) == 3
+    assert not os.listdir(base / "slow" / "qf") and not os.listdir(base / "slow" / "df")
+    inst.run("-q")
+    assert len(sink.messages) == 9 and all(not os.listdir(base / q / "qf") for q in ("q1", "q2"))
+    assert "Queue group nosuch unknown" in inst.run("-qGnosuch").stdout.decode()
+
+
+def test_summary_progress_and_metrics(inst, sink):
+    metrics = inst.root / "log" / "sendmail.prom"
+    sink.refuse.add("user1@far.test")
+    inst.write_cf(_relay(inst.sink_port, f"O MetricsFile={metrics}"))
+    for n in range(3):
+        plant(inst.mqueue, n)
+    held = plant(inst.mqueue, 9, quarantine="spam")
+    r = inst.run("-q", "-v")
+    assert re.search(r"^Queue run: 2 delivered, 0 deferred, 1 bounced, 0 skipped, [\d.]+ seconds$",
+                     r.stdout.decode(), re.M), r.stdout
+    assert re.search(rf"queue run: {inst.mqueue}: 2 delivered, 0 deferred, 1 bounced", inst.log())
+    text = metrics.read_text()
+    assert "# TYPE sendmail_messages_delivered_total counter\nsendmail_messages_delivered_total 2\n" in text
+    assert "sendmail_messages_bounced_total 1\n" in text
+    assert f'sendmail_queue_messages{{queue="{inst.mqueue}",state="quarantined"}} 1\n' in text
+    assert 'sendmail_delivery_latency_seconds_bucket{le="+Inf"} 2\n' in text
+    plant(inst.mqueue, 5)
+    inst.run("-q")
+    text = metrics.read_text()
+    assert "sendmail_messages_delivered_total 3\n" in text and "sendmail_queue_runs_total 2\n" in text
+    assert held in " ".join(os.listdir(inst.mqueue))
+
+
+def test_daemon_queue_runs_log_a_summary(inst, sink):
+    plant(inst.mqueue, 1)
+    inst.write_cf(_relay(inst.sink_port, f"O PidFile={inst.root}/sm.pid"))
+    d = subprocess.Popen([str(BIN / "sendmail"), "-C", str(inst.cf), "-bD", "-q2s"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: "queue run: " in inst.log() and len(sink.messages) == 1, 30), inst.log()
+        assert "1 delivered, 0 deferred" in inst.log()
+    finally:
+        d.terminate()
+        d.wait(timeout=20)
