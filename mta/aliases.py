@@ -140,7 +140,8 @@ def _read_include(path: str) -> list[str]:
                     out.extend(values(line))
             return out
     except OSError as exc:
-        raise errors.TempFail(f"{path}: cannot open: {exc.strerror}") from exc
+        # recipient.c: an :include: that cannot be read now queues the address (451 4.2.4)
+        raise errors.TempFail(f"Cannot open {path}: {exc.strerror}", status="4.2.4", code=451) from exc
 
 
 def _key(value: str) -> str:

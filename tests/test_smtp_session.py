@@ -166,3 +166,13 @@ def test_starttls_drops_pipelined_input_and_wants_ehlo_again(ctx):
     assert s.resume("TLSv1.3") == []  # nothing sent in clear is answered
     assert s.receive(b"MAIL FROM:<a@example.org>\r\n") == [b"503 5.0.0 Polite people say HELO first\r\n"]
     assert settle(ctx, s, s.receive(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n"))[-1].startswith(b"250 2.1.0")
+
+
+def test_tempfail_in_routing_is_451_for_that_recipient(ctx, tmp_path):
+    """A missing :include: file: recipient.c's reply for that RCPT, and the session goes on."""
+    (tmp_path / "aliases").write_text(f"team: root\nlist: :include:{tmp_path}/missing\n")
+    ctx = Context.create(ctx.cfg)
+    lines = drive(ctx, [b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<list@test.example>\r\nNOOP\r\n"
+                        b"RCPT TO:<team@test.example>\r\n"])
+    assert lines[-3:] == [f"451 4.2.4 Cannot open {tmp_path}/missing: No such file or directory",
+                          "250 2.0.0 OK", "250 2.1.5 <team@test.example>... Recipient ok"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import re
 
-from mta import address, errors, queue
+from mta import address, errors, maps, queue
 from mta.message import arpadate
 from mta.policy import Client, Refusal
 from mta.record import factory, record
@@ -549,10 +549,14 @@ class Session:
 
 
 def _temporary(exc: errors.MTAError) -> Refusal:
-    """A check that could not be made now (a map, a file, DNS): try again later."""
-    if exc.temporary:
+    """A check that failed with an error: a 4xx with the error's own reply (recipient.c's
+    451 4.2.4 Cannot open ...), proto.m4's words for a map (its file names are not the client's
+    business), or the error's 5xx."""
+    if not exc.temporary:
+        return Refusal(exc.code if exc.code >= 500 else 550, exc.status, exc.text)
+    if isinstance(exc, maps.MapTempFail):
         return Refusal(451, exc.status, "Temporary system failure. Please try again later.", with_addr=False)
-    return Refusal(exc.code if exc.code >= 500 else 550, exc.status, exc.text)
+    return Refusal(exc.code if 400 <= exc.code < 500 else 451, exc.status, exc.text, with_addr=False)
 
 
 _HEADER = re.compile(rb"[!-9;-~]+:")

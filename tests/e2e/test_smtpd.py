@@ -596,3 +596,21 @@ def test_loop_never_blocks(inst, certs):
     finally:
         stop.set()
         d.stop()
+
+
+def test_routing_tempfail_is_451_not_421(inst):
+    """A missing :include: file was '421 Internal error' and the end of the session."""
+    with open(inst.etc / "aliases", "a") as fh:
+        fh.write(f"biglist: :include:{inst.etc}/no-such-list\n")
+    assert inst.run("-bi").returncode == 0
+    d = Daemon(inst)
+    try:
+        c = Raw(inst.port)
+        c.cmd("EHLO client.example.test")
+        c.cmd("MAIL FROM:<a@example.test>")
+        assert c.cmd("RCPT TO:<biglist@test.example>") == (
+            f"451 4.2.4 Cannot open {inst.etc}/no-such-list: No such file or directory\r\n")
+        assert c.cmd("RCPT TO:<mtaalice@test.example>") == "250 2.1.5 <mtaalice@test.example>... Recipient ok\r\n"
+        c.cmd("QUIT")
+    finally:
+        d.stop()
