@@ -31,6 +31,7 @@ class Decision:
     status: str = ""
     text: str = ""
     key: str = ""  # the key that matched, for logs and explanations
+    coded: bool = True  # ERROR: gave a reply code (ERROR:text alone has none)
 
     @property
     def accepts(self) -> bool:
@@ -60,7 +61,7 @@ def parse_value(value: str, key: str = "") -> Decision:
         status = m.group("dsn") or f"{code // 100}.0.0"
         return Decision("ERROR" if code >= 500 else "TEMP", code, status, (m.group("text") or "").strip(), key=key)
     if word == "ERROR":
-        return Decision("ERROR", 550, "5.0.0", body, key=key)
+        return Decision("ERROR", 550, "5.0.0", body, key=key, coded=False)
     return Decision("VALUE", text=raw, key=key)
 
 

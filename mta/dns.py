@@ -166,3 +166,23 @@ def _system_addresses(host: str) -> list[str]:
 def address(host: str, nameservers: str = "") -> str:
     """The first address of host."""
     return addresses(host, nameservers)[0]
+
+
+def resolves(domain: str, nameservers: str = "") -> None:
+    """Does domain exist for mail: a name in /etc/hosts, or one with an MX, A or AAAA record?
+    (Sendmail's ``resolve`` host map in check_mail.)  Raises ``errors.NoHost`` when it does not,
+    ``errors.TempFail`` when DNS cannot tell now."""
+    if _in_hosts_file(domain):
+        return
+    for rtype in ("MX", "A", "AAAA"):
+        if _query(domain, rtype, nameservers):
+            return
+    _nxdomain(domain)
+
+
+def _in_hosts_file(name: str, path: str = "/etc/hosts") -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return any(name.lower() in (w.lower() for w in line.split("#", 1)[0].split()[1:]) for line in fh)
+    except OSError:
+        return False

@@ -24,6 +24,21 @@ class Refusal:
         return self.code < 500
 
 
+@record(frozen=True)
+class Mark:
+    """A verdict that accepts but changes the message's fate: ``discard`` (accepted, logged,
+    dropped) or ``quarantine`` (kept in the queue with ``reason``)."""
+
+    action: str
+    reason: str = ""
+
+    def log_text(self) -> str:
+        return "discard" if self.action == "discard" else f"quarantine={self.reason}"
+
+
+Verdict = Refusal | Mark | None
+
+
 @record
 class Client:
     """The peer of one SMTP session."""
@@ -50,11 +65,21 @@ class Client:
 TEMP_LOOKUP = Refusal(451, "4.3.0", "Temporary system failure. Please try again later.", with_addr=False)
 
 
-def _from_decision(d: access.Decision | None, with_addr: bool = True) -> Refusal | None:
-    if d is None or d.action in ("OK", "RELAY", "DISCARD", "QUARANTINE", "VALUE"):
+def _from_decision(d: access.Decision | None, with_addr: bool = True) -> Verdict:
+    """An access map answer as Sendmail's rule sets turn it into a verdict (proto.m4
+    Basic_check_relay/mail/rcpt): OK and RELAY accept, REJECT is 550 5.7.1 Access denied,
+    DISCARD and QUARANTINE:reason accept with a Mark, ERROR:[D.S.N:]code text refuses, and
+    ERROR:text without a code is 553 5.3.0 text."""
+    if d is None or d.action in ("OK", "RELAY", "VALUE"):
         return None
+    if d.action == "DISCARD":
+        return Mark("discard")
+    if d.action == "QUARANTINE":
+        return Mark("quarantine", d.text or "quarantined")
     if d.action == "REJECT":
         return Refusal(550, "5.7.1", "Access denied", with_addr)
+    if d.action == "ERROR" and not d.coded:
+        return Refusal(553, "5.3.0", d.text, with_addr)
     return Refusal(d.code, d.status, d.text, with_addr)
 
 
@@ -65,8 +90,9 @@ class Policy:
     def _get(self, key: str) -> str | None:
         return self.ctx.maps.lookup("access", key)
 
-    def connect(self, client: Client) -> Refusal | None:
-        """Connect: REJECT/ERROR -> every later command gets this answer."""
+    def connect(self, client: Client) -> Verdict:
+        """Connect: REJECT/ERROR -> every later command gets this answer; DISCARD/QUARANTINE
+        mark every message of the session."""
         if not client.addr:
             return None
         try:
@@ -110,14 +136,55 @@ class Policy:
             return None
         return int(value) if value and value.strip().isdigit() else None
 
-    def mail(self, client: Client, sender: address.Address) -> Refusal | None:
-        """check_mail: From: entries for the sender."""
+    def mail(self, client: Client, sender: address.Address) -> Verdict:
+        """check_mail at MAIL; with FEATURE(delay_checks) it waits for each RCPT (rcpt())."""
+        if self.cfg.has_feature("delay_checks"):
+            return None
+        return self.sender(client, sender)
+
+    def sender(self, client: Client, sender: address.Address) -> Verdict:
+        """proto.m4 Basic_check_mail: a real domain instead of localhost, From: entries, a domain
+        for remote senders (unless FEATURE(accept_unqualified_senders)), and a domain that
+        resolves (unless FEATURE(accept_unresolvable_domains)).  <> is always accepted."""
         if sender.null or not client.addr:
             return None
+        f = str(sender)
+        if self._proto_rules and _localhost(sender.domain) and not self.cfg.is_local_host(client.name or "-"):
+            return Refusal(553, "5.5.4", "Real domain name required for sender address")
         try:
-            return _from_decision(access.lookup_mailbox(self._get, "From", str(sender)))
+            d = access.lookup_mailbox(self._get, "From", f)
         except maps.MapTempFail:
             return TEMP_LOOKUP
+        if d is not None:
+            return _from_decision(d)
+        if not sender.domain:
+            if self._proto_rules and not self.cfg.has_feature("accept_unqualified_senders"):
+                return Refusal(553, "5.5.4", f"Domain name required for sender address {f}")
+            return None
+        return self._resolves(sender.domain, f)
+
+    @property
+    def _proto_rules(self) -> bool:
+        """Was the cf built from proto.m4 (so its check_mail rules are Sendmail's own)?"""
+        return self.cfg.has_feature("proto")
+
+    def _resolves(self, domain: str, f: str) -> Refusal | None:
+        """The resolve map of check_mail (``Kresolve host ...``, which proto.m4 declares unless
+        FEATURE(accept_unresolvable_domains)): 553 5.1.8 when the domain does not exist, 451
+        4.1.8 when DNS cannot tell now.  Our own names and address literals need no lookup."""
+        if "resolve" not in self.cfg.maps or self.cfg.has_feature("accept_unresolvable_domains"):
+            return None
+        if domain.startswith("[") or self.is_local_domain(domain):
+            return None
+        from mta import dns
+
+        try:
+            dns.resolves(address.ascii_domain(domain), self.cfg["NameServers"] or "")
+        except errors.TempFail:
+            return Refusal(451, "4.1.8", f"Domain of sender address {f} does not resolve", with_addr=False)
+        except errors.MTAError:
+            return Refusal(553, "5.1.8", f"Domain of sender address {f} does not exist")
+        return None
 
     def is_local_domain(self, domain: str) -> bool:
         return not domain or self.cfg.is_local_host(domain) or domain.lower() in self.cfg.klass("VirtHost")
@@ -133,14 +200,16 @@ class Policy:
             return rcpt
         return address.routed(rcpt) or rcpt
 
-    def _relaying(self, client: Client, dest: address.Address, d: access.Decision | None) -> Refusal | None:
-        """Relaying denied unless the destination is ours, the access map says To: RELAY, its
-        domain is in class R, or the client may relay (cf/README "RELAYING")."""
+    def _relaying(self, client: Client, dest: address.Address) -> Refusal | None:
+        """Relaying denied unless the destination is ours, its domain is in class R or has a
+        To: RELAY entry, or the client may relay (cf/README "RELAYING", proto.m4 Rcpt_ok)."""
         if self.is_local_domain(dest.domain):
             return None
-        granted = (d is not None and d.action == "RELAY") or access.in_class(
-            address.ascii_domain(dest.domain), self.cfg.klass("R"))
-        if granted or self.relay_client(client):
+        domain = address.ascii_domain(dest.domain)
+        if access.in_class(domain, self.cfg.klass("R")) or self.relay_client(client):
+            return None
+        d = access.lookup_domain(self._get, "To", domain)
+        if d is not None and d.action == "RELAY":
             return None
         return self.relay_denied()
 
@@ -148,22 +217,36 @@ class Policy:
         return Refusal(550, "5.7.1", "Relaying denied" + (
             ". Proper authentication required." if self.ctx.cfg["AuthMechanisms"] else ""))
 
-    def rcpt(self, client: Client, rcpt: address.Address, text: str) -> Refusal | None:
-        """check_rcpt and the recipient's route: relaying, To: entries, unknown users."""
+    def rcpt(self, client: Client, rcpt: address.Address, text: str, sender: str | None = None) -> Verdict:
+        """check_rcpt and the recipient's route, in Sendmail's order: To: entries, relaying,
+        then (FEATURE(delay_checks)) the sender's checks unless the recipient is a Spam: FRIEND,
+        then the route (unknown users).  ``sender`` is the envelope's, as MAIL gave it."""
         dest = self.destination(rcpt)
         try:
-            d = access.lookup_mailbox(self._get, "To", str(dest)) if client.addr else None
+            verdict = _from_decision(access.lookup_mailbox(self._get, "To", str(dest))) if client.addr else None
+            refusal = verdict if isinstance(verdict, Refusal) else self._relaying(client, dest)
+            if refusal is None and sender is not None and self.cfg.has_feature("delay_checks") \
+                    and not self._spam_friend(rcpt):
+                later = self.sender(client, address.parse(sender))
+                refusal, verdict = (later, verdict) if isinstance(later, Refusal) else (None, verdict or later)
         except maps.MapTempFail:
             return TEMP_LOOKUP
-        refusal = _from_decision(d) or self._relaying(client, dest, d)
         if refusal is not None:
             return refusal
         if self.cfg.is_msp:
-            return None
+            return verdict
         routes = router.resolve(self.cfg, self.ctx.aliases, text, self.ctx.maps)
         if self.is_local_domain(dest.domain) and _escapes(routes) and not self.relay_client(client):
             return self.relay_denied()
-        return _route_refusal(routes)
+        return _route_refusal(routes) or verdict
+
+    def _spam_friend(self, rcpt: address.Address) -> bool:
+        d = access.lookup_mailbox(self._get, "Spam", str(rcpt))
+        return d is not None and d.text.upper() == "FRIEND"
+
+
+def _localhost(domain: str) -> bool:
+    return domain.lower() in ("localhost", "[127.0.0.1]", "[ipv6:::1]") or domain.lower().startswith("localhost.")
 
 
 def _escapes(routes: list) -> bool:

@@ -117,7 +117,6 @@ class Entry:
     body_size: int = -1  # df size, filled in when read from a directory
     quarantine: str = ""  # q: the reason it is held (file hf<id>); empty for a normal entry
     unsafe: bool = False  # the qf is owned by someone else than us or root: no programs, no files
-    quarantine: str = ""  # q: why the message is held (access QUARANTINE:, -Q); '' when it is not
 
     def header(self, name: str) -> Header | None:
         lname = name.lower()

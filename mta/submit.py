@@ -106,12 +106,13 @@ def add_headers(ctx: Context, msg: Message, *, qid: str, when: float, sender: st
 
 def enqueue(ctx: Context, *, qid: str, sender: str, recipients: list[Recipient], msg: Message,
             when: float, macros: dict[str, str], flags: str = "", bodytype: str = "", envid: str = "",
-            proto: str = "", daemon: str = "", relay: str = "") -> Entry:
+            proto: str = "", daemon: str = "", relay: str = "", quarantine: str = "") -> Entry:
     """Store the message durably and log its from= line; returns the entry."""
     klass = precedence_class(ctx, msg)
     entry = Entry(qid, ctime=int(when), priority=msg.size - klass * ctx.cfg["ClassFactor"]
                   + len(recipients) * ctx.cfg["RecipientFactor"], flags=flags, bodytype=bodytype,
-                  macros=macros, sender=sender, envid=envid, recipients=recipients, headers=msg.headers)
+                  macros=macros, sender=sender, envid=envid, recipients=recipients, headers=msg.headers,
+                  quarantine=quarantine)
     queue.store(ctx.qdir, entry, msg.body, ctx.cfg["QueueFileMode"])
     entry.body_size = len(message.to_bytes(msg.body))
     _count_from(ctx, sender, msg.size)
@@ -201,7 +202,8 @@ def smtp(ctx: Context, client, envelope, proto: str) -> Entry:
     check_space(ctx, qid, msg.size)
     return enqueue(ctx, qid=qid, sender=sender, recipients=recipients, msg=msg, when=when, macros=macros,
                    flags=flags, bodytype=envelope.body_type, envid=envelope.envid, proto=proto,
-                   daemon=client.daemon if client.addr else "", relay=client.relay_text)
+                   daemon=client.daemon if client.addr else "", relay=client.relay_text,
+                   quarantine=envelope.quarantine)
 
 
 def command_line(ctx: Context, sub: Submission, data: bytes) -> Submitted:

@@ -11,32 +11,32 @@ raised, and the session answers it with a 4xx; any other exception is a bug and 
 from __future__ import annotations
 
 from mta import errors, queue
-from mta.policy import Client, Policy, Refusal
+from mta.policy import Client, Policy, Refusal, Verdict
 from mta.smtp import session
 
 
-def connect(ctx, client: Client) -> tuple[Refusal | None, int]:
+def connect(ctx, client: Client) -> tuple[Verdict, int]:
     """At connection: the Connect: verdict for every command, and GreetPause in milliseconds."""
     policy = Policy(ctx)
     return policy.connect(client), policy.greet_pause(client)
 
 
-def mail(ctx, check) -> Refusal | None:
+def mail(ctx, check) -> Verdict:
     """check_mail, then MinFreeBlocks and SIZE= against the queue's file system (enoughdiskspace)."""
     refusal = Policy(ctx).mail(check.client, check.addr)
-    if refusal is not None:
+    if isinstance(refusal, Refusal):
         return refusal
     qdir, blocks = ctx.qdir, ctx.cfg["MinFreeBlocks"]
     avail = queue.low_on_space(qdir, check.size, blocks)
     if avail is None:
-        return None
+        return refusal
     ctx.log.line(f"low on space ({check.client.name or 'SMTP-DAEMON'} needs {check.size} bytes + {blocks} "
                  f"blocks in {qdir}), max avail: {avail}", check.sid)
     return session.NO_SPACE
 
 
-def rcpt(ctx, check) -> Refusal | None:
-    return Policy(ctx).rcpt(check.client, check.addr, str(check.addr))
+def rcpt(ctx, check) -> Verdict:
+    return Policy(ctx).rcpt(check.client, check.addr, str(check.addr), sender=check.sender)
 
 
 def vrfy(ctx, check) -> list:

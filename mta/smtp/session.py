@@ -24,7 +24,7 @@ import re
 
 from mta import address, errors, maps, queue
 from mta.message import arpadate
-from mta.policy import Client, Refusal
+from mta.policy import Client, Mark, Refusal
 from mta.record import factory, record
 from mta.smtp import wire
 
@@ -50,6 +50,8 @@ class Envelope:
     ret: str = ""
     envid: str = ""
     data: bytes = b""
+    discard: bool = False  # an access DISCARD: accepted, logged, dropped
+    quarantine: str = ""  # an access QUARANTINE: reason: queued and held (Entry.quarantine)
 
 
 @record(frozen=True)
@@ -71,6 +73,7 @@ class Check:
     text: str = ""
     size: int = 0  # MAIL's SIZE=, for the free space check
     sid: str = ""  # the session's ID, for log lines
+    sender: str | None = None  # RCPT: the envelope's sender, for FEATURE(delay_checks)
 
 
 @record(frozen=True)
@@ -115,7 +118,7 @@ def _params(text: str) -> tuple[str, dict[str, str] | str]:
 
 class Session:
     def __init__(self, ctx, client: Client, *, tls_available: bool = False, auth: bool = False,
-                 rejected: Refusal | None = None):
+                 rejected: Refusal | Mark | None = None):
         self.ctx, self.cfg, self.client = ctx, ctx.cfg, client
         self.host = self.cfg.hostname
         self.buffer = wire.Buffer()
@@ -127,7 +130,10 @@ class Session:
         self.bad = 0
         self.closed = False
         self.did_mail = False
-        self.rejected = rejected  # Connect: REJECT and friends (answer.connect), for every command
+        # Connect: REJECT and friends (answer.connect) for every command; DISCARD or QUARANTINE
+        # for every message
+        self.mark = rejected if isinstance(rejected, Mark) else None
+        self.rejected = None if self.mark else rejected
         self.nullserver = self.rejected is not None
         self._pending: Action | None = None
         self._then = None  # what resume() does with the answer to _pending
@@ -135,6 +141,7 @@ class Session:
         self.max_size = self.cfg["MaxMessageSize"] or MAX_MESSAGE_HARD
         self.id = queue.new_id()  # the session's ID in log lines, as Sendmail's
         self.max_rcpts = self.cfg["MaxRecipientsPerMessage"] or MAX_RECIPIENTS_HARD
+        self._marked("check_relay", f"{client.name or '[' + client.addr + ']'}, arg2={client.addr}", self.mark)
 
     def log(self, text: str) -> None:
         self.ctx.log.line(text, self.id)
@@ -280,9 +287,7 @@ class Session:
         try:
             sender = address.parse(text)
         except errors.AddressError as exc:
-            code = 553
-            status = "5.1.3" if "route" in exc.text or "Domain" in exc.text else "5.0.0"
-            return self._bad(code, status, f"{text}... {exc.text}")
+            return self._bad(553, exc.status, f"{text}... {exc.text}")
         env = Envelope(str(sender))
         for key, value in params.items():
             if key == "SIZE":
@@ -313,10 +318,19 @@ class Session:
             refusal = _temporary(refusal)
         if refusal == NO_SPACE:
             return [reply(NO_SPACE.code, NO_SPACE.status, NO_SPACE.text)]
-        if refusal is not None:
+        if isinstance(refusal, Refusal):
             return self._refuse("check_mail", text, refusal)
+        for mark in (self.mark, self._marked("check_mail", text, refusal)):
+            _apply(env, mark)
         self.envelope, self.state, self.did_mail = env, "mail", True
         return [reply(250, "2.1.0", f"{text}... Sender ok")]
+
+    def _marked(self, ruleset: str, text: str, verdict) -> Mark | None:
+        """A DISCARD or QUARANTINE verdict, logged as Sendmail's rscheck() does."""
+        if not isinstance(verdict, Mark):
+            return None
+        self.log(f"ruleset={ruleset}, arg1={text}, relay={self.client.relay_text}, {verdict.log_text()}")
+        return verdict
 
     def _refuse(self, ruleset: str, text: str, r: Refusal) -> list:
         body = f"{text}... {r.text}" if r.with_addr else r.text
@@ -350,16 +364,17 @@ class Session:
         try:
             addr = address.parse(text)
         except errors.AddressError as exc:
-            status = "5.1.3" if "route" in exc.text else "5.0.0"
-            return self._bad(553, status, f"{text}... {exc.text}")
+            return self._bad(553, exc.status, f"{text}... {exc.text}")
         if addr.null:
             return self._bad(501, "5.0.0", "Missing recipient")
         rcpt.addr = str(addr)
-        return self._ask("rcpt", Check(self.client, addr, text), lambda r: self._rcpt_done(rcpt, text, r))
+        check = Check(self.client, addr, text, sender=self.envelope.sender)
+        return self._ask("rcpt", check, lambda r: self._rcpt_done(rcpt, text, r))
 
     def _rcpt_done(self, rcpt: Recipient, text: str, refusal) -> list:
         if isinstance(refusal, errors.MTAError):
             refusal = _temporary(refusal)
+        mark, refusal = self._marked("check_rcpt", text, refusal), None if isinstance(refusal, Mark) else refusal
         if refusal is not None:
             if refusal.text == "User unknown":
                 self.log(f"{text}... User unknown")
@@ -367,6 +382,7 @@ class Session:
             return self._refuse("check_rcpt", text, refusal)
         if self.envelope is None:  # reset while the check was under way: cannot happen in order
             return [reply(503, "5.0.0", "Need MAIL before RCPT")]
+        _apply(self.envelope, mark)
         self.envelope.recipients.append(rcpt)
         self.state = "rcpt"
         return [reply(250, "2.1.5", f"{text}... Recipient ok")]
@@ -395,6 +411,10 @@ class Session:
             return [reply(552, "5.6.0", f"Headers too large ({limit} max)")]
         env.data = bytes(buf.message)
         buf.message = bytearray()
+        if env.discard:  # accepted and dropped (Sendmail's EF_DISCARD)
+            qid = queue.new_id()
+            self.ctx.log.line("discarded", qid)
+            return [reply(250, "2.0.0", f"{qid} Message accepted for delivery")]
         return self._ask("queue", Queue(self.client, env, self.proto), self._queued)
 
     def _queued(self, result) -> list:
@@ -546,6 +566,13 @@ class Session:
         self.log(f"AUTH failure (PLAIN/LOGIN): authentication failure, user={user}, "
                           f"relay={self.client.relay_text}")
         return self._bad(535, "5.7.0", "authentication failed")
+
+
+def _apply(env: Envelope, mark: Mark | None) -> None:
+    if mark is not None and mark.action == "discard":
+        env.discard = True
+    elif mark is not None and not env.quarantine:
+        env.quarantine = mark.reason
 
 
 def _temporary(exc: errors.MTAError) -> Refusal:
