@@ -20,7 +20,7 @@ def ctx(tmp_path):
 
 
 def rcpt(ctx, client, text):
-    """The RCPT verdict as the session gives it: None (accepted) or 'code status text'."""
+    """The RCPT verdict of the policy: None (accepted) or 'code status text'."""
     r = Policy(ctx).rcpt(client, address.parse(text), str(address.parse(text)))
     return None if r is None else f"{r.code} {r.status} {r.text}"
 
@@ -65,16 +65,20 @@ def actx(tmp_path):
 
 
 def session(ctx, client, script: bytes):
-    """Run script; returns (reply lines, envelopes handed over for queueing)."""
+    """Run script as the daemon would (requests answered by mta.smtp.answer); returns (reply
+    lines, envelopes handed over for queueing)."""
+    from mta.smtp import answer
     from mta.smtp.session import Action, Session
 
-    s = Session(ctx, client)
+    s = Session(ctx, client, rejected=answer.connect(ctx, client)[0])
     out, queued, pending = [], [], s.receive(script)
     while pending:
         item = pending.pop(0)
-        if isinstance(item, Action):
-            queued.append(item.arg)
+        if isinstance(item, Action) and item.kind == "queue":
+            queued.append(item.arg.envelope)
             pending += s.resume("QID0000001")
+        elif isinstance(item, Action):
+            pending += s.resume(answer.answer(ctx, item))
         else:
             out.append(item)
     return b"".join(out).decode().splitlines(), queued
