@@ -304,9 +304,12 @@ class Config:
         else:
             self.options[name] = value
 
-    def queue_timeout(self, which: str, precedence: int, dsn: bool = False) -> int:
-        """Timeout.queuewarn or .queuereturn for a message of this precedence: .urgent above 0,
-        .non-urgent below, .normal (or .dsn for a DSN of normal precedence) at 0."""
+    def queue_timeout(self, which: str, precedence: int | str | None, dsn: bool = False) -> int:
+        """Timeout.queuewarn or .queuereturn for a message of this precedence (a class, or a
+        Precedence: header value): .urgent above 0, .non-urgent below, .normal (or .dsn for a
+        DSN of normal precedence) at 0."""
+        if not isinstance(precedence, int):
+            precedence = self.precedence(precedence)
         tag = "urgent" if precedence > 0 else "non-urgent" if precedence < 0 else "dsn" if dsn else "normal"
         value = self[f"Timeout.{which}.{tag}"]
         if value is None and tag == "dsn":

@@ -13,7 +13,7 @@ import json
 import time
 
 from mta import errors, queue
-from mta.delivery import schedule
+from mta.delivery import load, schedule
 from mta.queue import Entry
 
 ALL = schedule.Selection()
@@ -40,7 +40,7 @@ def _mark(qdir: str, e: Entry, min_age: int, now: float, cfg, la: int) -> str:
         return "*"
     if e.tries and min_age and now < e.last_try + min_age:
         return "-"
-    if cfg is not None and schedule.should_queue(cfg, e.priority, la):
+    if cfg is not None and load.should_queue(cfg, e.priority, la):
         return "X"
     return " "
 
@@ -82,7 +82,7 @@ def listing(qdir: str, selection: schedule.Selection = ALL, *, verbose: bool = F
     if not works:
         return f"{qdir} is empty\n", 0
     works = schedule.sort(works, cfg["QueueSortOrder"] if cfg is not None else "priority")
-    now, la = time.time(), schedule.load_average()
+    now, la = time.time(), load.load_average()
     only = f", only {limit} printed" if limit and n > limit else ""
     text = f"\t\t{qdir} ({n} request{'s' if n != 1 else ''}{only})\n" + (HEADER_V if verbose else HEADER)
     text += "".join(_entry(qdir, w.entry, verbose, _mark(qdir, w.entry, min_age, now, cfg, la))

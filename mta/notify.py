@@ -51,12 +51,20 @@ def _notice(cfg, entry: Entry, *, kind: str, sender: str, body: str | None, fail
     text = dsn.build(kind=kind, qid=qid, host=cfg.hostname, version=f"{cfg.macros['v']}/{cfg.macros['Z']}",
                      to=to, arrival=entry.ctime, origin=entry.macros.get("_", "localhost"), failed=failed,
                      original_headers=original, original_body=body if return_body else None, now=now,
-                     warn_after=cfg["Timeout.queuewarn"], return_after=cfg["Timeout.queuereturn"],
+                     warn_after=timeouts(cfg, entry)[0], return_after=timeouts(cfg, entry)[1],
                      envid=entry.envid)
     msg = message.parse(text)
     msg.headers.insert(0, Header("Return-Path", f"<{queue.MACRO_BYTE}g>", "P"))
     reason = failed[0].reply.split(" ", 2)[-1] if failed and kind == "failure" else subject_of(kind)
     return Notice(qid, Recipient(rcpt, "PN" if not bare else "PFD"), msg, now, reason, entry.qid)
+
+
+def timeouts(cfg, entry: Entry) -> tuple[int, int]:
+    """Timeout.queuewarn and .queuereturn for this entry: by its Precedence: header (.urgent,
+    .normal, .non-urgent) and, for a DSN of normal precedence, .dsn."""
+    h = entry.header("Precedence")
+    prec, is_dsn = (h.value if h else None), entry.sender == "<>"
+    return cfg.queue_timeout("queuewarn", prec, is_dsn), cfg.queue_timeout("queuereturn", prec, is_dsn)
 
 
 def _failed(addr: str, err: errors.MTAError, remote: bool) -> dsn.Failed:

@@ -24,7 +24,7 @@ import time
 
 from mta import VERSION, config, errors, submit
 from mta.context import Context
-from mta.delivery import attempt, mode, schedule
+from mta.delivery import attempt, load, mode, schedule
 from mta.policy import Client
 from mta.smtp import answer
 from mta.smtp.session import Action, Session, reply
@@ -186,6 +186,12 @@ class Daemon:
 
     async def _over_limits(self, ip: str) -> bytes | None:
         cfg, host = self.ctx.cfg, self.ctx.cfg.hostname
+        la = load.load_average()
+        if load.refuse_connections(cfg, la):  # RefuseLA (Sendmail closes its socket for 15 s)
+            self.ctx.log.line(f"rejecting connections on daemon MTA: load average: {la}")
+            return reply(421, "4.3.2", f"{host} Too much load; please try again later")
+        if load.delay_seconds(cfg, la):  # DelayLA: a second before accepting
+            await asyncio.sleep(load.delay_seconds(cfg, la))
         if cfg["MaxDaemonChildren"] and sum(self.per_ip.values()) >= cfg["MaxDaemonChildren"]:
             return reply(421, "4.3.2", f"{host} Too many concurrent SMTP connections; please try again later")
         conn, rate = await asyncio.get_running_loop().run_in_executor(self.checks, _client_limits, self.ctx, ip)
@@ -315,7 +321,7 @@ class Daemon:
             except OSError as exc:
                 return errors.TempFail(f"Insufficient disk space; try again later ({exc.strerror})",
                                        status="4.3.1", code=452)
-            how = mode.plan(ctx.cfg)
+            how = mode.plan(ctx.cfg, priority=entry.priority)  # QueueLA may queue it
             if how == mode.NOW:  # the reply to DATA waits for the delivery
                 await loop.run_in_executor(self.pool, _deliver, ctx, entry.qid)
             elif how == mode.BACKGROUND:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mta import config, errors, metrics, queue
-from mta.delivery import schedule
+from mta.delivery import load, schedule
 from mta.queue import Entry, Recipient
 
 
@@ -19,14 +19,14 @@ def cfg_with(text: str = "", tmp_path=None) -> config.Config:
 
 def test_should_queue_is_sendmails_formula():
     cfg = cfg_with("O QueueLA=4\nO QueueFactor=600000")
-    assert not schedule.should_queue(cfg, 10**9, la=3)  # below QueueLA: never
-    assert schedule.should_queue(cfg, 600001, la=4)  # 600000 / (4 - 4 + 1)
-    assert not schedule.should_queue(cfg, 600000, la=4)
-    assert schedule.should_queue(cfg, 200001, la=6) and not schedule.should_queue(cfg, 200000, la=6)
-    assert schedule.refuse_connections(cfg_with("O RefuseLA=2"), la=2)
-    assert not schedule.refuse_connections(cfg_with("O RefuseLA=0"), la=99)
-    assert schedule.delay_seconds(cfg_with("O DelayLA=1"), la=1) == 1
-    assert schedule.delay_seconds(cfg_with(""), la=50) == 0
+    assert not load.should_queue(cfg, 10**9, la=3)  # below QueueLA: never
+    assert load.should_queue(cfg, 600001, la=4)  # 600000 / (4 - 4 + 1)
+    assert not load.should_queue(cfg, 600000, la=4)
+    assert load.should_queue(cfg, 200001, la=6) and not load.should_queue(cfg, 200000, la=6)
+    assert load.refuse_connections(cfg_with("O RefuseLA=2"), la=2)
+    assert not load.refuse_connections(cfg_with("O RefuseLA=0"), la=99)
+    assert load.delay_seconds(cfg_with("O DelayLA=1"), la=1) == 1
+    assert load.delay_seconds(cfg_with(""), la=50) == 0
 
 
 def _e(qid, rcpts=("<a@x.test>",), sender="<s@y.test>", quarantine=""):

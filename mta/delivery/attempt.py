@@ -282,16 +282,17 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
     entry.tries += 1
     entry.last_try = int(started)
     age = time.time() - entry.ctime
-    if age >= ctx.cfg["Timeout.queuereturn"] > 0:
-        text = f"Cannot send message for {log.pintvl_long(ctx.cfg['Timeout.queuereturn'])}"
+    warn_after, return_after = notify.timeouts(ctx.cfg, entry)
+    if age >= return_after > 0:
+        text = f"Cannot send message for {log.pintvl_long(return_after)}"
         bounce(ctx, entry, [(r.addr, errors.MTAError(f"{text}: {r.status}", status="4.4.7", code=451))
                             for r in entry.recipients], body=body)
         queue.remove(ctx.qdir, entry.qid)
         return
-    if age >= ctx.cfg["Timeout.queuewarn"] > 0 and "w" not in entry.flags and entry.sender != "<>":
+    if age >= warn_after > 0 and "w" not in entry.flags and entry.sender != "<>":
         send(ctx, notify.warning(ctx.cfg, entry, statuses))
         entry.flags += "w"
-        entry.status = f"Warning: could not send message for past {log.pintvl_long(ctx.cfg['Timeout.queuewarn'])}"
+        entry.status = f"Warning: could not send message for past {log.pintvl_long(warn_after)}"
     queue.store(ctx.qdir, entry, None, ctx.cfg["QueueFileMode"])
 
 
@@ -345,7 +346,7 @@ def announce_queued(ctx: Context, entry: Entry) -> None:
 def after_queue(ctx: Context, entry: Entry) -> int:
     """Deliver a fresh entry in this process as mode.plan() says: now, in a child, or not at all.
     A deferral is no error for the submitter: the entry is safely queued."""
-    how = mode.plan(ctx.cfg, verbose=bool(ctx.verbose))
+    how = mode.plan(ctx.cfg, verbose=bool(ctx.verbose), priority=entry.priority)
     if how == mode.QUEUE:
         announce_queued(ctx, entry)
         return errors.EX_OK

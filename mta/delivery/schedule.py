@@ -25,7 +25,7 @@ import time
 
 from mta import config, errors, queue
 from mta.context import Context
-from mta.delivery import attempt
+from mta.delivery import attempt, load
 from mta.queue import Entry
 from mta.record import factory, record
 
@@ -105,37 +105,6 @@ class Tally:
         return self.delivered + self.deferred + self.bounced + self.skipped
 
 
-# -- the load average (conf.c getla, shouldqueue) -------------------------------------------------
-
-def load_average() -> int:
-    """The 1-minute load average rounded to an integer, as Sendmail's getla() on Linux."""
-    try:
-        return int(os.getloadavg()[0] + 0.5)
-    except OSError:
-        return 0
-
-
-def should_queue(cfg, priority: int, la: int | None = None) -> bool:
-    """shouldqueue(): above QueueLA, queue a message whose priority is over
-    QueueFactor / (LA - QueueLA + 1)."""
-    la = load_average() if la is None else la
-    if la < cfg["QueueLA"]:
-        return False
-    return priority > cfg["QueueFactor"] // (la - cfg["QueueLA"] + 1)
-
-
-def refuse_connections(cfg, la: int | None = None) -> bool:
-    """RefuseLA: the daemon refuses new SMTP connections at or above it (0: never)."""
-    la = load_average() if la is None else la
-    return cfg["RefuseLA"] > 0 and la >= cfg["RefuseLA"]
-
-
-def delay_seconds(cfg, la: int | None = None) -> int:
-    """DelayLA: the daemon sleeps this long on most SMTP commands and before accepting (0: none)."""
-    la = load_average() if la is None else la
-    return 1 if cfg["DelayLA"] > 0 and la >= cfg["DelayLA"] else 0
-
-
 # -- queue groups ----------------------------------------------------------------------------
 
 def groups(cfg) -> list[config.QueueGroup]:
@@ -182,7 +151,7 @@ def gather(cfg, qdir: str, selection: Selection, *, limit: int = 0, run: bool = 
     load average queues.  Raises OSFailure for an unreadable directory."""
     now = time.time()
     if run:
-        la = load_average() if la is None else la
+        la = load.load_average() if la is None else la
     works: list[Work] = []
     count = 0
     for qid in queue.ids(qdir, "h" if selection.quarantined else "q"):
@@ -191,7 +160,7 @@ def gather(cfg, qdir: str, selection: Selection, *, limit: int = 0, run: bool = 
         work = _read(cfg, qdir, qid, selection, now)
         if work is None:
             continue
-        if run and not selection.subset and (work.too_young or should_queue(cfg, work.entry.priority, la)):
+        if run and not selection.subset and (work.too_young or load.should_queue(cfg, work.entry.priority, la)):
             continue
         count += 1
         if not limit or len(works) < limit:
@@ -250,7 +219,7 @@ def run_queue(ctx: Context, selection: Selection = ALL, *, persistent: bool = Fa
     queue is unreadable or the group unknown."""
     started = time.monotonic()
     cfg = ctx.cfg
-    if not persistent and should_queue(cfg, cfg["RecipientFactor"]):
+    if not persistent and load.should_queue(cfg, cfg["RecipientFactor"]):
         _say(ctx, "Skipping queue run -- load average too high")
         ctx.log.line("runqueue: Skipping queue run -- load average too high")
         return errors.EX_OK
@@ -349,16 +318,16 @@ def work_through(ctx: Context, works: list[Work], selection: Selection, *, start
     for n in range(start, len(works), step):
         work, seq = works[n], n + 1
         where = f"{work.qdir}/{work.entry.qid}"
-        if should_queue(cfg, cfg["RecipientFactor"]):
+        if load.should_queue(cfg, cfg["RecipientFactor"]):
             _say(ctx, "Aborting queue run: load average too high")
             ctx.log.line("runqueue: Aborting queue run: load average too high")
             break
-        if should_queue(cfg, work.entry.priority):
+        if load.should_queue(cfg, work.entry.priority):
             tally.skipped += 1
             if order == "priority":
                 _say(ctx, f"\nSkipping {where} (sequence {seq} of {len(works)}) and flushing rest of queue")
                 ctx.log.line(f"runqueue: Flushing queue from {where} (pri {work.entry.priority}, "
-                             f"LA {load_average()}, {seq} of {len(works)})")
+                             f"LA {load.load_average()}, {seq} of {len(works)})")
                 break
             _say(ctx, f"\nSkipping {where} (sequence {seq} of {len(works)})")
             continue

@@ -40,12 +40,13 @@ def _relay(port: int, extra: str = "") -> str:
 
 
 def plant(qdir, n: int = 1, *, host: str = "far.test", priority: int = 30000, ctime: int = 0,
-          tries: int = 0, last_try: int = 0, subject: str = "", quarantine: str = "") -> str:
+          tries: int = 0, last_try: int = 0, subject: str = "", quarantine: str = "",
+          sender: str = "<sender@test.example>") -> str:
     """A queue entry written as submit writes it (df, then qf), addressed to user@host."""
     qid = queue.new_id()
     when = ctime or int(time.time()) - 60
     entry = Entry(qid, ctime=when, priority=priority, tries=tries, last_try=last_try,
-                  sender="<sender@test.example>", quarantine=quarantine,
+                  sender=sender, quarantine=quarantine,
                   recipients=[Recipient(f"<user{n}@{host}>", "PFD")],
                   headers=[Header("Subject", subject or f"planted {qid}"), Header("From", "sender@test.example")])
     queue.store(str(qdir), entry, f"body of {qid}\n")
@@ -259,3 +260,27 @@ def test_daemon_queue_runs_log_a_summary(inst, sink):
     finally:
         d.terminate()
         d.wait(timeout=20)
+
+
+def test_queuewarn_and_queuereturn_by_precedence(inst):
+    """Timeout.queuewarn.urgent warns only the urgent message; .non-urgent returns only bulk."""
+    inst.write_cf(_relay(free_port()))  # nothing listens: every attempt is deferred
+    urgent, normal, bulk = (plant(inst.mqueue, n, subject=f"{what} one", ctime=int(time.time()) - 30, sender="root")
+                            for n, what in enumerate(("urgent", "normal", "bulk")))
+    for qid, prec in ((urgent, "special-delivery"), (bulk, "bulk")):
+        e = queue.read(str(inst.mqueue), qid)
+        e.headers.append(Header("Precedence", prec))
+        queue.store(str(inst.mqueue), e)
+    assert inst.run("-q", "-OTimeout.queuewarn.urgent=10s", "-OTimeout.queuereturn.non-urgent=10s").returncode == 0
+    root = inst.mbox("root").decode()
+    assert root.count("Subject: Warning: could not send message for past 10 seconds") == 1
+    assert root.count("Subject: Returned mail: see transcript for details") == 1
+    assert "Cannot send message for 10 seconds" in root
+    assert sorted(inst.qfs()) == sorted([f"qf{urgent}", f"qf{normal}"])
+
+
+def test_queue_la_queues_instead_of_delivering(inst, sink):
+    la = ["-OQueueLA=0", "-OQueueFactor=1"]
+    r = inst.run("-Am", "-odi", *la, "someone@far.test", stdin=b"Subject: later\n\nx\n")
+    assert r.returncode == 0 and len(inst.qfs()) == 1 and not sink.messages
+    assert inst.run("-q").returncode == 0 and len(sink.messages) == 1 and not inst.qfs()
