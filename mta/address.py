@@ -296,18 +296,21 @@ def parse(text: str) -> Address:
 
 def routed(addr: Address) -> Address | None:
     """The address a local part names if it is read as one (``a%b@here``, ``"a@b"@here``,
-    ``b!a@here``), as Sendmail's check_rcpt (ParseRecipient) reads it: None when it names none.
-    Only the relay check asks this; routing never does."""
+    ``b!a@here``), as Sendmail's check_rcpt (Parse0, ParseRecipient) reads it: None when it names
+    none.  One level only: the caller decides whether the domain found is one to look into."""
     user = addr.user
     if not any(c in user for c in "@%!"):
         return None
+    text = user if "@" in user else _uucp_text(user)
     try:
-        inner = parse(user if "@" in user else _uucp_text(user))
-    except errors.AddressError:
-        return None
-    if not inner.domain:
-        return None
-    return routed(inner) or inner
+        inner = parse(text)
+    except errors.AddressError:  # still names a host, if its last part is one
+        left, _, host = text.rpartition("@")
+        try:
+            inner = Address(left or "?", _domain([host]))
+        except errors.AddressError:
+            return None
+    return inner if inner.domain else None
 
 
 def _uucp_text(user: str) -> str:

@@ -194,11 +194,17 @@ class Policy:
         recipient, or, when it is local (or in class R), the address its local part names
         (``a%b@here``, ``"a@b"@here``, ``b!a@here``: Parse0 strips a local host from them; for
         class R, ParseRecipient does unless FEATURE(loose_relay_check))."""
-        local = self.is_local_domain(rcpt.domain)
-        if not local and (self.cfg.has_feature("loose_relay_check")
-                          or not access.in_class(rcpt.domain, self.cfg.klass("R"))):
-            return rcpt
-        return address.routed(rcpt) or rcpt
+        dest = rcpt
+        for _ in range(router.MAX_DEPTH):
+            if not self.is_local_domain(dest.domain) and (self.cfg.has_feature("loose_relay_check") or not
+                                                          access.in_class(address.ascii_domain(dest.domain),
+                                                                          self.cfg.klass("R"))):
+                break
+            inner = address.routed(dest)
+            if inner is None:
+                break
+            dest = inner
+        return dest
 
     def _relaying(self, client: Client, dest: address.Address) -> Refusal | None:
         """Relaying denied unless the destination is ours, its domain is in class R or has a

@@ -153,6 +153,17 @@ def _local_text(cfg: Config, value: str) -> bool:
         return False
 
 
+def _ours(cfg: Config, addr: address.Address) -> address.Address:
+    """u%here@here is u@here (proto.m4 Parse0 strips a local host from a routed local part) -
+    but only when what it names is local too: a local domain's address stays local."""
+    for _ in range(MAX_DEPTH):
+        inner = address.routed(addr) if is_local(cfg, addr) else None
+        if inner is None or not is_local(cfg, inner):
+            return addr
+        addr = inner
+    return addr
+
+
 def _virtual(cfg: Config, maps, addr: address.Address, text: str, table, depth: int) -> list[Route] | None:
     if maps is None or not addr.domain or depth >= MAX_DEPTH:
         return None
@@ -206,6 +217,7 @@ def resolve(cfg: Config, table: aliases.Aliases | None, text: str, maps=None, de
                                                                    status="5.1.3", code=553))]
     if cfg.is_msp:
         return [Route("relay", str(addr), text, host=cfg.macros["MTAHost"])]
+    addr = _ours(cfg, addr)
     if any(part.startswith(("|", "/", ":", "\\")) for part in (addr.local, addr.user)):
         return [Route("error", text, text, error=errors.NoUser())]
     try:

@@ -25,10 +25,10 @@ def daemon(inst):
     d.stop()
 
 
-def rcpt_replies(client: Raw, rcpts: list[str]) -> list[str]:
+def rcpt_replies(client: Raw, rcpts: list[str], bracket: bool = True) -> list[str]:
     client.cmd("EHLO client.example.test")
     client.cmd("MAIL FROM:<mtabob@test.example>")
-    out = [client.cmd(f"RCPT TO:<{r}>").strip() for r in rcpts]
+    out = [client.cmd(f"RCPT TO:<{r}>" if bracket else f"RCPT TO:{r}").strip() for r in rcpts]
     client.cmd("QUIT")
     return out
 
@@ -72,3 +72,108 @@ def test_access_discard_and_quarantine_through_the_daemon(inst):
     held = [n for n in os.listdir(inst.mqueue) if n.startswith("hf")]  # a quarantined qf is hf<id>
     assert b"\nqheld for review\n" in (inst.mqueue / held[0]).read_bytes()
     assert len(held) == 1 and b"Subject: held" in (inst.mqueue / held[0]).read_bytes()
+
+
+# -- the address forms table (issue 8): what each form does at RCPT and in -bv -----------------------
+#
+# Sendmail's documented behaviour (cf/README "RELAYING"; cf/m4/proto.m4 canonify, Parse0, Rcpt_ok;
+# Debian's captured replies in shared/reference/captured/smtp_errors.txt E10b and E13b): relaying is
+# denied unless the client may relay (loopback, class R, Connect: RELAY, AUTH); a recipient is local
+# when its domain is in class w or one of our address literals; "u%h@here", "h!u@here" and the
+# quoted "u@h"@here are checked as u@h (Parse0 strips the local host; ParseRecipient), so an outside
+# client is refused "Relaying denied" for them (E13b: alice%example.org@st5, example.org!alice);
+# source routes are stripped (canonify; E10b); "a@b@c", "a@@b" are "Invalid route address".
+# Where we differ, on purpose (issue 8: a local domain's recipient stays local): for a client that
+# may relay, Sendmail forwards "u%h@here" and "u@h"@here to h ("Recipient ok (will queue)", E10b);
+# we keep them local, where no such user exists.
+OK = "250 2.1.5 {}... Recipient ok"
+DENIED = "550 5.7.1 {}... Relaying denied"
+UNKNOWN = "550 5.1.1 {}... User unknown"
+LOCAL = "deliverable: mailer local, user mtaalice"
+
+
+def esmtp(host: str, user: str) -> str:
+    return f"deliverable: mailer esmtp, host {host}, user {user}"
+
+
+def bad(status: str, text: str) -> tuple[str, str, str]:
+    return (f"553 {status} {{}}... {text}",) * 2 + (text,)
+
+
+FORMS = [  # RCPT argument, reply to an outside client, reply to a client that may relay, -bv
+    # plain local forms: case, trailing dot, literals, needless quotes, comments, +detail
+    ("<mtaalice@test.example>", OK, OK, LOCAL),
+    ("<MTAALICE@TEST.EXAMPLE>", OK, OK, LOCAL),
+    ("<mtaalice@Test.Example.>", OK, OK, LOCAL),
+    ("<mtaalice>", OK, OK, LOCAL),
+    ("<mtaalice@localhost>", OK, OK, LOCAL),
+    ("<mtaalice@[127.0.0.1]>", OK, OK, LOCAL),
+    ("<mtaalice@[IPv6:::1]>", OK, OK, LOCAL),
+    ("<mtaalice@[IPv6:0:0:0:0:0:0:0:1]>", OK, OK, LOCAL),
+    ('<"mtaalice"@test.example>', OK, OK, LOCAL),
+    ("<mtaalice@test.example (a comment)>", OK, OK, LOCAL),
+    ("<(comment) mtaalice@test.example>", OK, OK, LOCAL),
+    ("<mtaalice+tag@test.example>", OK, OK, LOCAL),
+    ("<postmaster>", OK, OK, None),  # an alias: -bv names its target, root
+    ("<Postmaster@test.example>", OK, OK, None),
+    # source routes: stripped (RFC 5321 appendix C; canonify)
+    ("<@test.example:mtaalice@test.example>", OK, OK, LOCAL),
+    ("<@a.example,@b.example:mtaalice@test.example>", OK, OK, LOCAL),
+    ("<@test.example:x@elsewhere.example>", DENIED, OK, esmtp("elsewhere.example", "x@elsewhere.example")),
+    # remote domains: relayed only for a client that may relay
+    ("<x@elsewhere.example>", DENIED, OK, esmtp("elsewhere.example", "x@elsewhere.example")),
+    ("<x@ELSEWHERE.example.>", DENIED, OK, esmtp("ELSEWHERE.example", "x@ELSEWHERE.example")),
+    ("<x@[192.0.2.1]>", DENIED, OK, esmtp("[192.0.2.1]", "x@[192.0.2.1]")),
+    ("<x@[IPv6:2001:db8::1]>", DENIED, OK, esmtp("[IPv6:2001:db8::1]", "x@[IPv6:2001:db8::1]")),
+    ("<x@bücher.example>", DENIED, OK, esmtp("bücher.example", "x@bücher.example")),
+    ("<x@xn--bcher-kva.example>", DENIED, OK, esmtp("xn--bcher-kva.example", "x@xn--bcher-kva.example")),
+    # unqualified %-hack and !-paths name another host (canonify)
+    ("<elsewhere.example!x>", DENIED, OK, esmtp("elsewhere.example", "x@elsewhere.example")),
+    ("<x%elsewhere.example>", DENIED, OK, esmtp("elsewhere.example", "x@elsewhere.example")),
+    # a local domain's routed local parts: refused from outside as Sendmail does, and never relayed
+    ('<"x@elsewhere.example"@test.example>', DENIED, UNKNOWN, "User unknown"),
+    ('<"x@elsewhere.example">', DENIED, UNKNOWN, "User unknown"),
+    ('<"x@elsewhere.example"@[127.0.0.1]>', DENIED, UNKNOWN, "User unknown"),
+    ("<x%elsewhere.example@test.example>", DENIED, UNKNOWN, "User unknown"),
+    ("<x%y%elsewhere.example@test.example>", DENIED, UNKNOWN, "User unknown"),
+    ("<elsewhere.example!x@test.example>", DENIED, UNKNOWN, "User unknown"),
+    ("<x\\@elsewhere.example@test.example>", DENIED, UNKNOWN, "User unknown"),
+    ('<"x\\"y@elsewhere.example"@test.example>', DENIED, UNKNOWN, "User unknown"),
+    ('<"x%elsewhere.example"@localhost>', DENIED, UNKNOWN, "User unknown"),
+    # ... and one that names a local address again is that address (Parse0: u%here@here)
+    ("<mtaalice%test.example@test.example>", OK, OK, LOCAL),
+    ('<"mtaalice@localhost"@test.example>', OK, OK, LOCAL),
+    # never a program, a file or an :include: from outside
+    ('<"|/bin/sh -c id"@test.example>', UNKNOWN, UNKNOWN, "User unknown"),
+    ("</etc/passwd@test.example>", UNKNOWN, UNKNOWN, "User unknown"),
+    ("<\\mtaalice@test.example>", UNKNOWN, UNKNOWN, "User unknown"),
+    ('<"mta alice"@test.example>', UNKNOWN, UNKNOWN, "User unknown"),
+    # refused forms: Sendmail's Parse0 phrases and statuses
+    ("<x:include:/etc/passwd@test.example>",) + bad("5.1.3", "Invalid route address"),
+    ("<x@elsewhere.example@test.example>",) + bad("5.1.3", "Invalid route address"),
+    ("<x@@test.example>",) + bad("5.1.3", "Invalid route address"),
+    ("<a@b.example,c@test.example>",) + bad("5.1.3", "Invalid route address"),
+    ("<@test.example>",) + bad("5.1.3", "User address required"),
+    ("<x@>",) + bad("5.1.3", "Hostname required"),
+    ("<x@test.example:25>",) + bad("5.1.3", "Colon illegal in host name part"),
+    ("<x@.test.example>",) + bad("5.1.2", "Invalid host name"),
+    ("<x@test..example>",) + bad("5.1.2", "Invalid host name"),
+    ("<x@[999.1.1.1]>",) + bad("5.1.2", "Invalid address"),
+    ("<x@[127.0.0.1]junk>",) + bad("5.1.2", "Invalid address"),
+    ("<x@test.example>>",) + bad("5.0.0", "Unbalanced '>'"),
+    ('<"x@test.example>',) + bad("5.0.0", "Unbalanced '\"'"),
+    ("<x(@test.example>",) + bad("5.0.0", "Unbalanced '('"),
+]
+
+
+def test_address_forms_at_rcpt_and_in_bv(inst, daemon):
+    rcpts = [f[0] for f in FORMS]
+    chunks = [rcpts[i:i + 10] for i in range(0, len(rcpts), 10)]  # under the bad-command limit
+    outside = [line for c in chunks for line in rcpt_replies(Outside(inst.port), c, bracket=False)]
+    inside = [line for c in chunks for line in rcpt_replies(Raw(inst.port), c, bracket=False)]
+    said = dict(line.split("... ", 1) for line in inst.run("-bv", *rcpts).stdout.decode("utf-8").splitlines())
+    got = [(r, o, i, said.get(r)) for r, o, i in zip(rcpts, outside, inside, strict=True)]
+    want = [(r, o.format(r), i.format(r), v) for r, o, i, v in FORMS]
+    assert [(g, w) for g, w in zip(got, want, strict=True) if g != w] == []
+    assert said["root"] == "deliverable: mailer local, user root"
+    assert len(FORMS) >= 40
