@@ -87,14 +87,25 @@ def parents(domain: str) -> list[str]:
     return [".".join(labels[i:]) for i in range(len(labels))]
 
 
+def literal_keys(literal: str) -> list[str]:
+    """[1.2.3.4] -> itself, [1.2.3], [1.2], [1]; [IPv6:2001:db8::1] -> itself, [IPv6:2001:db8], ..."""
+    body, keys = literal[1:-1], [literal]
+    while True:
+        for sep in (".", "::", ":"):
+            head, found, _tail = body.rpartition(sep)
+            if found and head:
+                body = head
+                break
+        else:
+            return keys
+        keys.append(f"[{body}]")
+
+
 def lookup_domain(get, tag: str, domain: str) -> Decision | None:
+    """proto.m4 D (LookUpDomain): the domain, then each parent; an address literal, then its
+    shorter prefixes.  The first key found decides; SKIP ends the search with nothing."""
     domain = domain.lower().rstrip(".")
-    if domain.startswith("["):
-        hit = _tagged(get, tag, domain)
-        if hit is not None:
-            return _decide(hit)
-        return lookup_address(get, tag, domain.strip("[]").removeprefix("ipv6:"))
-    for d in parents(domain):
+    for d in literal_keys(domain) if domain.startswith("[") else parents(domain):
         hit = _tagged(get, tag, d)
         if hit is not None:
             return _decide(hit)
@@ -128,28 +139,34 @@ def lookup_address(get, tag: str, ip: str) -> Decision | None:
 
 
 def check_connect(get, client_name: str, client_addr: str) -> Decision | None:
-    """check_relay: Connect: by host name (and its domains), then by address."""
-    if client_name and not client_name.startswith("["):
-        found = lookup_domain(get, "Connect", client_name)
+    """check_relay: Connect: by host name (and its domains; [address] when it has none), then
+    by address and its prefixes."""
+    name = client_name or (f"[{client_addr}]" if client_addr else "")
+    if name:
+        found = lookup_domain(get, "Connect", name)
         if found is not None:
             return found
     return lookup_address(get, "Connect", client_addr) if client_addr else None
 
 
-def lookup_mailbox(get, tag: str, mailbox: str) -> Decision | None:
-    """From:/To: for an address: full (with, then without +detail), user@, then the domain chain."""
+def mailbox_keys(mailbox: str) -> list[str]:
+    """proto.m4 F then U: user+detail@domain, user+*@domain, user@domain, then user+detail@,
+    user+*@, user@ (only the U keys for an unqualified address)."""
     local, at, domain = mailbox.lower().rpartition("@")
     if not at:
         local, domain = mailbox.lower(), ""
-    base = local.split("+", 1)[0]
-    keys = []
-    if domain:
-        keys += [f"{local}@{domain}"] + ([f"{base}@{domain}"] if base != local else [])
-    keys += [f"{local}@"] + ([f"{base}@"] if base != local else [])
-    for key in keys:
+    base, plus, _detail = local.partition("+")
+    users = [local] + ([f"{base}+*", base] if plus else [])
+    return ([f"{u}@{domain}" for u in users] if domain else []) + [f"{u}@" for u in users]
+
+
+def lookup_mailbox(get, tag: str, mailbox: str) -> Decision | None:
+    """From:/To: for an address: full (with, then without +detail), user@, then the domain chain."""
+    for key in mailbox_keys(mailbox):
         hit = _tagged(get, tag, key)
         if hit is not None:
             return _decide(hit)
+    domain = mailbox.lower().rpartition("@")[2] if "@" in mailbox else ""
     return lookup_domain(get, tag, domain) if domain else None
 
 

@@ -106,3 +106,34 @@ def test_values(value, want):
 def test_relay_domains_class_includes_subdomains():
     assert access.in_class("mx.example.org", {"example.org"})
     assert not access.in_class("example.org.evil", {"example.org"})
+
+
+ORDER = b"""From:a+*@plus.example\tERROR:5.7.1:550 any detail
+From:b+*@\tERROR:5.7.1:550 any detail at any domain
+To:[192.0.2]\tRELAY
+To:[IPv6:2001:db8]\tRELAY
+Connect:[198.51.100.7]\tREJECT
+"""
+
+
+@pytest.fixture(scope="module")
+def order(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("acc") / "access")
+    assert makemap("hash", path, stdin=ORDER).returncode == 0
+    return maps.Map(MapDecl("access", "hash", ["-T<TMPF>", "-o"], path)).lookup
+
+
+def test_detail_wildcards_as_lookupfull_and_lookupuser(order):
+    # proto.m4 F (LookUpFull) and U (LookUpUser): user+detail, user+*, user - at the domain, then user@
+    assert access.lookup_mailbox(order, "From", "a+news@plus.example").text == "any detail"
+    assert access.lookup_mailbox(order, "From", "a@plus.example") is None
+    assert access.lookup_mailbox(order, "From", "b+x@anywhere.example").text == "any detail at any domain"
+
+
+def test_address_literals_and_their_prefixes(order):
+    # proto.m4 D (LookUpDomain): [a.b.c.d], then [a.b.c], [a.b], [a]; IPv6 drops the last group
+    assert action(access.lookup_domain(order, "To", "[192.0.2.55]")) == "RELAY"
+    assert action(access.lookup_domain(order, "To", "[IPv6:2001:db8::5]")) == "RELAY"
+    assert access.lookup_domain(order, "To", "[198.51.100.1]") is None
+    # a client without a PTR name is looked up as [address] first (check_relay: D on ${client_name})
+    assert action(access.check_connect(order, "", "198.51.100.7")) == "REJECT"
