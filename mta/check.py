@@ -49,6 +49,10 @@ FEATURES = {
     "nouucp": (DIFFERENT, "no UUCP addressing at all"),
     "nocanonify": (DIFFERENT, "addresses are never canonified through DNS; " + RULES_ONLY),
     "always_add_domain": (DIFFERENT, "header addresses are qualified with $j; envelope ones as given"),
+    "delay_checks": (HONOURED, "sender checks (From:, resolvable domain) at each RCPT; Spam: FRIEND skips them"),
+    "accept_unresolvable_domains": (HONOURED, "senders whose domain does not resolve are accepted"),
+    "accept_unqualified_senders": (HONOURED, "senders without a domain are accepted from remote clients"),
+    "loose_relay_check": (HONOURED, "u%h@domain for a class R domain is not checked again as u@h"),
 }
 
 MAPS = {"access": "the access map (policy)", "mailertable": "domain routing",
@@ -89,6 +93,8 @@ def unimplemented_options(cfg: config.Config) -> list[str]:
 
 
 def map_verdict(decl: config.MapDecl) -> tuple[str, str]:
+    if decl.name == "resolve" and decl.type == "host":
+        return DIFFERENT, "check_mail's sender domain check, through DNS (dnspython) after /etc/hosts"
     if decl.name not in MAPS:
         return DIFFERENT, f"not used: {RULES_ONLY}"
     if decl.type not in MAP_TYPES:

@@ -19,7 +19,8 @@ def test_each_feature_option_map_and_mailer_gets_one_verdict():
     text, missing = check.report(CF)
     v = _verdicts(text)
     assert v["FEATURE(`use_cw_file')"].startswith("honoured: class w")
-    assert v["FEATURE(`delay_checks', `friend', `n')"] == "not implemented"
+    assert v["FEATURE(`delay_checks', `friend', `n')"].startswith("honoured: sender checks")
+    assert v["Kresolve host -a<OKR> -T<TEMP>"].startswith("honoured differently: check_mail's sender domain")
     assert v["FEATURE(`greet_pause', `1000')"].startswith("honoured differently: GreetPause:")
     assert v["O BadRcptThrottle=3"] == "not implemented: read and ignored"
     assert v["O QueueDirectory=/var/spool/mqueue"] == "honoured"
