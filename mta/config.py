@@ -207,19 +207,6 @@ class Mailer:
     argv: str = ""
     fields: dict[str, str] = factory(dict)
 
-    @property
-    def is_ipc(self) -> bool:
-        return self.path == "[IPC]"
-
-
-BUILTIN_MAILERS = {
-    "local": Mailer("local", "mail.local", "lsDFMAw5:/|@qPn9S", "mail.local -l -d $u"),
-    "prog": Mailer("prog", "/bin/sh", "lsDFMoqeu9", "sh -c $u"),
-    "smtp": Mailer("smtp", "[IPC]", "mDFMuX", "TCP $h"),
-    "esmtp": Mailer("esmtp", "[IPC]", "mDFMuXa", "TCP $h"),
-    "relay": Mailer("relay", "[IPC]", "mDFMuXa8", "TCP $h"),
-}
-
 
 @record
 class QueueGroup:
@@ -339,9 +326,6 @@ class Config:
     def is_local_host(self, host: str) -> bool:
         host = host.lower().rstrip(".")
         return host in self.klass("w") or (host.startswith("[") and host in local_literals())
-
-    def mailer(self, name: str) -> Mailer:
-        return self.mailers.get(name) or BUILTIN_MAILERS[name]
 
     def expand(self, text: str, extra: dict[str, str] | None = None) -> str:
         return expand(text, {**self.macros, **(extra or {})})

@@ -22,6 +22,7 @@ import pwd
 
 from mta import address, aliases, errors
 from mta.config import Config
+from mta.mailers import table
 from mta.record import record
 
 
@@ -202,6 +203,9 @@ def _mailertable(cfg: Config, maps, addr: address.Address, text: str) -> Route |
             if entry is None:
                 return Route("error", user, text, error=errors.NoUser(), why=why)
             return Route("local", entry.pw_name, text, why=why)
+        refused = table.routable(cfg, mailer)  # unknown, unusable, or prog/*file* (aliases only)
+        if refused:
+            return Route("error", text, text, error=refused, why=why)
         return Route(mailer, str(addr), text, host=host.strip() or addr.domain, why=why)
     return None
 

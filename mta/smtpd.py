@@ -25,6 +25,7 @@ import time
 from mta import VERSION, config, errors, submit
 from mta.context import Context
 from mta.delivery import attempt, load, mode, schedule
+from mta.mailers import table
 from mta.policy import Client
 from mta.smtp import answer
 from mta.smtp.session import Action, Session, reply
@@ -124,6 +125,8 @@ class Daemon:
         self.ctx.log.line(f"starting daemon ({VERSION}): {mode}")
         if self.ctx.cfg.ignored_rules:
             self.ctx.log.line(f"{self.ctx.cfg.path}: {self.ctx.cfg.ignored_rules} rule set lines ignored")
+        for notice in table.notices(self.ctx.cfg):  # their recipients bounce with 5.3.5
+            self.ctx.log.line(f"{self.ctx.cfg.path}: {notice}")
 
     def _write_pidfile(self) -> None:
         path = self.ctx.cfg["PidFile"]

@@ -18,12 +18,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("fronts", ("mta.cli.",)),
     ("modes", ("mta.modes", "mta.check", "mta.identity", "mta.proctitle")),
     ("daemon", ("mta.smtpd",)),
-    ("delivery", ("mta.delivery", "mta.mailers", "mta.notify", "mta.mailq")),
+    ("delivery", ("mta.delivery", "mta.mailers.", "mta.notify", "mta.mailq")),
     ("submit/router", ("mta.submit", "mta.router", "mta.smtp", "mta.policy", "mta.aliases", "mta.context")),
     ("queue/maps/config", ("mta.queue", "mta.maps", "mta.config", "mta.bdb", "mta.cdb", "mta.sdbm",
                            "mta.makemap", "mta.stats", "mta.hoststat", "mta.log", "mta.message",
                            "mta.address", "mta.access", "mta.dns", "mta.dsn", "mta.pgp", "mta.authdb",
+<<<<<<< HEAD
                            "mta.groupcommit", "mta.metrics")),
+=======
+                           "mta.groupcommit", "mta.mailers", "mta.mailers.table")),  # Outcome; the mailer table
+>>>>>>> 8038131 (Mailers come from the cf's M lines through one table: P=[IPC] A=TCP is SMTP, P=/path runs the program with its A= argv, F= flags, uid and exit codes (procmail, sensible-mda, mail.local), an unknown or unusable mailer is a 5.3.5 bounce named at daemon start, nothing falls through to the file mailer; a TempFail while routing at delivery defers; new mailboxes 0660 USER:mail; MH keeps .mh_sequences)
     ("record/errors", ("mta.record", "mta.errors", "mta.__init__")),
 ]
 
@@ -39,12 +43,15 @@ def modules() -> dict[str, Path]:
 
 
 def layer_of(module: str) -> int | None:
+    """The layer whose longest name matches: a name stands for itself and what is under it,
+    one ending in '.' only for what is under it."""
+    best, found = -1, None
     for i, (_name, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            if module == prefix or module.startswith(prefix.rstrip(".") + ".") or (
-                    prefix.endswith(".") and module.startswith(prefix)):
-                return i
-    return None
+        for p in prefixes:
+            hit = module.startswith(p) if p.endswith(".") else module == p or module.startswith(p + ".")
+            if hit and len(p) > best:
+                best, found = len(p), i
+    return found
 
 
 def _resolve(target: str, known: dict[str, Path]) -> str | None:

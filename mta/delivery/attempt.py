@@ -16,7 +16,7 @@ import time
 from mta import errors, log, message, notify, queue, router, submit
 from mta.context import Context
 from mta.delivery import mode, render
-from mta.mailers import Outcome
+from mta.mailers import Outcome, table
 from mta.queue import Entry, Recipient
 from mta.record import record
 
@@ -36,15 +36,18 @@ def _routes_for(ctx: Context, entry: Entry, rcpt: Recipient) -> list[router.Rout
     # An alias expansion we stored ourselves is delivered as is (programs and files included),
     # but only from a trusted qf in the MTA queue: Sendmail's EF_UNSAFE rule.
     if "A" in rcpt.flags and not ctx.cfg.is_msp and not entry.unsafe:
-        from mta import aliases
+        from mta import aliases as alias_table
 
         # C line: ':alias', or 'user:uid:gid:alias' for a .forward's program or file
         user, _, rest = rcpt.ctladdr.partition(":")
         alias = rest.rsplit(":", 1)[-1] if user else rest
-        target = aliases.Target(rcpt.addr, alias=alias or "(queue file)")
+        target = alias_table.Target(rcpt.addr, alias=alias or "(queue file)")
         return [router.run_as(router.local_target(ctx.cfg, target, ctx.maps), user)]
-    table = None if ctx.cfg.is_msp else ctx.aliases
-    return router.resolve(ctx.cfg, table, rcpt.addr, ctx.maps)
+    aliases = None if ctx.cfg.is_msp else ctx.aliases
+    try:
+        return router.resolve(ctx.cfg, aliases, rcpt.addr, ctx.maps)
+    except errors.MTAError as exc:  # e.g. an :include: file that cannot be read now: try later
+        return [router.Route("error", rcpt.addr, rcpt.addr, error=exc)]
 
 
 def _say_connect(ctx: Context, addrs: list[str], route: router.Route) -> None:
@@ -53,36 +56,12 @@ def _say_connect(ctx: Context, addrs: list[str], route: router.Route) -> None:
         ctx.verbose.write(f"{addrs[0]}... Connecting to {where} via {route.mailer}...\n")
 
 
-def _deliver_route(ctx: Context, entry: Entry, body: str, route: router.Route) -> Outcome:
-    cfg = ctx.cfg
-    mailer = cfg.mailer("local" if route.mailer == "*file*" else route.mailer)
-    sender = render.mailer_sender(cfg, route.mailer, entry.sender)
-    text = render.render(entry, body, flags=mailer.flags, sender=sender)
-    if ctx.traffic is not None:  # -X: what this mailer is given
+def _traffic(ctx: Context, route: router.Route, text: str) -> None:
+    """-X: what a mailer other than SMTP is given (SMTP's dialog is logged by esmtp)."""
+    if ctx.traffic is not None:
         pid = f"{os.getpid():05d}"
         ctx.traffic.write(f"{pid} === DELIVER {route.mailer} {route.user}\n")
         ctx.traffic.write("".join(f"{pid} >>> {line}\n" for line in text.rstrip("\n").split("\n")))
-    if route.mailer == "local":
-        from mta.mailers import local
-
-        owner = router.local_user(route.user)
-        if cfg["PGPKeyMap"]:
-            try:
-                text = _encrypted(cfg, route.user, text, entry.qid)
-            except errors.MTAError as exc:
-                return Outcome.from_error(exc)
-        return local.deliver(spool=cfg["MailSpoolDirectory"], fmt=cfg["MailboxFormat"], owner=owner,
-                             sender=sender, text=text, when=time.time())
-    if route.mailer == "prog":
-        from mta.mailers import prog
-
-        user = f"{route.run_as}:" if route.run_as else cfg["DefaultUser"]
-        return prog.deliver(command=route.user[1:], text=text, sender=sender, default_user=user,
-                            as_root=os.geteuid() == 0)
-    from mta.mailers import file
-
-    return file.deliver(path=route.user, text=text, sender=sender, when=time.time(),
-                        safe_root=cfg["SafeFileEnvironment"], run_as=route.run_as)
 
 
 def _encrypted(cfg, user: str, text: str, seed: str) -> str:
@@ -93,12 +72,88 @@ def _encrypted(cfg, user: str, text: str, seed: str) -> str:
     return pgp.encrypt_message(text, key, seed) if key else text
 
 
-def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
+def _local_text(ctx: Context, entry: Entry, body: str, agent: table.Agent, route: router.Route,
+                sender: str) -> str:
+    """What a local mailer (ours or the cf's program) is given, encrypted when PGPKeyMap says so."""
+    text = render.render(entry, body, flags=agent.mailer.flags, sender=sender)
+    if ctx.cfg["PGPKeyMap"] and route.mailer == "local":
+        text = _encrypted(ctx.cfg, route.user, text, entry.qid)
+    return text
+
+
+def _deliver_one(ctx: Context, entry: Entry, body: str, agent: table.Agent, route: router.Route) -> Outcome:
+    """A delivery by our own local or file mailer."""
+    cfg = ctx.cfg
+    sender = render.mailer_sender(cfg, route.mailer, entry.sender)
+    try:
+        text = _local_text(ctx, entry, body, agent, route, sender)
+    except errors.MTAError as exc:
+        return Outcome.from_error(exc)
+    _traffic(ctx, route, text)
+    if agent.kind == table.LOCAL:
+        from mta.mailers import local
+
+        return local.deliver(spool=cfg["MailSpoolDirectory"], fmt=cfg["MailboxFormat"],
+                             owner=router.local_user(route.user), sender=sender, text=text, when=time.time())
+    from mta.mailers import file
+
+    return file.deliver(path=route.user, text=text, sender=sender, when=time.time(),
+                        safe_root=cfg["SafeFileEnvironment"], run_as=route.run_as)
+
+
+def _program_owner(route: router.Route):
+    """The controlling user of a program delivery: the local recipient, a .forward's owner."""
+    if route.mailer == "local":
+        return router.local_user(route.user)
+    return router.local_user(route.run_as) if route.run_as else None
+
+
+def _program_user(route: router.Route) -> str:
+    """$u: the local user, the |command of an alias or .forward, or the address."""
+    return route.user[1:] if route.mailer == "prog" else route.user
+
+
+def _deliver_program(ctx: Context, entry: Entry, body: str, agent: table.Agent,
+                     group: list[tuple[Recipient, router.Route]]) -> list[Outcome]:
+    """One run of a program mailer (P=/path) for a recipient, or for several with F=m."""
+    from mta.mailers import program
+
+    cfg, mailer, route = ctx.cfg, agent.mailer, group[0][1]
+    sender = render.mailer_sender(cfg, route.mailer, entry.sender)
+    try:
+        text = _local_text(ctx, entry, body, agent, route, sender)
+    except errors.MTAError as exc:
+        return [Outcome.from_error(exc)] * len(group)
+    _traffic(ctx, route, text)
+    owner = _program_owner(route)
+    macros = {"g": sender, "f": entry.sender.strip("<>"), "h": route.host or _detail(route.addr),
+              "z": owner.pw_dir if owner else "", "client_addr": _client_addr(entry)}
+    argv = render.program_argv(cfg, mailer, users=[_program_user(r) for _rc, r in group], macros=macros)
+    dirs = [cfg.expand(d, macros) for d in mailer.fields.get("D", "").split(":")]
+    outcome = program.deliver(mailer, argv, render.program_input(cfg, text, mailer=mailer, sender=sender,
+                                                                  when=time.time()),
+                              creds=program.credentials(mailer, owner, cfg["DefaultUser"]),
+                              cwd=program.workdir(dirs), env={"SENDER": sender})
+    return [outcome] * len(group)
+
+
+def _detail(addr: str) -> str:
+    """$h for a local mailer: the +detail of user+detail@host, as Sendmail's local rules give it."""
+    local = addr.strip("<>").rpartition("@")[0] or addr.strip("<>")
+    return local.partition("+")[2]
+
+
+def _client_addr(entry: Entry) -> str:
+    """${client_addr}: the address in the $_ relay text ('host [192.0.2.1]'), '' for local mail."""
+    relay = entry.macros.get("_", "")
+    return relay[relay.rfind("[") + 1:-1] if relay.endswith("]") and "[" in relay else ""
+
+
+def _deliver_smtp(ctx: Context, entry: Entry, body: str, agent: table.Agent,
                   group: list[tuple[Recipient, router.Route]]) -> list[Outcome]:
     from mta.mailers import esmtp
 
-    cfg = ctx.cfg
-    mailer = cfg.mailer(route.mailer)
+    cfg, mailer, route = ctx.cfg, agent.mailer, group[0][1]
     argv = cfg.expand(mailer.argv, {"h": route.host}).split()
     port = int(argv[2]) if len(argv) > 2 and argv[2].isdigit() else 25
     sender = render.mailer_sender(cfg, route.mailer, entry.sender)
@@ -110,23 +165,41 @@ def _deliver_smtp(ctx: Context, entry: Entry, body: str, route: router.Route,
                          dsn=render.dsn_parameters(entry, [rc for rc, _r in group]))
 
 
+def _batch_key(agent: table.Agent, route: router.Route, n: int) -> tuple:
+    """Which recipients share one mailer run: per host for SMTP, per host and controlling user
+    for a program with F=m, else each on its own."""
+    if agent.kind == table.SMTP:
+        return (agent.name, route.host.lower())
+    if agent.kind == table.PROGRAM and "m" in agent.mailer.flags:
+        return (agent.name, route.host.lower(), route.run_as, route.mailer)
+    return (agent.name, n)
+
+
+def _run_batch(ctx: Context, entry: Entry, body: str, agent: table.Agent,
+               group: list[tuple[Recipient, router.Route]]) -> list[Outcome]:
+    _say_connect(ctx, [r.addr for _rc, r in group], group[0][1])
+    if agent.kind == table.SMTP:
+        return _deliver_smtp(ctx, entry, body, agent, group)
+    if agent.kind == table.PROGRAM:
+        return _deliver_program(ctx, entry, body, agent, group)
+    return [_deliver_one(ctx, entry, body, agent, r) for _rc, r in group]
+
+
 def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
     results: list[Result] = []
-    smtp_groups: dict[tuple[str, str], list[tuple[Recipient, router.Route]]] = {}
+    batches: dict[tuple, tuple[table.Agent, list[tuple[Recipient, router.Route]]]] = {}
     for rcpt in entry.recipients:
         for route in _routes_for(ctx, entry, rcpt):
-            if route.error:
-                results.append(Result(rcpt, route, Outcome.from_error(route.error)))
-            elif render.is_smtp(ctx.cfg, route.mailer):
-                smtp_groups.setdefault((route.mailer, route.host.lower()), []).append((rcpt, route))
-            else:
-                _say_connect(ctx, [route.addr], route)
-                results.append(Result(rcpt, route, _deliver_route(ctx, entry, body, route)))
-    for group in smtp_groups.values():
-        first = group[0][1]
-        _say_connect(ctx, [r.addr for _rc, r in group], first)
-        for (rcpt, route), outcome in zip(group, _deliver_smtp(ctx, entry, body, first, group), strict=True):
-            results.append(Result(rcpt, route, outcome))
+            agent = table.agent(ctx.cfg, route.mailer)
+            error = route.error or agent.error
+            if error:
+                results.append(Result(rcpt, route, Outcome.from_error(error)))
+                continue
+            key = _batch_key(agent, route, len(batches))
+            batches.setdefault(key, (agent, []))[1].append((rcpt, route))
+    for agent, group in batches.values():
+        outcomes = _run_batch(ctx, entry, body, agent, group)
+        results += [Result(rcpt, route, o) for (rcpt, route), o in zip(group, outcomes, strict=True)]
     return results
 
 

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import re
 
-from mta import address, queue
+from mta import address, message, queue
+from mta.mailers import table
 from mta.message import Header, Message
 from mta.queue import Entry, Recipient
 
-SMTP_NAMES = ("smtp", "esmtp", "smtp8", "dsmtp", "relay")
 _BARE_NAME = re.compile(r"(^|,\s*|<)([A-Za-z0-9._+-]+)(?=\s*(?:>|,|$))")
 _QUALIFIED_HEADERS = ("from", "sender", "reply-to", "to", "cc")
 
 
 def is_smtp(cfg, mailer: str) -> bool:
-    """Is this an [IPC] mailer (smtp, esmtp, smtp8, dsmtp, relay, or one the cf defines)?"""
-    m = cfg.mailers.get(mailer)
-    return m.is_ipc if m else mailer in SMTP_NAMES
+    """Is this an SMTP mailer (P=[IPC] A=TCP: smtp, esmtp, relay, or one the cf defines)?"""
+    return table.agent(cfg, mailer).kind == table.SMTP
 
 
 def mailer_sender(cfg, mailer: str, sender: str) -> str:
@@ -67,3 +66,62 @@ def dsn_parameters(entry: Entry, rcpts: list[Recipient]) -> tuple[list[str], lis
             params.append(f"ORCPT={r.orcpt}")
         per.append(params)
     return mail, per
+
+
+# -- what a program mailer (P=/path) is given ---------------------------------------------------
+
+def _eol(mailer) -> str:
+    """E= (end of line) with its escapes decoded; a newline when unset."""
+    raw = mailer.fields.get("E", "")
+    return raw.replace("\\r", "\r").replace("\\n", "\n") or "\n"
+
+
+def from_line(cfg, mailer, sender: str, when: float) -> str:
+    """The Unix From_ line (UnixFromLine, 'From $g $d'); none with F=n; F=U adds 'remote from'."""
+    if "n" in mailer.flags:
+        return ""
+    line = cfg.expand(cfg["UnixFromLine"], {"g": sender, "d": message.ctime(when)})
+    if "U" in mailer.flags:
+        line += f" remote from {cfg.macros.get('k') or cfg.hostname.split('.')[0]}"
+    return line + "\n"
+
+
+def program_input(cfg, text: str, *, mailer, sender: str, when: float) -> bytes:
+    """The bytes on a program mailer's stdin, from the rendered text (headers, blank line, body):
+    From_ line (unless F=n), the body with '>From ' (F=E), doubled leading dots (F=X), 7 bits
+    (F=7), lines ended by E=."""
+    flags = mailer.flags
+    head, sep, body = text.partition("\n\n")
+    if "E" in flags:
+        from mta.mailers import local
+
+        body = local.escape_from(body)
+    if "X" in flags:
+        body = "\n".join("." + ln if ln.startswith(".") else ln for ln in body.split("\n"))
+    text = from_line(cfg, mailer, sender, when) + head + sep + body
+    eol = _eol(mailer)
+    if eol != "\n":
+        text = text.replace("\n", eol)
+    data = message.to_bytes(text)
+    return bytes(b & 0x7F for b in data) if "7" in flags else data
+
+
+def recipient_user(mailer, user: str) -> str:
+    """$u as the mailer gets it: quotes stripped with F=s, lower case unless F=u."""
+    if "s" in mailer.flags:
+        user = user.replace('"', "")
+    return user if "u" in mailer.flags else user.lower()
+
+
+def program_argv(cfg, mailer, *, users: list[str], macros: dict[str, str]) -> list[str]:
+    """A= as an argv list, each word expanded on its own (no shell ever splits it again); a word
+    with $u is repeated for each recipient (several only with F=m)."""
+    argv = []
+    for word in mailer.argv.split():
+        if "$u" in word:
+            argv += [cfg.expand(word, {**macros, "u": recipient_user(mailer, u)}) for u in users]
+        else:
+            argv.append(cfg.expand(word, macros))
+    if ("f" in mailer.flags or "r" in mailer.flags) and argv:
+        argv[1:1] = ["-f" if "f" in mailer.flags else "-r", macros.get("g", "")]
+    return argv

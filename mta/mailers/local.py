@@ -5,7 +5,10 @@ Formats (MailboxFormat, ext): ``mbox`` (default: MailSpoolDirectory/USER, a 'Fro
 ``maildir`` (MailSpoolDirectory/USER/{tmp,new,cur}) and ``mh`` (numbered files in
 MailSpoolDirectory/USER/).  Locking for mbox and mmdf is what mutt and procmail use together:
 a USER.lock dotlock (holding our pid) beside the mailbox plus an fcntl lock on it; a lock whose
-holder is dead is taken over at once.  A new mailbox is created 0600 and owned by the user.
+holder is dead is taken over at once.  A new mbox or mmdf mailbox is created as Debian's are,
+0660 USER:mail (0600 when we are not root, or there is no mail group); an existing one keeps
+its mode.  An MH delivery adds the message to the folder's unseen sequence in .mh_sequences, as
+nmh's rcvstore does.
 Crash safety: before appending, the mailbox's end is repaired (a message a killed delivery left
 half-written is cut off) and the size we start from is recorded in the lock, so the next
 delivery cuts back a write we were killed in.  A write error truncates back and defers.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import grp
 import os
 import socket
 import stat
@@ -165,12 +169,22 @@ def _is_file(path: str, st: os.stat_result) -> bool:
     return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
+def _mail_gid() -> int | None:
+    try:
+        return grp.getgrnam("mail").gr_gid
+    except KeyError:
+        return None
+
+
 def _open_mailbox(path: str, owner) -> int:
     flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-        if os.geteuid() == 0:
-            os.fchown(fd, owner.pw_uid, owner.pw_gid)
+        gid = _mail_gid()
+        if os.geteuid() == 0:  # Debian's mailboxes: USER:mail 0660
+            os.fchown(fd, owner.pw_uid, owner.pw_gid if gid is None else gid)
+            if gid is not None:
+                os.fchmod(fd, 0o660)
         return fd
     except FileExistsError:
         pass
@@ -278,10 +292,47 @@ def _maildir(base: str, owner, text: str) -> None:
 
 def _mh(base: str, owner, text: str) -> None:
     _ensure_dir(base, owner)
-    with dotlock(os.path.join(base, ".mh_sequences")):
+    sequences = os.path.join(base, ".mh_sequences")
+    with dotlock(sequences):
         numbers = [int(n) for n in os.listdir(base) if n.isdigit()]
         number = max(numbers, default=0) + 1
         _write_new(base, f",new{os.getpid()}", owner, to_bytes(text), os.path.join(base, str(number)))
+        _add_unseen(sequences, owner, number)
+
+
+def _add_unseen(path: str, owner, number: int) -> None:
+    """.mh_sequences: 'name: 1-3 5' lines; the new message joins 'unseen' (rcvstore's default)."""
+    try:
+        with open(path, encoding="latin-1") as fh:
+            lines = [ln.rstrip("\n") for ln in fh if ln.strip()]
+    except FileNotFoundError:
+        lines = []
+    seqs = [ln.partition(":") for ln in lines]
+    unseen = next((_numbers(v) for k, _s, v in seqs if k.strip() == "unseen"), set()) | {number}
+    out = [f"{k}:{v}" for k, _s, v in seqs if k.strip() != "unseen"] + [f"unseen: {_ranges(unseen)}"]
+    directory = os.path.dirname(path)
+    _write_new(directory, f",seq{os.getpid()}", owner, to_bytes("\n".join(out) + "\n"), path)
+
+
+def _numbers(text: str) -> set[int]:
+    out: set[int] = set()
+    for part in text.split():
+        first, _, last = part.partition("-")
+        if first.isdigit() and (not last or last.isdigit()):
+            out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
+def _ranges(numbers: set[int]) -> str:
+    """{1, 2, 3, 5} -> '1-3 5'."""
+    out: list[str] = []
+    for n in sorted(numbers):
+        if out and n - 1 in numbers:
+            first = out[-1].split("-")[0]
+            out[-1] = f"{first}-{n}"
+        else:
+            out.append(str(n))
+    return " ".join(out)
 
 
 def deliver(*, spool: str, fmt: str, owner, sender: str, text: str, when: float) -> Outcome:
