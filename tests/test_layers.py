@@ -23,11 +23,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("queue/maps/config", ("mta.queue", "mta.maps", "mta.config", "mta.bdb", "mta.cdb", "mta.sdbm",
                            "mta.makemap", "mta.stats", "mta.hoststat", "mta.log", "mta.message",
                            "mta.address", "mta.access", "mta.dns", "mta.dsn", "mta.pgp", "mta.authdb",
-<<<<<<< HEAD
-                           "mta.groupcommit", "mta.metrics")),
-=======
-                           "mta.groupcommit", "mta.mailers", "mta.mailers.table")),  # Outcome; the mailer table
->>>>>>> 8038131 (Mailers come from the cf's M lines through one table: P=[IPC] A=TCP is SMTP, P=/path runs the program with its A= argv, F= flags, uid and exit codes (procmail, sensible-mda, mail.local), an unknown or unusable mailer is a 5.3.5 bounce named at daemon start, nothing falls through to the file mailer; a TempFail while routing at delivery defers; new mailboxes 0660 USER:mail; MH keeps .mh_sequences)
+                           "mta.groupcommit", "mta.metrics",
+                           "mta.mailers", "mta.mailers.table")),  # Outcome; the mailer table
     ("record/errors", ("mta.record", "mta.errors", "mta.__init__")),
 ]
 

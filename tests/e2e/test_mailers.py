@@ -49,7 +49,8 @@ def procmailrc(users):
 
 def _send_two(inst) -> None:
     for subject in ("please filter me", "just mail"):
-        r = inst.run("-Am", "-odi", "-f", "sender@example.test", "mtaalice+box", stdin=f"Subject: {subject}\n\nx\n".encode())
+        r = inst.run("-Am", "-odi", "-f", "sender@example.test", "mtaalice+box",
+                     stdin=f"Subject: {subject}\n\nx\n".encode())
         assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -183,7 +184,7 @@ def test_missing_include_defers_the_recipient(inst):
     listing.unlink()
     assert inst.run("-q").returncode == 0
     assert len(inst.qfs()) == 1
-    assert f"stat=Deferred: {listing}: cannot open: No such file or directory" in inst.log(), inst.log()
+    assert f"stat=Deferred: Cannot open {listing}: No such file or directory" in inst.log(), inst.log()
     listing.write_text(saved)
     assert inst.run("-q").returncode == 0
     assert not inst.qfs() and b"Subject: to inc" in inst.mbox("mtaalice")
