@@ -103,28 +103,22 @@ def map_verdict(decl: config.MapDecl) -> tuple[str, str]:
 
 
 def mailer_verdict(mailer: config.Mailer) -> tuple[str, str]:
-    flags = set(mailer.flags)
-    if mailer.is_ipc:
-        if "%" in flags:
+    """What the mailer table makes of an M line (mta.mailers.table)."""
+    from mta.mailers import table
+
+    kind, why = table.kind_of(mailer)
+    if kind == table.UNUSABLE:
+        return MISSING, why + "; its recipients bounce with 5.3.5"
+    if kind == table.SMTP:
+        if "%" in mailer.flags:
             return DIFFERENT, "SMTP; F=% (hold until ETRN) is not implemented: delivered at once"
         return HONOURED, "SMTP to the host and port of A=TCP $h [port]"
+    if kind == table.LOCAL:
+        return HONOURED, (f"P={mailer.path} is sendmail-py's own: the built-in local agent writes "
+                          "MailSpoolDirectory/USER (MailboxFormat)")
     if mailer.name == "prog":
         return HONOURED, f"programs from aliases and .forward files run as {mailer.path} with A={mailer.argv}"
-    if mailer.name == "local":
-        return _local_verdict(mailer)
-    return HONOURED, f"runs {mailer.path} with A={mailer.argv}, its F= flags and exit codes"
-
-
-def _local_verdict(mailer: config.Mailer) -> tuple[str, str]:
-    """Whether the local mailer's program is run comes from the delivery layer, when it says."""
-    try:
-        from mta.mailers import table  # the M-line mailer table, where it exists
-    except ImportError:
-        table = None
-    if table is not None and hasattr(table, "describe"):
-        return table.describe(mailer)
-    return DIFFERENT, (f"the built-in local agent writes /var/mail/USER itself; {mailer.path} "
-                       "is not run, so ~/.procmailrc is not read")
+    return HONOURED, f"runs {mailer.path} with A={mailer.argv}, its F= flags, uid and exit codes"
 
 
 def _feature_items(path: str, lineno: int, text: str, call: str, args: list[str]) -> Item:

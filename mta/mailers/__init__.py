@@ -1,4 +1,4 @@
-"""Mailers: one module per kind (local, prog, file, esmtp); each reports one Outcome per recipient.
+"""Mailers: the table of M lines (table) and one module per kind (local, program, file, esmtp);
 
 The class of the enhanced status (2, 4 or 5) decides sent, deferred or bounced, in one place:
 ``Outcome.kind``.

@@ -56,7 +56,8 @@ class Agent:
         return errors.ConfigError(self.why, status="5.3.5", code=554)
 
 
-def _kind(m: Mailer) -> tuple[str, str]:
+def kind_of(m: Mailer) -> tuple[str, str]:
+    """(kind, why it is UNUSABLE) of an M line."""
     argv = m.argv.split()
     if m.path in ("[IPC]", "[TCP]"):
         if argv[:1] == ["TCP"] or m.path == "[TCP]":
@@ -82,7 +83,7 @@ def agent(cfg, name: str) -> Agent:
     m = cfg.mailers.get(name) or cfg.mailers.get(name.lower()) or BUILTIN.get(name.lower())
     if m is None:
         return Agent(name, UNUSABLE, Mailer(name, ""), f"buildaddr: unknown mailer {name}")
-    kind, why = _kind(m)
+    kind, why = kind_of(m)
     return Agent(m.name, kind, m, why)
 
 
