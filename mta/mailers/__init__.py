@@ -1,4 +1,5 @@
-"""Mailers: the table of M lines (table) and one module per kind (local, program, file, esmtp);
+"""Mailers: the table of M lines (table) and one module per kind (local, program, file, esmtp),
+each reporting one Outcome per recipient.
 
 The class of the enhanced status (2, 4 or 5) decides sent, deferred or bounced, in one place:
 ``Outcome.kind``.
