@@ -408,6 +408,33 @@ def lock(qdir: str, qid: str):
         yield fd
     finally:
         os.close(fd)
+        for held in _CHECKPOINTS.pop((qdir, qid), ()):
+            os.close(held)
+
+
+_CHECKPOINTS: dict[tuple[str, str], list[int]] = {}  # locks on qf files written mid-delivery
+
+
+def checkpoint(qdir: str, entry: Entry, mode: int = 0o600) -> None:
+    """Rewrite a locked entry's control file during its delivery (CheckpointInterval): the new
+    file is locked before it is renamed into place, as queueup() locks its tf, so no other
+    runner can take the entry until the lock() around this delivery ends."""
+    tf = qf_path(qdir, entry.qid, "t")
+    fd = os.open(tf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        view = memoryview(to_bytes(format_entry(entry)))
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.rename(tf, qf_path(qdir, entry.qid, "h" if entry.quarantine else "q"))
+        groupcommit.sync_dir(file_dir(qdir, "q"))
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tf)
+        raise
+    _CHECKPOINTS.setdefault((qdir, entry.qid), []).append(fd)
 
 
 def _still_named(qdir: str, qid: str, fd: int) -> bool:

@@ -197,10 +197,41 @@ def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
                 continue
             key = _batch_key(agent, route, len(batches))
             batches.setdefault(key, (agent, []))[1].append((rcpt, route))
-    for agent, group in batches.values():
+    check = _Checkpoint(ctx, entry)
+    todo = list(batches.values())
+    for n, (agent, group) in enumerate(todo):
         outcomes = _run_batch(ctx, entry, body, agent, group)
         results += [Result(rcpt, route, o) for (rcpt, route), o in zip(group, outcomes, strict=True)]
+        check.after(results, [g for _a, g in todo[n + 1:]])
     return results
+
+
+class _Checkpoint:
+    """CheckpointInterval: after every N recipients sent, the qf is rewritten without them, so a
+    crash in the middle of a long list resends at most the last N (deliver.c)."""
+
+    def __init__(self, ctx: Context, entry: Entry):
+        self.ctx, self.entry, self.every = ctx, entry, ctx.cfg["CheckpointInterval"]
+        self.written = 0
+
+    def after(self, results: list[Result], pending: list[list[tuple[Recipient, router.Route]]]) -> None:
+        if self.every <= 0:
+            return
+        waiting = {id(rc) for group in pending for rc, _r in group}
+        unsent = {id(r.rcpt) for r in results if r.outcome.kind != "sent"}
+        sent = [rc for rc in self.entry.recipients
+                if id(rc) not in waiting and id(rc) not in unsent and any(r.rcpt is rc for r in results)]
+        if len(sent) - self.written < self.every:
+            return
+        self.written = len(sent)
+        left = Entry(**{n: getattr(self.entry, n) for n in Entry.__record_fields__})
+        left.recipients = [rc for rc in self.entry.recipients if all(rc is not s for s in sent)]
+        if not left.recipients:
+            return
+        try:
+            queue.checkpoint(self.ctx.qdir, left, self.ctx.cfg["QueueFileMode"])
+        except OSError as exc:
+            self.ctx.log.line(f"checkpoint: cannot rewrite queue file: {exc.strerror}", self.entry.qid)
 
 
 # -- logging and counting ---------------------------------------------------------------------------

@@ -284,3 +284,29 @@ def test_queue_la_queues_instead_of_delivering(inst, sink):
     r = inst.run("-Am", "-odi", *la, "someone@far.test", stdin=b"Subject: later\n\nx\n")
     assert r.returncode == 0 and len(inst.qfs()) == 1 and not sink.messages
     assert inst.run("-q").returncode == 0 and len(sink.messages) == 1 and not inst.qfs()
+
+
+def test_checkpoint_interval_keeps_a_crash_from_resending(inst, users):
+    """CheckpointInterval=1: killed (-9) while the third recipient runs, the run resends only it."""
+    with open(inst.etc / "aliases", "a") as fh:
+        fh.write(f'slow: "|/bin/sh -c \'cat >> {inst.root}/out/slow; test -e {inst.root}/out/started || '
+                 f'{{ touch {inst.root}/out/started; sleep 30; }}\'"\n')
+    assert inst.run("-bi").returncode == 0
+    inst.write_cf("O CheckpointInterval=1")
+    r = inst.run("-Am", "-odq", "mtaalice", "mtabob", "slow", stdin=b"Subject: listed\n\nx\n")
+    assert r.returncode == 0 and len(inst.qfs()) == 1
+    qf = inst.mqueue / inst.qfs()[0]
+    run = subprocess.Popen([str(BIN / "sendmail"), "-C", str(inst.cf), "-q"], start_new_session=True)
+    try:
+        assert wait_for(lambda: (inst.root / "out" / "started").exists(), 30)
+        text = qf.read_text("latin-1")
+        assert "RPFD:slow\n" in text and "mtaalice" not in text and "mtabob" not in text, text
+        assert f"{qf.name[2:]}*" in inst.run("-bp").stdout.decode()  # the rewritten qf is locked too
+    finally:
+        os.killpg(run.pid, 9)
+        run.wait(timeout=10)
+    assert inst.mbox("mtaalice").count(b"Subject: listed") == 1
+    assert inst.run("-q", timeout=60).returncode == 0 and not inst.qfs()
+    assert inst.mbox("mtaalice").count(b"Subject: listed") == 1  # not sent again
+    assert inst.mbox("mtabob").count(b"Subject: listed") == 1
+    assert (inst.root / "out" / "slow").read_text().count("Subject: listed") == 2  # the one in flight
