@@ -1,0 +1,358 @@
+"""Accepting mail, side by side: our daemon, Debian's sendmail 8.17 and Postfix, in the same run.
+
+Both sendmails run in one Debian 12 root (scripts/debian-root: Debian's sendmail installed, its
+/etc/mail as apt left it) and read Debian's unmodified sendmail.cf, queue-only (-odq), each in
+its own PID, mount, UTS and network namespaces; Postfix runs as a private instance (its smtpd,
+cleanup and queue manager, delivering to discard) in a network namespace of its own.  The load
+is Postfix's smtp-source: persistent connections (-d), 2000-byte messages, 1, 20 and 100
+concurrent sessions.  Every server fsyncs each message before its 250.
+
+Rounds alternate the servers (ours, Debian, Postfix, ours, ...); each figure is the median of
+the rounds, with its spread.  Server CPU is the cpuacct cgroup of the server's whole process
+tree, divided by the messages accepted.  Also measured, in the same root: `sendmail -t` wall
+and CPU time, `mailq` on 10,000 and 100,000 queued entries (time and peak memory), and the
+memory of 1,000 idle SMTP connections (PSS of every server process).
+
+Needs root, scripts/install-bench-deps (Postfix, smtp-source) and scripts/debian-root.
+Environment: BENCH_ROUNDS (3), BENCH_MESSAGES (2000 per load), BENCH_QUICK=1 (c20 only, 1 round).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("SMPY_CACHE", "/var/cache/sendmail-py"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "2000"))
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+LOADS = (20,) if QUICK else (1, 20, 100)
+CGROUP = Path("/sys/fs/cgroup/cpuacct")
+NS = "smpy-bench"
+HOSTNAME = "bench.example.test"
+
+
+def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
+
+
+# -- the Debian root ------------------------------------------------------------------------------
+
+def debian_root() -> Path:
+    """An unpacked copy of the cached Debian root, made once per tarball."""
+    tar = sh("sh", str(HERE / "scripts" / "debian-root")).stdout.strip()
+    root = CACHE / ("bench-" + Path(tar).stem)
+    if not (root / "usr" / "sbin" / "sendmail-mta").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        sh("tar", "-xpf", tar, "-C", str(root), "--numeric-owner")
+    (root / "etc" / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME} bench\n")
+    (root / "etc" / "mailname").write_text(HOSTNAME + "\n")
+    (root / "opt" / "sendmail-py").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def in_root(root: Path, script: str) -> list[str]:
+    """argv running script (sh) chrooted in root, in fresh PID/mount/UTS namespaces in our netns."""
+    setup = (f"mount --make-rprivate / && mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc && "
+             f"mount -t tmpfs tmpfs {root}/run && mount --bind {HERE} {root}/opt/sendmail-py && "
+             f"hostname {HOSTNAME} && exec chroot {root} /bin/sh -c '{script}'")
+    return ["ip", "netns", "exec", NS, "unshare", "--pid", "--fork", "--mount", "--uts", "sh", "-c", setup]
+
+
+OURS = ("mkdir -p /run/sendmail/mta && cd /opt/sendmail-py && exec env PYTHONPATH=/opt/sendmail-py "
+        "python3 -c \"import sys; sys.argv[0] = \\\"sendmail\\\"; from mta.cli import sendmail; sendmail.main()\" ")
+DEBIAN = "mkdir -p /run/sendmail/mta && chown smmta:smmsp /run/sendmail/mta && exec /usr/sbin/sendmail-mta "
+
+
+def fresh_spool(root: Path) -> None:
+    q = root / "var" / "spool" / "mqueue"
+    for name in os.listdir(q):
+        with contextlib.suppress(OSError):
+            os.unlink(q / name)
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+class Server:
+    """A server process tree in its own cpuacct cgroup, in the bench network namespace."""
+
+    def __init__(self, name: str, argv: list[str], port: int = 25):
+        self.name, self.port = name, port
+        self.group = CGROUP / f"smpy-bench-{name}"
+        self.group.mkdir(exist_ok=True)
+        wrapped = ["sh", "-c", f'echo $$ > {self.group}/cgroup.procs && exec "$@"', "sh", *argv]
+        self.proc = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not wait_port(port):
+            self.stop()
+            sys.exit(f"{name}: nothing listens on port {port}: {self.proc.stderr.read(2000)!r}")
+
+    def cpu_ns(self) -> int:
+        return int((self.group / "cpuacct.usage").read_text())
+
+    def pids(self) -> list[int]:
+        return [int(p) for p in (self.group / "cgroup.procs").read_text().split()]
+
+    def pss_kb(self) -> int:
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup") as fh:
+                total += sum(int(line.split()[1]) for line in fh if line.startswith("Pss:"))
+        return total
+
+    def stop(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        for _ in range(50):
+            if not self.pids():
+                break
+            time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            self.group.rmdir()
+
+
+def wait_port(port: int, seconds: float = 30) -> bool:
+    end = time.time() + seconds
+    while time.time() < end:
+        r = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-c",
+                            f"import socket; socket.create_connection(('127.0.0.1', {port}), 1).recv(100)"],
+                           capture_output=True)
+        if r.returncode == 0:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def load(server: Server, sessions: int, messages: int, rcpt: str) -> tuple[float, float]:
+    """smtp-source: messages/s accepted, and server CPU ms per message."""
+    cpu0, t0 = server.cpu_ns(), time.perf_counter()
+    r = subprocess.run(["ip", "netns", "exec", NS, "smtp-source", "-d", "-s", str(sessions), "-m", str(messages),
+                        "-l", "2000", "-f", f"sender@{HOSTNAME}", "-t", rcpt, "-M", "client.example.test",
+                        f"127.0.0.1:{server.port}"], capture_output=True, text=True, timeout=600)
+    elapsed, cpu = time.perf_counter() - t0, server.cpu_ns() - cpu0
+    if r.returncode:
+        sys.exit(f"smtp-source against {server.name}: {r.stderr.strip()[:300]}")
+    return messages / elapsed, cpu / 1e6 / messages
+
+
+def idle_memory(server: Server, count: int = 1000) -> float:
+    """MiB (PSS, all server processes) with count idle connections open, greeted."""
+    code = (f"import socket, time\nss = [socket.create_connection(('127.0.0.1', {server.port}))"
+            f" for _ in range({count})]\nfor s in ss[-20:]: s.settimeout(30); s.recv(200)\n"
+            "print('ready', flush=True)\ntime.sleep(60)\n")
+    client = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", code],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        client.stdout.readline()
+        time.sleep(2)
+        return server.pss_kb() / 1024
+    finally:
+        client.kill()
+        client.wait()
+
+
+# -- the servers ----------------------------------------------------------------------------------
+
+def start_ours(root: Path) -> Server:
+    fresh_spool(root)
+    return Server("ours", in_root(root, OURS + "-bD -odq"))
+
+
+def start_debian(root: Path) -> Server:
+    fresh_spool(root)
+    return Server("debian", in_root(root, DEBIAN + "-bD -odq"))
+
+
+PF = Path("/tmp/smpy-bench-postfix")
+
+
+def start_postfix() -> Server:
+    shutil.rmtree(PF, ignore_errors=True)
+    for sub in ("etc", "queue", "data"):
+        (PF / sub).mkdir(parents=True)
+    shutil.copy("/etc/postfix/master.cf", PF / "etc" / "master.cf")
+    (PF / "etc" / "main.cf").write_text(f"""queue_directory = {PF}/queue
+data_directory = {PF}/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = {HOSTNAME}
+mydestination = {HOSTNAME}, localhost
+local_recipient_maps =
+local_transport = discard
+default_transport = discard
+smtpd_recipient_restrictions = permit_mynetworks, reject
+mynetworks = 127.0.0.0/8
+compatibility_level = 3.6
+maillog_file = {PF}/maillog
+maillog_file_prefixes = /tmp
+alias_maps =
+alias_database =
+default_process_limit = 200
+""")
+    sh("postconf", "-c", f"{PF}/etc", "-F", "*/*/chroot = n")
+    sh("postfix", "-c", f"{PF}/etc", "set-permissions", check=False)
+    import pwd
+
+    pw = pwd.getpwnam("postfix")
+    for d, _dirs, _files in os.walk(PF / "data"):
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+    return Server("postfix", ["ip", "netns", "exec", NS, "postfix", "-c", f"{PF}/etc", "start-fg"])
+
+
+# -- the other paths ------------------------------------------------------------------------------
+
+def timed(argv: list[str], stdin: bytes = b"") -> tuple[float, float]:
+    """Wall s and CPU s (user+sys of the children) of one command."""
+    before = os.times()
+    t0 = time.perf_counter()
+    subprocess.run(argv, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    wall = time.perf_counter() - t0
+    after = os.times()
+    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
+def chroot_cmd(root: Path, script: str, binds: tuple[tuple[Path, str], ...] = ()) -> list[str]:
+    mounts = "".join(f"mkdir -p {root}{inside} && mount --bind {outside} {root}{inside} && "
+                     for outside, inside in binds)
+    setup = (f"mount --make-rprivate / && mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc && "
+             f"mount --bind {HERE} {root}/opt/sendmail-py && {mounts}exec chroot {root} /bin/sh -c '{script}'")
+    return ["unshare", "--pid", "--fork", "--mount", "sh", "-c", setup]
+
+
+OURS_CMD = ("cd /opt/sendmail-py && PYTHONPATH=/opt/sendmail-py exec python3 -c \"import sys; "
+            "sys.argv[0] = \\\"{prog}\\\"; from mta.cli import sendmail; sendmail.main()\" {args}")
+
+
+def submit_times(root: Path, runs: int = 20) -> dict[str, tuple[float, float]]:
+    msg = b"To: root\nSubject: bench\n\n" + b"x" * 2000 + b"\n"
+    out = {}
+    for name, script in (("debian", "exec /usr/sbin/sendmail -t -odq"),
+                         ("ours", OURS_CMD.format(prog="sendmail", args="-t -odq"))):
+        walls, cpus = [], []
+        for _ in range(runs):
+            w, c = timed(chroot_cmd(root, script), msg)
+            walls.append(w)
+            cpus.append(c)
+        out[name] = (statistics.median(walls), statistics.median(cpus))
+    return out
+
+
+def fill_queue(qdir: Path, count: int) -> None:
+    """count entries in Sendmail's qf/df format, written by our queue module (same bytes either way)."""
+    sys.path.insert(0, str(HERE))
+    from mta import queue
+
+    qdir.mkdir(parents=True, exist_ok=True)
+    have = sum(1 for n in os.listdir(qdir) if n.startswith("qf"))
+    now = int(time.time())
+    for i in range(have, count):
+        qid = f"u{i:07d}B{i % 100000:06d}"[:14]
+        entry = queue.Entry(qid=qid, sender="<sender@client.example.test>", ctime=now - i, priority=30000 + i,
+                            recipients=[queue.Recipient(addr=f"<user{i % 97}@far.example.test>", flags="PN")],
+                            status="Deferred: Connection refused by far.example.test.")
+        qf = qdir / f"qf{qid}"
+        qf.write_text(queue.format_entry(entry))
+        (qdir / f"df{qid}").write_text("x" * 2000 + "\n")
+
+
+def mailq_times(root: Path) -> dict[tuple[str, int], tuple[float, int]]:
+    out = {}
+    for count in (10_000, 100_000):
+        qdir = CACHE / f"bench-queue-{count}"
+        fill_queue(qdir, count)
+        for name, script in (("debian", "exec /usr/bin/mailq -Ac -O QueueDirectory=/queue"),
+                             ("ours", OURS_CMD.format(prog="mailq", args="-Ac -O QueueDirectory=/queue"))):
+            cmd = chroot_cmd(root, script, ((qdir, "/queue"),))
+            walls = []
+            for _ in range(3):
+                w, _c = timed(["/usr/bin/time", "-f", "%M", "-o", "/tmp/smpy-bench-rss", *cmd])
+                walls.append(w)
+            rss = int(Path("/tmp/smpy-bench-rss").read_text().split()[-1])
+            out[(name, count)] = (statistics.median(walls), rss)
+    return out
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        sys.exit("run as root: the servers run in namespaces and a Debian root")
+    for tool in ("smtp-source", "postfix", "mmdebstrap"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run scripts/install-bench-deps")
+    root = debian_root()
+    sh("ip", "netns", "del", NS, check=False)
+    sh("ip", "netns", "add", NS)
+    sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
+    rates: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
+    memory: dict[str, float] = {}
+    starters = {"ours": lambda: start_ours(root), "debian": lambda: start_debian(root), "postfix": start_postfix}
+    rcpt = {"ours": "root@localhost", "debian": "root@localhost", "postfix": f"anyone@{HOSTNAME}"}
+    try:
+        for rnd in range(1 if QUICK else ROUNDS):
+            order = list(starters) if rnd % 2 == 0 else list(reversed(starters))
+            for name in order:
+                server = starters[name]()
+                try:
+                    for sessions in LOADS:
+                        n = MESSAGES // 4 if sessions == 1 else MESSAGES
+                        rate, cpu = load(server, sessions, n, rcpt[name])
+                        rates.setdefault((name, sessions), []).append(rate)
+                        cpus.setdefault((name, sessions), []).append(cpu)
+                        print(f"round {rnd + 1} {name:8} c{sessions:<3} {rate:7.0f} msg/s  {cpu:.2f} ms CPU/msg",
+                              flush=True)
+                    if rnd == 0 and not QUICK:
+                        memory[name] = idle_memory(server)
+                finally:
+                    server.stop()
+    finally:
+        sh("ip", "netns", "del", NS, check=False)
+    print("\n| measure | Debian sendmail | ours | Postfix | ours/Debian | ours/Postfix |\n|---|---|---|---|---|---|")
+    for sessions in LOADS:
+        m = {n: statistics.median(rates[(n, sessions)]) for n in starters}
+        print(f"| accept, {sessions} clients, msg/s | {spread(rates[('debian', sessions)])} | "
+              f"{spread(rates[('ours', sessions)])} | {spread(rates[('postfix', sessions)])} | "
+              f"{m['ours'] / m['debian']:.2f} | {m['ours'] / m['postfix']:.2f} |")
+    for sessions in LOADS:
+        c = {n: statistics.median(cpus[(n, sessions)]) for n in starters}
+        print(f"| server CPU per message, c{sessions} | {c['debian']:.2f} ms | {c['ours']:.2f} ms | "
+              f"{c['postfix']:.2f} ms | {c['ours'] / c['debian']:.2f} | {c['ours'] / c['postfix']:.2f} |")
+    if memory:
+        print(f"| 1,000 idle connections, MiB | {memory['debian']:.0f} | {memory['ours']:.0f} | "
+              f"{memory['postfix']:.0f} | {memory['ours'] / memory['debian']:.2f} | "
+              f"{memory['ours'] / memory['postfix']:.2f} |")
+    if QUICK:
+        return
+    sub = submit_times(root)
+    print(f"| `sendmail -t` wall / CPU | {sub['debian'][0] * 1000:.0f} / {sub['debian'][1] * 1000:.0f} ms | "
+          f"{sub['ours'][0] * 1000:.0f} / {sub['ours'][1] * 1000:.0f} ms | | "
+          f"{sub['ours'][0] / sub['debian'][0]:.2f} / {sub['ours'][1] / max(sub['debian'][1], 1e-3):.2f} | |")
+    mq = mailq_times(root)
+    for count in (10_000, 100_000):
+        d, o = mq[("debian", count)], mq[("ours", count)]
+        print(f"| `mailq`, {count:,} queued | {d[0]:.2f} s, {d[1] // 1024} MB | {o[0]:.2f} s, {o[1] // 1024} MB | | "
+              f"{o[0] / d[0]:.2f} | |")
+
+
+if __name__ == "__main__":
+    main()
