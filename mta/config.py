@@ -134,6 +134,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "AuthMechanisms": ("", text_value),
     "NoRecipientAction": ("none", text_value),
     "MaxDaemonChildren": (0, int),
+    "DaemonWorkers": (0, int),  # (ext): SMTP worker processes; 0 = one per CPU
     "SafeFileEnvironment": ("", text_value),
 }
 

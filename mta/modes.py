@@ -177,7 +177,7 @@ def verify(req) -> int:
 
 def daemon(req) -> int:
     """-bd (detached) and -bD (foreground): the SMTP daemon, with -qTIME a queue runner too."""
-    from mta import proctitle, smtpd
+    from mta import proctitle, workers
 
     ctx = _context(req, "sm-mta")
     if not ctx.trusted():
@@ -189,7 +189,7 @@ def daemon(req) -> int:
 
     for name in check.unimplemented_options(ctx.cfg):  # no silent gaps: each named once
         ctx.log.line(f"{ctx.cfg.path}: option {name} is not implemented; ignored")
-    return smtpd.serve(ctx, queue_interval=interval, foreground=req.mode == "D", overrides=req.overrides)
+    return workers.serve(ctx, queue_interval=interval, foreground=req.mode == "D", overrides=req.overrides)
 
 
 def smtp_stdio(req) -> int:

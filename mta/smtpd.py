@@ -1,9 +1,11 @@
 """The SMTP daemon (`sendmail -bd`, `-bD`): asyncio around the protocol core in mta.smtp.
 
-Holds: listeners from every DaemonPortOptions line, TLS (ServerCertFile/ServerKeyFile), the
-connection caps (MaxDaemonChildren, ClientConn:, ClientRate:), GreetPause, timeouts, the PidFile
-in Sendmail's two-line format, signals (SIGHUP re-reads the config and maps, SIGTERM lets
-transactions in flight finish), the queue runner for -qTIME, and delivery of accepted mail.
+Holds: listeners from every DaemonPortOptions line, TLS (ServerCertFile/ServerKeyFile),
+GreetPause, timeouts, the PidFile in Sendmail's two-line format, and one worker's loop: the
+connections mta.workers hands over, signals (SIGHUP re-reads the config and maps, SIGTERM lets
+transactions in flight finish) and delivery of accepted mail.  The parent in mta.workers
+listens, keeps the connection caps (MaxDaemonChildren, ClientConn:, ClientRate:, RefuseLA) for
+all workers together and runs the queue for -qTIME.
 Nothing that blocks runs on the event loop: the session's requests (access maps, routing,
 aliases, PBKDF2 for AUTH: mta.smtp.answer) go to one thread pool, queue files with fsync,
 deliveries and queue runs to another, so a slow map, disk or mailbox never stalls the other
@@ -24,8 +26,7 @@ import time
 
 from mta import VERSION, config, errors, submit
 from mta.context import Context
-from mta.delivery import attempt, load, mode, schedule
-from mta.mailers import table
+from mta.delivery import attempt, mode, schedule
 from mta.policy import Client
 from mta.smtp import answer
 from mta.smtp.session import Action, Session, reply
@@ -87,19 +88,17 @@ def bind(cfg) -> list[tuple[socket.socket, dict[str, str]]]:
 
 
 class Daemon:
-    def __init__(self, ctx: Context, listeners, *, queue_interval: int = 0, overrides=None, argv=None):
+    """One worker: the sessions of the connections its parent (mta.workers.Pool) hands it over ctrl."""
+
+    def __init__(self, ctx: Context, ctrl: socket.socket, listener_opts: list[dict[str, str]], *, overrides=None):
         self.ctx = ctx
-        self.listeners = listeners
+        self.ctrl = ctrl
+        self.listener_opts = listener_opts
         self.overrides = overrides or []
-        self.argv = argv or sys.argv
-        self.queue_interval = queue_interval
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="mta")
         self.checks = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="mta-check")
         self.sessions: set[Session] = set()
-        self.per_ip: dict[str, int] = {}
-        self.rate: dict[str, list[float]] = {}
         self.stopping = asyncio.Event()
-        self.servers: list[asyncio.base_events.Server] = []
         self.sslctx = None
         self.auth = False
 
@@ -114,31 +113,47 @@ class Daemon:
             self.sslctx = None
         self.auth = bool(cfg["AuthPasswordFile"])
 
-    async def start(self) -> None:
+    def start(self) -> None:
         self._load_security()
-        self._write_pidfile()  # before we listen: whoever can connect can also find the pid
-        for sock, opts in self.listeners:
-            server = await asyncio.start_server(lambda r, w, o=opts: self._connection(r, w, o), sock=sock,
-                                                limit=READ_SIZE * 2, backlog=512)
-            self.servers.append(server)
-        mode = "SMTP+queueing@" + _hms(self.queue_interval) if self.queue_interval else "SMTP"
-        self.ctx.log.line(f"starting daemon ({VERSION}): {mode}")
-        if self.ctx.cfg.ignored_rules:
-            self.ctx.log.line(f"{self.ctx.cfg.path}: {self.ctx.cfg.ignored_rules} rule set lines ignored")
-        for notice in table.notices(self.ctx.cfg):  # their recipients bounce with 5.3.5
-            self.ctx.log.line(f"{self.ctx.cfg.path}: {notice}")
+        self.ctrl.setblocking(False)
+        asyncio.get_running_loop().add_reader(self.ctrl, self._handed_over)
 
-    def _write_pidfile(self) -> None:
-        path = self.ctx.cfg["PidFile"]
-        if not path:
-            return
+    def _handed_over(self) -> None:
+        """A connection from the parent: the socket, and which listener it came in on."""
         try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with open(path + ".tmp", "w") as fh:
-                fh.write(f"{os.getpid()}\n{' '.join(self.argv)}\n")
-            os.rename(path + ".tmp", path)
-        except OSError as exc:
-            self.ctx.log.line(f"unable to write pid to {path}: {exc.strerror}")
+            msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, 512, 4)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            msg, fds = b"", []
+        if not msg:  # the parent is gone: finish what is under way and stop
+            asyncio.get_running_loop().remove_reader(self.ctrl)
+            self.stopping.set()
+            return
+        index, _, ip = msg.decode().partition(" ")
+        for fd in fds:
+            sock = socket.socket(fileno=fd)
+            asyncio.get_running_loop().create_task(self._accepted(sock, self.listener_opts[int(index)], ip))
+
+    async def _accepted(self, sock: socket.socket, opts: dict[str, str], ip: str) -> None:
+        async def serve(reader, writer) -> None:
+            try:
+                await self._connection(reader, writer, opts)
+            finally:
+                self._closed(ip)
+
+        # with a connected callback the protocol is a server's: STARTTLS then handshakes as one
+        protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=READ_SIZE * 2), serve)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
+        except OSError:
+            sock.close()
+            self._closed(ip)
+
+    def _closed(self, ip: str) -> None:
+        """Tell the parent, which counts connections for the limits."""
+        with contextlib.suppress(OSError):
+            self.ctrl.send(f"closed {ip}".encode())
 
     def reload(self) -> None:
         """SIGHUP: read the config (and so the maps) again; sessions under way keep theirs."""
@@ -156,59 +171,19 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        await self.start()
-        runner_task = asyncio.create_task(self._queue_runner()) if self.queue_interval else None
+        self.start()
         await self.stopping.wait()
-        for server in self.servers:
-            server.close()
-        if runner_task:
-            runner_task.cancel()
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(self.ctrl)
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while any(s.state in ("mail", "rcpt", "data") or s._pending for s in self.sessions):
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
-        self.ctx.log.line("stopping daemon, reason=signal")
         self.pool.shutdown(wait=True, cancel_futures=False)
         self.checks.shutdown(wait=False, cancel_futures=True)
-        path = self.ctx.cfg["PidFile"]
-        try:
-            with open(path) as fh:
-                if fh.readline().strip() == str(os.getpid()):
-                    os.unlink(path)
-        except OSError:
-            pass
-
-    async def _queue_runner(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await loop.run_in_executor(self.pool, schedule.run_queue, self.ctx, schedule.Selection())
-            await asyncio.sleep(self.queue_interval)
 
     # -- one connection ---------------------------------------------------------------------------
-
-    async def _over_limits(self, ip: str) -> bytes | None:
-        cfg, host = self.ctx.cfg, self.ctx.cfg.hostname
-        la = load.load_average()
-        if load.refuse_connections(cfg, la):  # RefuseLA (Sendmail closes its socket for 15 s)
-            self.ctx.log.line(f"rejecting connections on daemon MTA: load average: {la}")
-            return reply(421, "4.3.2", f"{host} Too much load; please try again later")
-        if load.delay_seconds(cfg, la):  # DelayLA: a second before accepting
-            await asyncio.sleep(load.delay_seconds(cfg, la))
-        if cfg["MaxDaemonChildren"] and sum(self.per_ip.values()) >= cfg["MaxDaemonChildren"]:
-            return reply(421, "4.3.2", f"{host} Too many concurrent SMTP connections; please try again later")
-        conn, rate = await asyncio.get_running_loop().run_in_executor(self.checks, _client_limits, self.ctx, ip)
-        if conn and self.per_ip.get(ip, 0) >= conn:
-            return reply(421, "4.7.1", "Too many open connections.")
-        if rate:
-            now = time.monotonic()
-            if len(self.rate) > 10000:  # forget clients quiet for a minute
-                self.rate = {k: v for k, v in self.rate.items() if now - v[-1] < 60}
-            window = [t for t in self.rate.get(ip, []) if now - t < 60]
-            self.rate[ip] = window + [now]
-            if len(window) >= rate:
-                return reply(421, "4.3.2", "Connection rate limit exceeded.")
-        return None
 
     async def _client(self, writer, opts: dict[str, str]) -> Client:
         peer = writer.get_extra_info("peername") or ("", 0)
@@ -224,12 +199,6 @@ class Daemon:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opts) -> None:
         peer = (writer.get_extra_info("peername") or ("?",))[0].removeprefix("::ffff:")
-        refusal = await self._over_limits(peer)
-        if refusal is not None:
-            writer.write(refusal)
-            await _close(writer)
-            return
-        self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
         if self.ctx.cfg["StatusFile"]:
             from mta import stats
 
@@ -258,9 +227,6 @@ class Daemon:
                     line = session.lost()
                     if line:
                         session.log(line)
-            self.per_ip[peer] -= 1
-            if not self.per_ip[peer]:
-                del self.per_ip[peer]
             await _close(writer)
 
     async def _converse(self, ctx, session: Session, reader, writer, pause: int) -> None:
@@ -363,14 +329,6 @@ def _discard_buffered(reader: asyncio.StreamReader) -> None:
     reader._buffer.clear()  # noqa: SLF001
 
 
-def _client_limits(ctx: Context, ip: str) -> tuple[int | None, int | None]:
-    """ClientConn: and ClientRate: for this address (access map lookups: run off the loop)."""
-    from mta.policy import Policy
-
-    policy, client = Policy(ctx), Client(ip)
-    return policy.client_limit(client, "ClientConn"), policy.client_limit(client, "ClientRate")
-
-
 def _deliver(ctx: Context, qid: str) -> None:
     """A delivery in the pool: whatever goes wrong is logged; the entry stays queued for a retry."""
     try:
@@ -391,31 +349,43 @@ def _hms(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def daemonize() -> None:
-    """Detach as Sendmail's -bd does: fork, new session, standard files on /dev/null."""
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.chdir("/")
+def starting_line(ctx: Context, queue_interval: int) -> str:
+    mode = "SMTP+queueing@" + _hms(queue_interval) if queue_interval else "SMTP"
+    return f"starting daemon ({VERSION}): {mode}"
 
 
-def serve(ctx: Context, *, queue_interval: int, foreground: bool, overrides=None) -> int:
-    """Run the daemon until SIGTERM; returns an exit code."""
+def write_pidfile(ctx: Context, argv: list[str]) -> None:
+    """Sendmail's two lines: the pid, then the command line; written before we listen."""
+    path = ctx.cfg["PidFile"]
+    if not path:
+        return
     try:
-        listeners = bind(ctx.cfg)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path + ".tmp", "w") as fh:
+            fh.write(f"{os.getpid()}\n{' '.join(argv)}\n")
+        os.rename(path + ".tmp", path)
     except OSError as exc:
-        print(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}", flush=True)
-        ctx.log.line(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}")
-        return errors.EX_OSERR
-    if not foreground:
-        daemonize()
-    asyncio.run(Daemon(ctx, listeners, queue_interval=queue_interval, overrides=overrides).run())
-    return errors.EX_OK
+        ctx.log.line(f"unable to write pid to {path}: {exc.strerror}")
+
+
+def remove_pidfile(ctx: Context) -> None:
+    path = ctx.cfg["PidFile"]
+    try:
+        with open(path) as fh:
+            if fh.readline().strip() == str(os.getpid()):
+                os.unlink(path)
+    except OSError:
+        pass
+
+
+def run_worker(ctx: Context, ctrl: socket.socket, listener_opts: list[dict[str, str]], *, overrides=None) -> None:
+    """A worker process's life: its own loop, serving what the parent hands over, until SIGTERM."""
+    asyncio.run(Daemon(ctx, ctrl, listener_opts, overrides=overrides).run())
+
+
+def queue_run(ctx: Context) -> None:
+    """One -qTIME run (in its own process, forked by the parent)."""
+    schedule.run_queue(ctx, schedule.Selection())
 
 
 def stdio(ctx: Context, user: str) -> int:

@@ -1,0 +1,370 @@
+"""The daemon's processes: one parent that listens and keeps the global limits, N workers that talk SMTP.
+
+The parent binds every DaemonPortOptions listener, accepts each connection, applies the limits
+that must hold for the whole daemon (MaxDaemonChildren, ClientConn:, ClientRate:, RefuseLA) and
+hands the socket to the least busy worker over a Unix socket pair (SCM_RIGHTS), together with the
+listener it came in on.  Each worker runs its own asyncio loop with its own ``smtpd.Daemon`` (the
+sessions, TLS, the off-loop work) and tells the parent when a connection ends, so the counts the
+limits use stay exact.  One process per core, one GIL each.
+
+Signals, as with one process: SIGHUP re-reads the config in the parent (limits) and in every
+worker (sessions under way keep theirs); SIGTERM stops accepting and lets every worker finish its
+transactions; SIGINT is SIGTERM.  A worker that dies is replaced at once; its clients lose their
+connection, never an acknowledged message (a 250 is sent only after the queue files are on disk).
+The parent forks one child per -qTIME interval for the queue run, as Sendmail does.
+
+Trusts: the workers (its own children) for the ``closed`` messages; nothing from clients reaches
+the parent but the connection itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+from mta import config, errors, smtpd
+from mta.context import Context
+from mta.delivery import load
+from mta.mailers import table
+from mta.smtp.session import reply
+
+BACKLOG = 512
+RESPAWN_PAUSE = 1.0  # a worker that dies at once is not respawned in a tight loop
+
+
+def count(cfg) -> int:
+    """How many workers: DaemonWorkers (ext), else one per CPU."""
+    return cfg["DaemonWorkers"] or os.cpu_count() or 1
+
+
+class Worker:
+    """The parent's view of one worker: its pid, its end of the socket pair, who it serves."""
+
+    def __init__(self, pid: int, ctrl: socket.socket):
+        self.pid, self.ctrl = pid, ctrl
+        self.clients: dict[str, int] = {}  # ip -> open connections handed to this worker
+
+    @property
+    def busy(self) -> int:
+        return sum(self.clients.values())
+
+
+class Limits:
+    """Connection counts and rates over the whole daemon, and the replies for going over them."""
+
+    def __init__(self):
+        self.per_ip: dict[str, int] = {}
+        self.rate: dict[str, list[float]] = {}
+
+    def refusal(self, ctx: Context, ip: str) -> bytes | None:
+        from mta.policy import Client, Policy
+
+        cfg, host = ctx.cfg, ctx.cfg.hostname
+        la = load.load_average()
+        if load.refuse_connections(cfg, la):  # RefuseLA
+            ctx.log.line(f"rejecting connections on daemon MTA: load average: {la}")
+            return reply(421, "4.3.2", f"{host} Too much load; please try again later")
+        if load.delay_seconds(cfg, la):  # DelayLA: the daemon waits before it accepts more
+            time.sleep(load.delay_seconds(cfg, la))
+        if cfg["MaxDaemonChildren"] and sum(self.per_ip.values()) >= cfg["MaxDaemonChildren"]:
+            return reply(421, "4.3.2", f"{host} Too many concurrent SMTP connections; please try again later")
+        policy, client = Policy(ctx), Client(ip)
+        conn = policy.client_limit(client, "ClientConn")
+        if conn and self.per_ip.get(ip, 0) >= conn:
+            return reply(421, "4.7.1", "Too many open connections.")
+        rate = policy.client_limit(client, "ClientRate")
+        if rate:
+            now = time.monotonic()
+            if len(self.rate) > 10000:  # forget clients quiet for a minute
+                self.rate = {k: v for k, v in self.rate.items() if now - v[-1] < 60}
+            window = [t for t in self.rate.get(ip, []) if now - t < 60]
+            self.rate[ip] = window + [now]
+            if len(window) >= rate:
+                return reply(421, "4.3.2", "Connection rate limit exceeded.")
+        return None
+
+    def opened(self, ip: str) -> None:
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+
+    def closed(self, ip: str) -> None:
+        left = self.per_ip.get(ip, 0) - 1
+        if left > 0:
+            self.per_ip[ip] = left
+        else:
+            self.per_ip.pop(ip, None)
+
+
+class Pool:
+    def __init__(self, ctx: Context, listeners, *, queue_interval: int = 0, overrides=None, argv=None):
+        self.ctx, self.listeners = ctx, listeners
+        self.queue_interval, self.overrides, self.argv = queue_interval, overrides or [], argv
+        self.workers: dict[int, Worker] = {}
+        self.limits = Limits()
+        self.sel = selectors.DefaultSelector()
+        self.stopping = False
+        self.signals: list[int] = []
+        self.runner_pid = 0
+
+    # -- the parent's loop ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno())
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, self._note)
+        smtpd.write_pidfile(self.ctx, self.argv or [])  # before we listen: whoever connects finds the pid
+        for _ in range(count(self.ctx.cfg)):
+            self._spawn()
+        for index, (sock, _opts) in enumerate(self.listeners):
+            sock.listen(BACKLOG)
+            self.sel.register(sock, selectors.EVENT_READ, ("listen", index))
+        self.sel.register(wake_r, selectors.EVENT_READ, ("wake", 0))
+        self.ctx.log.line(smtpd.starting_line(self.ctx, self.queue_interval))
+        if self.ctx.cfg.ignored_rules:
+            self.ctx.log.line(f"{self.ctx.cfg.path}: {self.ctx.cfg.ignored_rules} rule set lines ignored")
+        for notice in table.notices(self.ctx.cfg):  # their recipients bounce with 5.3.5
+            self.ctx.log.line(f"{self.ctx.cfg.path}: {notice}")
+        next_run = time.monotonic()
+        while not self.stopping:
+            timeout = max(0.0, next_run - time.monotonic()) if self.queue_interval else None
+            for key, _mask in self.sel.select(timeout):
+                kind, arg = key.data
+                if kind == "listen":
+                    self._accept(key.fileobj, arg)
+                elif kind == "ctrl":
+                    self._from_worker(arg)
+                else:
+                    _drain(wake_r)
+            self._handle_signals()
+            if self.queue_interval and time.monotonic() >= next_run and not self.stopping:
+                self._queue_run()
+                next_run = time.monotonic() + self.queue_interval
+        self._stop()
+        return errors.EX_OK
+
+    def _note(self, signum, _frame) -> None:
+        self.signals.append(signum)
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            sig = self.signals.pop(0)
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                self.stopping = True
+            elif sig == signal.SIGHUP:
+                self._reload()
+            elif sig == signal.SIGCHLD:
+                self._reap()
+
+    def _reload(self) -> None:
+        try:
+            cfg = config.load(self.ctx.cfg.path, self.overrides)
+        except errors.MTAError as exc:
+            self.ctx.log.line(f"SIGHUP: config not reloaded: {exc.text}")
+            return
+        self.ctx = Context.create(cfg, self.ctx.log.ident)
+        for worker in self.workers.values():
+            _signal(worker.pid, signal.SIGHUP)
+        self.ctx.log.line("restarting on SIGHUP: configuration re-read")
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _accept(self, sock: socket.socket, index: int) -> None:
+        while True:
+            try:
+                conn, peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: log, keep serving those we have
+                self.ctx.log.line(f"accept: {exc.strerror}")
+                return
+            self._dispatch(conn, str(peer[0]).removeprefix("::ffff:"), index)
+
+    def _dispatch(self, conn: socket.socket, ip: str, index: int) -> None:
+        with conn:
+            refusal = self.limits.refusal(self.ctx, ip)
+            if refusal is not None or not self.workers:
+                conn.setblocking(False)
+                try:
+                    conn.send(refusal or reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service not available"))
+                except OSError:
+                    pass
+                return
+            worker = min(self.workers.values(), key=lambda w: w.busy)
+            try:
+                socket.send_fds(worker.ctrl, [f"{index} {ip}".encode()], [conn.fileno()])
+            except OSError as exc:
+                self.ctx.log.line(f"SYSERR: cannot hand a connection to worker {worker.pid}: {exc.strerror}")
+                return
+            worker.clients[ip] = worker.clients.get(ip, 0) + 1
+            self.limits.opened(ip)
+
+    def _from_worker(self, pid: int) -> None:
+        worker = self.workers.get(pid)
+        if worker is None:
+            return
+        while True:
+            try:
+                msg = worker.ctrl.recv(512)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                msg = b""
+            if not msg:  # the worker is gone; SIGCHLD replaces it
+                self.sel.unregister(worker.ctrl)
+                return
+            verb, _, ip = msg.decode(errors="replace").partition(" ")
+            if verb == "closed" and worker.clients.get(ip):
+                worker.clients[ip] -= 1
+                if not worker.clients[ip]:
+                    del worker.clients[ip]
+                self.limits.closed(ip)
+
+    # -- workers and queue runs -----------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            os._exit(self._worker_main(theirs))
+        theirs.close()
+        ours.setblocking(False)
+        self.workers[pid] = Worker(pid, ours)
+        self.sel.register(ours, selectors.EVENT_READ, ("ctrl", pid))
+
+    def _worker_main(self, ctrl: socket.socket) -> int:
+        """In the child: forget the parent's loop and signals, then serve what the parent hands over."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        self.sel.close()
+        for w in self.workers.values():
+            w.ctrl.close()
+        opts = [o for _s, o in self.listeners]
+        for sock, _o in self.listeners:
+            sock.close()
+        try:
+            smtpd.run_worker(self.ctx, ctrl, opts, overrides=self.overrides)
+        except Exception as exc:  # the edge of a worker: log it; the parent starts another
+            self.ctx.log.line(f"SYSERR: worker: {type(exc).__name__}: {exc}")
+            return errors.EX_SOFTWARE
+        return errors.EX_OK
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.runner_pid:
+                self.runner_pid = 0
+                continue
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            for ip, n in worker.clients.items():
+                for _ in range(n):
+                    self.limits.closed(ip)
+            try:
+                self.sel.unregister(worker.ctrl)
+            except (KeyError, ValueError):
+                pass
+            worker.ctrl.close()
+            if not self.stopping:
+                self.ctx.log.line(f"worker {pid} died ({_status_text(status)}); starting another")
+                time.sleep(RESPAWN_PAUSE if os.WIFSIGNALED(status) else 0)
+                self._spawn()
+
+    def _queue_run(self) -> None:
+        """One queue run in its own process, as Sendmail forks one per interval; never two at once."""
+        if self.runner_pid:
+            return
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            code = errors.EX_OK
+            try:
+                smtpd.queue_run(self.ctx)
+            except Exception as exc:
+                self.ctx.log.line(f"SYSERR: queue run: {type(exc).__name__}: {exc}")
+                code = errors.EX_SOFTWARE
+            os._exit(code)
+        self.runner_pid = pid
+
+    def _stop(self) -> None:
+        for sock, _opts in self.listeners:
+            sock.close()
+        for worker in list(self.workers.values()):
+            _signal(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + smtpd.SHUTDOWN_GRACE + 5
+        while self.workers and time.monotonic() < deadline:
+            try:
+                pid, _status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.workers.pop(pid, None)
+        for worker in self.workers.values():
+            _signal(worker.pid, signal.SIGKILL)
+        if self.runner_pid:
+            _signal(self.runner_pid, signal.SIGTERM)
+        self.ctx.log.line("stopping daemon, reason=signal")
+        smtpd.remove_pidfile(self.ctx)
+
+
+def daemonize() -> None:
+    """Detach as Sendmail's -bd does: fork, new session, standard files on /dev/null."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.chdir("/")
+
+
+def serve(ctx: Context, *, queue_interval: int, foreground: bool, overrides=None) -> int:
+    """Run the daemon until SIGTERM; returns an exit code."""
+    try:
+        listeners = smtpd.bind(ctx.cfg)
+    except OSError as exc:
+        print(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}", flush=True)
+        ctx.log.line(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}")
+        return errors.EX_OSERR
+    if not foreground:
+        daemonize()
+    return Pool(ctx, listeners, queue_interval=queue_interval, overrides=overrides, argv=sys.argv).run()
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:
+            raise
+
+
+def _status_text(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit {os.WEXITSTATUS(status)}"

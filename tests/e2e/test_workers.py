@@ -1,0 +1,156 @@
+"""The daemon's worker processes: every core used, limits kept for all workers together, signals
+reaching every worker, a dead worker replaced without losing an acknowledged message."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import socket
+import time
+
+from tests.conftest import wait_for
+from tests.e2e.test_smtpd import Daemon, Raw, subjects
+
+
+def children(pid: int) -> set[int]:
+    out = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(name))
+    return out
+
+
+def workers_of(d: Daemon, n: int) -> set[int]:
+    assert wait_for(lambda: len(children(d.proc.pid)) == n), children(d.proc.pid)
+    return children(d.proc.pid)
+
+
+def greeted(port: int) -> bool:
+    c = Raw(port)
+    c.close()
+    return c.greeting.startswith("220 ")
+
+
+def send(port: int, subject: str, rcpt: str = "mtabob@test.example") -> str:
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as c:
+        c.ehlo("client.example")
+        c.sendmail("a@example.test", [rcpt], f"Subject: {subject}\r\n\r\nbody\r\n")
+    return subject
+
+
+def test_connections_spread_over_workers_and_limits_are_global(inst, users):
+    inst.write_cf("O DaemonWorkers=2\nO MaxDaemonChildren=3\nO DeliveryMode=queueonly")
+    d = Daemon(inst)
+    try:
+        workers_of(d, 2)
+        open_ = [Raw(inst.port) for _ in range(3)]
+        assert all(c.greeting.startswith("220 ") for c in open_)
+        refused = Raw(inst.port)  # the fourth, whichever worker would have served it
+        assert refused.greeting.startswith("421 4.3.2") and "Too many concurrent" in refused.greeting
+        refused.close()
+        open_.pop().close()  # a closed connection frees its place at once
+        assert wait_for(lambda: greeted(inst.port), 10)
+        for c in open_:
+            c.close()
+        assert wait_for(lambda: all(greeted(inst.port) for _ in range(3)), 10)
+        for i in range(8):
+            send(inst.port, f"spread {i}")
+        pids = set(re.findall(r"\[(\d+)\]: \w+: from=<a@example.test>", inst.log()))
+        assert len(pids) == 2, inst.log()  # both workers took connections
+    finally:
+        d.stop()
+
+
+def test_sighup_reaches_every_worker_and_keeps_connections(inst, users):
+    inst.write_cf("O DaemonWorkers=2")
+    d = Daemon(inst)
+    try:
+        workers_of(d, 2)
+        c = smtplib.SMTP("127.0.0.1", inst.port, timeout=20)
+        c.ehlo("x.example")
+        c.mail("a@example.test")
+        c.rcpt("mtaalice@test.example")
+        inst.write_cf("O DaemonWorkers=2\nO SmtpGreetingMessage=$j reloaded greeting")
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: inst.log().count("configuration re-read") >= 3)  # the parent and both workers
+        assert c.data(b"Subject: across the reload\r\n\r\nx\r\n")[0] == 250  # the session under way goes on
+        c.quit()
+        greetings = [Raw(inst.port) for _ in range(6)]
+        assert all("reloaded greeting" in g.greeting for g in greetings), [g.greeting for g in greetings]
+        for g in greetings:
+            g.close()
+        assert workers_of(d, 2)  # reloaded in place, not restarted
+    finally:
+        d.stop()
+
+
+def test_a_killed_worker_is_replaced_and_nothing_acknowledged_is_lost(inst, users):
+    inst.write_cf("O DaemonWorkers=2\nO DeliveryMode=queueonly")
+    d = Daemon(inst)
+    try:
+        before = workers_of(d, 2)
+        s = socket.create_connection(("127.0.0.1", inst.port), timeout=20)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO burst.example\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        s.sendall(b"".join(b"MAIL FROM:<b@example.test>\r\nRCPT TO:<mtabob@test.example>\r\nDATA\r\n"
+                           b"Subject: burst %d\r\n\r\nbody\r\n.\r\n" % i for i in range(60)))
+        acked: set[str] = set()
+        try:
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                if line.startswith(b"250 2.0.0"):
+                    acked.add(line.split()[2].decode())
+                    if len(acked) == 20:  # kill whichever worker serves us, mid-burst
+                        for pid in children(d.proc.pid):
+                            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        assert 20 <= len(acked) < 60
+        after = workers_of(d, 2)
+        assert not after & before  # both replaced
+        assert "died (signal 9); starting another" in inst.log()
+        queued = {n[2:] for n in os.listdir(inst.mqueue) if n.startswith("qf")}
+        assert acked <= queued, acked - queued
+        send(inst.port, "after the replacement")
+        assert inst.run("-q").returncode == 0
+        assert len(subjects(inst, "mtabob")) >= len(acked) + 1
+    finally:
+        d.stop()
+
+
+def test_sigterm_drains_every_worker(inst, users):
+    inst.write_cf(f"O DaemonWorkers=2\nO PidFile={inst.root}/sendmail.pid")
+    d = Daemon(inst)
+    try:
+        workers = workers_of(d, 2)
+        clients = []
+        for _ in range(4):  # spread over both workers
+            c = smtplib.SMTP("127.0.0.1", inst.port, timeout=20)
+            c.ehlo("x.example")
+            c.mail("a@example.test")
+            c.rcpt("mtaalice@test.example")
+            clients.append(c)
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        for i, c in enumerate(clients):
+            assert c.data(f"Subject: drained {i}\r\n\r\nx\r\n".encode())[0] == 250
+            c.close()
+        assert d.proc.wait(30) == 0
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+        assert not (inst.root / "sendmail.pid").exists()
+        assert "stopping daemon, reason=signal" in inst.log()
+    finally:
+        d.stop(signal.SIGKILL)
