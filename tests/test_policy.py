@@ -160,7 +160,7 @@ def checked_ctx(tmp_path, dns_address: str, head: str = PROTO + DELAY, resolve: 
     from tests.conftest import makemap
 
     assert makemap("hash", str(tmp_path / "access"), stdin=b"Spam:abuse@\tFRIEND\nFrom:gone.example\tOK\n"
-                   ).returncode == 0
+                   b"reject@\tREJECT\n").returncode == 0
     (tmp_path / "aliases").write_text("abuse: root\n")
     cf = tmp_path / "sendmail.cf"
     cf.write_text(f"{head}Djmx.test.example\nCwlocalhost test.example\nO AliasFile={tmp_path}/aliases\n"
@@ -193,6 +193,9 @@ def test_sender_domain_must_resolve(tmp_path, dns_server):
     assert sender_replies(ctx, "a@localhost")[1] == (
         "553 5.5.4 <root@test.example>... Real domain name required for sender address")
     assert sender_replies(ctx, "a@nonexistent.invalid", "abuse@test.example")[1].startswith("250 2.1.5")
+    # an untagged user@ entry, at RCPT as Debian's (E10a: reject@example.org)
+    assert sender_replies(ctx, "reject@exists.example") == [
+        "250 2.1.0 <reject@exists.example>... Sender ok", "550 5.7.1 <root@test.example>... Access denied"]
 
 
 def test_sender_domain_temporary_failure(tmp_path, monkeypatch):

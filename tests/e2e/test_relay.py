@@ -46,7 +46,8 @@ def test_access_discard_and_quarantine_through_the_daemon(inst):
 
     access = inst.etc / "access"
     assert makemap("hash", str(access), stdin=b"From:dropme@example.org\tDISCARD\n"
-                                              b"From:holdme@example.org\tQUARANTINE:held for review\n").returncode == 0
+                                              b"From:holdme@example.org\tQUARANTINE:held for review\n"
+                                              b"Connect:127.0.0.2\tDISCARD\n").returncode == 0
     inst.write_cf(f"Kaccess hash -T<TMPF> -o {access}\nO DeliveryMode=background")
     d = Daemon(inst)
     try:
@@ -59,13 +60,21 @@ def test_access_discard_and_quarantine_through_the_daemon(inst):
             assert c.cmd("DATA").startswith("354")
             assert c.cmd(f"Subject: {subject}\r\n\r\nbody\r\n.").startswith("250 2.0.0 ")
             c.cmd("QUIT")
+        c = Outside(inst.port)  # Connect: DISCARD: every message of the session is dropped
+        c.cmd("EHLO client.example.test")
+        c.cmd("MAIL FROM:<fine@example.org>")
+        assert c.cmd("RCPT TO:<mtaalice@test.example>").startswith("250 2.1.5")
+        assert c.cmd("DATA").startswith("354")
+        assert c.cmd("Subject: from a discarded client\r\n\r\nbody\r\n.").startswith("250 2.0.0 ")
+        c.cmd("QUIT")
         assert wait_for(lambda: "fine" in subjects(inst, "mtaalice"))
     finally:
         d.stop()
     assert subjects(inst, "mtaalice") == ["fine"]
     log = inst.log()
     assert "ruleset=check_mail, arg1=<dropme@example.org>, relay=localhost [127.0.0.1], discard\n" in log
-    assert ": discarded\n" in log
+    assert log.count(": discarded\n") == 2
+    assert "ruleset=check_relay, arg1=[127.0.0.2], arg2=127.0.0.2, relay=[127.0.0.2], discard\n" in log
     assert "arg1=<holdme@example.org>, relay=localhost [127.0.0.1], quarantine=held for review\n" in log
     import os
 
