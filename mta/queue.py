@@ -371,7 +371,7 @@ def read_body(qdir: str, qid: str) -> str:
 
 def remove(qdir: str, qid: str) -> None:
     """Delete an entry: the qf first, so a crash can leave only an orphan df, never a qf alone."""
-    for letter in ("q", "h", "d", "x"):
+    for letter in ("q", "h", "d", "x", "j"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(qf_path(qdir, qid, letter))
     with contextlib.suppress(OSError):
@@ -492,7 +492,7 @@ def is_locked(qdir: str, qid: str) -> bool:
 
 # -- a queue run's housekeeping (queue.c readqf/loseqfile; stale files) ---------------------------
 
-ORPHAN_AGE = 86400  # df/tf/xf files without their qf, older than this, are removed
+ORPHAN_AGE = 86400  # df/tf/xf/jf files without their qf, older than this, are removed
 EMPTY_QF_AGE = 600  # an empty qf older than this is removed with its df, as readqf() does
 
 
@@ -515,7 +515,7 @@ def sweep(qdir: str, log, now: float | None = None) -> None:
     for qid in by_kind.get("q", ()):
         _check_qf(qdir, qid, qid in has_df, log, now)
     owned = by_kind.get("q", set()) | by_kind.get("h", set()) | by_kind.get("Q", set())
-    for letter in "dtx":
+    for letter in "dtxj":
         for qid in by_kind.get(letter, set()) - (owned if letter != "t" else set()):
             _remove_if_old(qf_path(qdir, qid, letter), now - ORPHAN_AGE, log)
 

@@ -133,3 +133,32 @@ def test_a_lock_without_a_pid_is_broken_only_when_old(tmp_path, me, monkeypatch)
     old = time.time() - local.DOTLOCK_STALE - 10
     os.utime(lock, (old, old))
     assert _deliver(tmp_path, me, 1).kind == "sent"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("state", ["noted", "entry gone", "owed"])
+def test_a_holder_killed_after_its_append_is_kept_when_its_delivery_was_done(tmp_path, me, state):
+    """The lock of a delivery killed after its message was whole: kept once noted in the entry's
+    journal or once the entry is gone (another run finished it); cut off while still owed."""
+    _deliver(tmp_path, me, 1)
+    box = tmp_path / me.pw_name
+    start = box.stat().st_size
+    journal, qf = tmp_path / "jfQ", tmp_path / "qfQ"
+    qf.write_text("V8\n")
+    commit = local.Commit(str(journal), "<a@b> local me", str(qf))
+    with open(box, "ab") as fh:
+        fh.write(local.mbox_entry("k@b", TEXT.format(n="killed"), 0))
+    st = box.stat()
+    (tmp_path / f"{me.pw_name}.lock").write_text(
+        f"{_dead_pid()}\n{start} {st.st_dev} {st.st_ino}\n{journal}\n{commit.key}\n{qf}\n")
+    if state == "noted":
+        commit.note()
+    elif state == "entry gone":
+        qf.unlink()
+    assert _deliver(tmp_path, me, 2).kind == "sent"
+    assert _subjects(box) == (["s1", "s2"] if state == "owed" else ["s1", "skilled", "s2"])

@@ -81,7 +81,8 @@ def _local_text(ctx: Context, entry: Entry, body: str, agent: table.Agent, route
     return text
 
 
-def _deliver_one(ctx: Context, entry: Entry, body: str, agent: table.Agent, route: router.Route) -> Outcome:
+def _deliver_one(ctx: Context, entry: Entry, body: str, agent: table.Agent, route: router.Route,
+                 commit=None) -> Outcome:
     """A delivery by our own local or file mailer."""
     cfg = ctx.cfg
     sender = render.mailer_sender(cfg, route.mailer, entry.sender)
@@ -94,7 +95,8 @@ def _deliver_one(ctx: Context, entry: Entry, body: str, agent: table.Agent, rout
         from mta.mailers import local
 
         return local.deliver(spool=cfg["MailSpoolDirectory"], fmt=cfg["MailboxFormat"],
-                             owner=router.local_user(route.user), sender=sender, text=text, when=time.time())
+                             owner=router.local_user(route.user), sender=sender, text=text, when=time.time(),
+                             commit=commit)
     from mta.mailers import file
 
     return file.deliver(path=route.user, text=text, sender=sender, when=time.time(),
@@ -176,16 +178,45 @@ def _batch_key(agent: table.Agent, route: router.Route, n: int) -> tuple:
 
 
 def _run_batch(ctx: Context, entry: Entry, body: str, agent: table.Agent,
-               group: list[tuple[Recipient, router.Route]]) -> list[Outcome]:
+               group: list[tuple[Recipient, router.Route]], done: set[str]) -> list[Outcome]:
     _say_connect(ctx, [r.addr for _rc, r in group], group[0][1])
     if agent.kind == table.SMTP:
         return _deliver_smtp(ctx, entry, body, agent, group)
+    commits = [_commit(ctx, entry, rc, r) for rc, r in group]
+    if all(c.key in done for c in commits):  # delivered by a run killed before it rewrote the qf
+        return [Outcome.sent()] * len(group)
     if agent.kind == table.PROGRAM:
-        return _deliver_program(ctx, entry, body, agent, group)
-    return [_deliver_one(ctx, entry, body, agent, r) for _rc, r in group]
+        outcomes = _deliver_program(ctx, entry, body, agent, group)
+    else:
+        outcomes = [Outcome.sent() if c.key in done else _deliver_one(ctx, entry, body, agent, r, c)
+                    for (_rc, r), c in zip(group, commits, strict=True)]
+    for outcome, commit in zip(outcomes, commits, strict=True):
+        if outcome.kind == "sent" and agent.kind != table.LOCAL:  # our local mailer notes it under its lock
+            _note(ctx, entry, commit)
+    return outcomes
+
+
+def _commit(ctx: Context, entry: Entry, rcpt: Recipient, route: router.Route):
+    """How a local, file or program delivery is noted as done in the entry's journal (jf), so a
+    run killed before it rewrote the qf does not deliver it again, and a mailbox append killed
+    before the note is cut off by the next delivery (mailers/local.py)."""
+    from mta.mailers import local
+
+    return local.Commit(queue.qf_path(ctx.qdir, entry.qid, "j"), f"{rcpt.addr} {route.mailer} {route.user}",
+                        queue.qf_path(ctx.qdir, entry.qid))
+
+
+def _note(ctx: Context, entry: Entry, commit) -> None:
+    try:
+        commit.note()
+    except OSError as exc:
+        ctx.log.line(f"cannot note delivery in {commit.path}: {exc.strerror}", entry.qid)
 
 
 def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
+    from mta.mailers import local
+
+    done = local.noted(queue.qf_path(ctx.qdir, entry.qid, "j"))
     results: list[Result] = []
     batches: dict[tuple, tuple[table.Agent, list[tuple[Recipient, router.Route]]]] = {}
     for rcpt in entry.recipients:
@@ -200,7 +231,7 @@ def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
     check = _Checkpoint(ctx, entry)
     todo = list(batches.values())
     for n, (agent, group) in enumerate(todo):
-        outcomes = _run_batch(ctx, entry, body, agent, group)
+        outcomes = _run_batch(ctx, entry, body, agent, group, done)
         results += [Result(rcpt, route, o) for (rcpt, route), o in zip(group, outcomes, strict=True)]
         check.after(results, [g for _a, g in todo[n + 1:]])
     return results

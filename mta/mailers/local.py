@@ -29,6 +29,7 @@ import time
 from mta import errors
 from mta.mailers import Outcome
 from mta.message import ctime, to_bytes
+from mta.record import record
 
 DOTLOCK_TRIES = 60  # seconds
 DOTLOCK_STALE = 300  # a lock older than this is broken, as procmail's default
@@ -50,6 +51,42 @@ def mbox_entry(sender: str, text: str, when: float) -> bytes:
     return to_bytes(blob + "\n")
 
 
+@record(frozen=True)
+class Commit:
+    """How a delivery is noted as done once its message is whole in the mailbox: a key in a
+    journal (the queue entry's jf), owed while ``pending`` (its qf) exists.  A delivery killed
+    before the note is cut off by the next one; one killed after it is kept, and the queue run
+    does not deliver it again; once its entry is gone, nothing is owed."""
+
+    path: str
+    key: str
+    pending: str = ""
+
+    def note(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, f"{_one_line(self.key)}\n".encode("utf-8", "surrogateescape"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def done(self) -> bool:
+        return _one_line(self.key) in noted(self.path) or not (self.pending and os.path.exists(self.pending))
+
+
+def noted(path: str) -> set[str]:
+    """The keys in a commit journal (none when there is none)."""
+    try:
+        with open(path, "rb") as fh:
+            return set(fh.read().decode("utf-8", "surrogateescape").split("\n")) - {""}
+    except OSError:
+        return set()
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\n", " ").replace("\r", " ")
+
+
 class Lock:
     """A USER.lock we hold: its fd (to record the mailbox size in it before an append) and what
     a dead holder's lock we took over said (its record, for repairing that holder's append)."""
@@ -57,15 +94,22 @@ class Lock:
     def __init__(self, path: str, fd: int, stale: str):
         self.path, self.fd, self.stale = path, fd, stale
 
-    def record(self, size: int, st: os.stat_result) -> None:
-        os.pwrite(self.fd, f"{os.getpid()}\n{size} {st.st_dev} {st.st_ino}\n".encode(), 0)
+    def record(self, size: int, st: os.stat_result, commit: Commit | None) -> None:
+        text = f"{os.getpid()}\n{size} {st.st_dev} {st.st_ino}\n"
+        if commit is not None:
+            text += f"{_one_line(commit.path)}\n{_one_line(commit.key)}\n{_one_line(commit.pending)}\n"
+        os.pwrite(self.fd, text.encode("utf-8", "surrogateescape"), 0)
 
     def recorded_size(self, st: os.stat_result) -> int | None:
-        """The size a dead holder recorded for this same mailbox, if it did."""
-        words = self.stale.split()
+        """The size a dead holder recorded for this same mailbox, unless its delivery was done
+        (noted, or no longer owed) before it died."""
+        lines = self.stale.split("\n") + ["", "", ""]
+        words = lines[0].split()
         if len(words) != 3 or not all(w.isdigit() for w in words):
             return None
         size, dev, ino = map(int, words)
+        if lines[1] and Commit(lines[1], lines[2], lines[3]).done():
+            return None
         return size if (dev, ino) == (st.st_dev, st.st_ino) else None
 
 
@@ -135,7 +179,7 @@ def _break_stale(lockpath: str) -> str | None:
         except FileNotFoundError:
             return ""
         try:
-            st, text = os.fstat(fd), os.read(fd, 256).decode("ascii", "replace")
+            st, text = os.fstat(fd), os.read(fd, 8192).decode("utf-8", "surrogateescape")
         finally:
             os.close(fd)
         first, _, rest = text.partition("\n")
@@ -196,23 +240,25 @@ def _open_mailbox(path: str, owner) -> int:
     return fd
 
 
-def append(path: str, owner, data: bytes, fmt: str = "mbox") -> None:
+def append(path: str, owner, data: bytes, fmt: str = "mbox", commit: Commit | None = None) -> None:
     """Append one message under the dotlock and an fcntl lock.  First the mailbox's end is
     repaired (what a killed delivery left is cut off), then our starting size is recorded in
-    the lock, so a delivery killed during the write is cut off by the next one; a write error
-    truncates back at once, as mail.local does."""
+    the lock, so a delivery killed before its commit is noted is cut off by the next one; a
+    write error truncates back at once, as mail.local does."""
     with dotlock(path) as held:
         fd = _open_mailbox(path, owner)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
             st = os.fstat(fd)
             start = repair(fd, fmt, st.st_size, held.recorded_size(st))
-            held.record(start, st)
+            held.record(start, st, commit)
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
+                if commit is not None:
+                    commit.note()
             except OSError:
                 os.ftruncate(fd, start)
                 raise
@@ -335,8 +381,10 @@ def _ranges(numbers: set[int]) -> str:
     return " ".join(out)
 
 
-def deliver(*, spool: str, fmt: str, owner, sender: str, text: str, when: float) -> Outcome:
-    """Deliver message ``text`` (headers, blank line, body) to ``owner``'s mailbox."""
+def deliver(*, spool: str, fmt: str, owner, sender: str, text: str, when: float,
+            commit: Commit | None = None) -> Outcome:
+    """Deliver message ``text`` (headers, blank line, body) to ``owner``'s mailbox; ``commit``
+    is noted once the message is whole there (for mbox and mmdf, still under the lock)."""
     path = os.path.join(spool, owner.pw_name)
     try:
         if fmt == "maildir":
@@ -344,9 +392,11 @@ def deliver(*, spool: str, fmt: str, owner, sender: str, text: str, when: float)
         elif fmt == "mh":
             _mh(path, owner, text)
         elif fmt == "mmdf":
-            append(path, owner, to_bytes(f"\x01\x01\x01\x01\n{text}\x01\x01\x01\x01\n"), "mmdf")
+            append(path, owner, to_bytes(f"\x01\x01\x01\x01\n{text}\x01\x01\x01\x01\n"), "mmdf", commit)
         else:
-            append(path, owner, mbox_entry(sender, text, when))
+            append(path, owner, mbox_entry(sender, text, when), "mbox", commit)
+        if commit is not None and fmt in ("maildir", "mh"):
+            commit.note()
     except errors.MTAError as exc:
         return Outcome.from_error(exc)
     except OSError as exc:
