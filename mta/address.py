@@ -156,7 +156,7 @@ def tokenize(text: str) -> list[str]:
             end = text.find("]", i) + 1 or len(text)
         else:
             end = max(_atom(text, i), i + 1)
-        if end - i > MAXNAME:
+        if max(len(part) for part in text[i:end].split(".")) > MAXNAME:  # "." is a token of its own
             raise _error("prescan: token too long", "5.1.0")
         tokens.append(text[i:end])
         i = end

@@ -115,3 +115,13 @@ def test_round_trip(text):
     assert str(address.parse(str(a))) == str(a)
     if a.domain:
         assert address.parse(f"Some Name <{a}> (comment)") == a
+
+
+def test_length_limits_as_prescan():
+    with pytest.raises(errors.AddressError, match="prescan: token too long") as exc:
+        address.parse("<" + "a" * 300 + "@test.example>")  # captured/smtp_errors.txt: 553 5.1.0
+    assert exc.value.status == "5.1.0"
+    with pytest.raises(errors.AddressError, match="Address too long") as exc:
+        address.parse(".".join(["a" * 60] * 5) + "@test.example")
+    assert exc.value.status == "5.1.1"
+    assert address.parse("c" * 70 + "@test.example").local == "c" * 70  # Sendmail takes it (then User unknown)

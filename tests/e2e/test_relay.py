@@ -186,3 +186,15 @@ def test_address_forms_at_rcpt_and_in_bv(inst, daemon):
     assert [(g, w) for g, w in zip(got, want, strict=True) if g != w] == []
     assert said["root"] == "deliverable: mailer local, user root"
     assert len(FORMS) >= 40
+
+
+def test_header_recipients_use_the_same_parser(inst):
+    """-t reads To:/Cc: with the one parser: a quoted local part at our domain stays local there."""
+    from tests.conftest import wait_for
+
+    msg = (b'To: "x@elsewhere.example"@test.example, Alice <mtaalice@test.example> (the real one)\n'
+           b"Cc: undisclosed-recipients:;\nSubject: via -t\n\nbody\n")
+    r = inst.run("-t", "-odi", stdin=msg)
+    assert '"x@elsewhere.example"@test.example... User unknown' in r.stdout.decode(), r.stdout + r.stderr
+    assert wait_for(lambda: "via -t" in subjects(inst, "mtaalice"))
+    assert "elsewhere.example" not in inst.log().replace('"x@elsewhere.example"@test.example', "")
