@@ -98,6 +98,7 @@ class Daemon:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="mta")
         self.checks = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="mta-check")
         self.sessions: set[Session] = set()
+        self.tasks: set[asyncio.Task] = set()  # one per connection
         self.stopping = asyncio.Event()
         self.sslctx = None
         self.auth = False
@@ -171,6 +172,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.set_exception_handler(self._loop_error)
         self.start()
         await self.stopping.wait()
         with contextlib.suppress(ValueError, OSError):
@@ -180,8 +182,24 @@ class Daemon:
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
-        self.pool.shutdown(wait=True, cancel_futures=False)
+        await self._end_sessions()
+        await asyncio.to_thread(self.pool.shutdown, wait=True)  # queue writes and deliveries finish
         self.checks.shutdown(wait=False, cancel_futures=True)
+
+    async def _end_sessions(self) -> None:
+        """Idle sessions (and ones past the grace time) are told 421 and closed before the pools
+        they use go away, so nothing is left for asyncio.run to cancel."""
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+
+    def _loop_error(self, loop, context: dict) -> None:
+        """Whatever escapes a callback goes to the mail log, never to stderr as a traceback."""
+        exc = context.get("exception")
+        self.ctx.log.line(f"SYSERR: {context.get('message', 'event loop')}: "
+                          f"{type(exc).__name__ + ': ' if exc else ''}{exc or ''}")
 
     # -- one connection ---------------------------------------------------------------------------
 
@@ -199,13 +217,19 @@ class Daemon:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opts) -> None:
         peer = (writer.get_extra_info("peername") or ("?",))[0].removeprefix("::ffff:")
-        if self.ctx.cfg["StatusFile"]:
-            from mta import stats
-
-            await asyncio.get_running_loop().run_in_executor(self.pool, lambda: stats.record(
-                self.ctx.cfg["StatusFile"], cf=1))
+        if self.stopping.is_set():
+            writer.write(reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service shutting down"))
+            await _close(writer)
+            return
+        task = asyncio.current_task()
+        self.tasks.add(task)
         session = None
         try:
+            if self.ctx.cfg["StatusFile"]:
+                from mta import stats
+
+                await asyncio.get_running_loop().run_in_executor(self.pool, lambda: stats.record(
+                    self.ctx.cfg["StatusFile"], cf=1))
             client = await self._client(writer, opts)
             ctx = self.ctx
             rejected, pause = await asyncio.get_running_loop().run_in_executor(self.checks, answer.connect, ctx,
@@ -216,6 +240,10 @@ class Daemon:
             await self._converse(ctx, session, reader, writer, pause)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:  # the daemon stops
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.write(reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service shutting down"))
+            raise
         except Exception as exc:  # the edge: log it, tell the client to come back, keep serving others
             self.ctx.log.line(f"SYSERR: session with {peer}: {type(exc).__name__}: {exc}")
             with contextlib.suppress(OSError, RuntimeError):
@@ -227,6 +255,7 @@ class Daemon:
                     line = session.lost()
                     if line:
                         session.log(line)
+            self.tasks.discard(task)
             await _close(writer)
 
     async def _converse(self, ctx, session: Session, reader, writer, pause: int) -> None:

@@ -614,3 +614,30 @@ def test_routing_tempfail_is_451_not_421(inst):
         c.cmd("QUIT")
     finally:
         d.stop()
+
+
+def test_sigterm_never_prints_a_traceback(inst):
+    """Ten starts and stops, SIGTERM arriving while clients connect and talk: exit 0, nothing
+    on stdout or stderr (it was a traceback in half of the shutdowns)."""
+    import threading
+
+    def connect_until_gone(proc, socks):
+        while proc.poll() is None and len(socks) < 200:
+            try:
+                s = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
+                s.sendall(b"EHLO x.example\r\nNOOP\r\n")
+                socks.append(s)
+            except OSError:
+                time.sleep(0.001)
+
+    for i in range(10):
+        d, socks = Daemon(inst), []
+        t = threading.Thread(target=connect_until_gone, args=(d.proc, socks))
+        t.start()
+        time.sleep(0.01 * i)
+        code = d.stop()
+        t.join(30)
+        out = d.proc.stdout.read().decode()
+        for s in socks:
+            s.close()
+        assert (code, out) == (0, ""), (i, out)
