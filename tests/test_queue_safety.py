@@ -28,7 +28,7 @@ def _parsed_or_typed(qid: str, data: bytes) -> None:
     queue.parse_entry(qid, queue.format_entry(entry))  # what we read we can write back and read again
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile (make fuzz)
 @given(st.binary(max_size=600))
 def test_arbitrary_bytes_give_an_entry_or_bad_queue_file(data):
     _parsed_or_typed("Q", data)
@@ -54,7 +54,7 @@ def mutated_qf(draw):
     return text.encode("utf-8", "surrogateescape")[:draw(st.integers(0, 2000))]
 
 
-@settings(max_examples=600, deadline=None)
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_qf())
 def test_mutated_real_qf_gives_an_entry_or_bad_queue_file(data):
     _parsed_or_typed("Q", data)
