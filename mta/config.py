@@ -264,6 +264,7 @@ class Config:
     ignored_rules: int = 0
     notices: list[str] = factory(list)
     features: set[str] = factory(set)  # FEATUREs the cf was built with (its "$Id: name.m4" lines)
+    relay_msg: str = ""  # check_rcpt's "550 Relaying denied..." text, when the cf has that rule
 
     def __getitem__(self, name: str):
         """The typed value of option ``name`` (its default when unset)."""
@@ -467,7 +468,13 @@ def parse(text: str, cfg: Config) -> Config:
             cfg.queue_groups[group.name] = group
         elif kind in "SR":
             cfg.ignored_rules += 1
+            relay = _RELAY_MSG.match(line)
+            if relay:  # check_rcpt's last rule: the reply for a relay attempt (confRELAY_MSG)
+                cfg.relay_msg = relay.group(1)
     return cfg
+
+
+_RELAY_MSG = re.compile(r'R\$\*\s+\$#error \$@ 5\.7\.1 \$: "550 (Relaying denied[^"]*)"\s*$')
 
 
 _LOCAL_LITERALS: set[str] | None = None

@@ -220,7 +220,8 @@ class Policy:
         return self.relay_denied()
 
     def relay_denied(self) -> Refusal:
-        return Refusal(550, "5.7.1", "Relaying denied" + (
+        """The cf's own text (confRELAY_MSG) when it has check_rcpt's rule, else proto.m4's default."""
+        return Refusal(550, "5.7.1", self.cfg.relay_msg or "Relaying denied" + (
             ". Proper authentication required." if self.ctx.cfg["AuthMechanisms"] else ""))
 
     def rcpt(self, client: Client, rcpt: address.Address, text: str, sender: str | None = None) -> Verdict:

@@ -235,3 +235,27 @@ def test_debian_cf_is_read_as_checking_senders():
     cfg = config.load(str(DATA / "debian" / "sendmail.cf"))  # Debian's generated cf, as captured
     assert cfg.has_feature("delay_checks") and cfg.has_feature("proto") and "resolve" in cfg.maps
     assert not cfg.has_feature("accept_unresolvable_domains")
+
+
+LOOSE = "#####  $Id: loose_relay_check.m4,v 8.7 2013-11-22 20:51:11 ca Exp $  #####\n"
+
+
+@pytest.mark.parametrize("head,want", [("", "550 5.7.1 Relaying denied"), (LOOSE, None)])
+def test_percent_hack_through_a_relay_domain(tmp_path, head, want):
+    # cf/README: "if % addressing is used for a recipient, e.g. user%site@othersite, and othersite
+    # is in class {R}, the check_rcpt ruleset will strip @othersite and recheck user@site for
+    # relaying"; FEATURE(loose_relay_check) changes that.
+    cf = tmp_path / "sendmail.cf"
+    cf.write_text(f"{head}Djmx.test.example\nCwlocalhost test.example\nCRpartner.example\nO AliasFile={tmp_path}/a\n")
+    (tmp_path / "a").write_text("")
+    ctx = Context.create(config.load(str(cf)))
+    assert rcpt(ctx, OUTSIDE, "u@partner.example") is None
+    assert rcpt(ctx, OUTSIDE, "u%elsewhere.example@partner.example") == want
+    assert rcpt(ctx, OUTSIDE, "u%other.partner.example@partner.example") is None
+
+
+def test_relay_text_comes_from_the_cf():
+    from tests.conftest import DATA
+
+    cfg = config.load(str(DATA / "debian" / "sendmail.cf"))
+    assert cfg.relay_msg == "Relaying denied"  # captured E13b: AUTH offered, and still this text
