@@ -198,3 +198,34 @@ def test_header_recipients_use_the_same_parser(inst):
     assert '"x@elsewhere.example"@test.example... User unknown' in r.stdout.decode(), r.stdout + r.stderr
     assert wait_for(lambda: "via -t" in subjects(inst, "mtaalice"))
     assert "elsewhere.example" not in inst.log().replace('"x@elsewhere.example"@test.example', "")
+
+
+def test_unresolvable_sender_domain_through_the_daemon(inst):
+    """Debian's cf (proto.m4, delay_checks, the resolve map): captured/smtp_errors.txt E10a."""
+    from tests.dns_server import Server
+
+    dns = Server({("exists.example", "MX"): ["10 mx.exists.example."]})
+    inst.write_cf("#####  $Id: proto.m4,v 8.762 2013-11-22 20:51:13 ca Exp $  #####\n"
+                  "#####  $Id: delay_checks.m4,v 8.9 2013-11-22 20:51:11 ca Exp $  #####\n"
+                  f"Kresolve host -a<OKR> -T<TEMP>\nO NameServers={dns.address}")
+    d = Daemon(inst)
+    try:
+        replies = []
+        for sender in ("someone@nonexistent.invalid", "someone@exists.example", "nodomain"):
+            c = Outside(inst.port)
+            c.cmd("EHLO client.example.test")
+            replies += [c.cmd(f"MAIL FROM:<{sender}>").strip(), c.cmd("RCPT TO:<mtaalice@test.example>").strip()]
+            c.cmd("QUIT")
+    finally:
+        d.stop()
+        dns.close()
+    assert replies == [
+        "250 2.1.0 <someone@nonexistent.invalid>... Sender ok",
+        "553 5.1.8 <mtaalice@test.example>... Domain of sender address someone@nonexistent.invalid does not exist",
+        "250 2.1.0 <someone@exists.example>... Sender ok",
+        "250 2.1.5 <mtaalice@test.example>... Recipient ok",
+        "250 2.1.0 <nodomain>... Sender ok",
+        "553 5.5.4 <mtaalice@test.example>... Domain name required for sender address nodomain"]
+    assert ("ruleset=check_rcpt, arg1=<mtaalice@test.example>, relay=[127.0.0.2], reject=553 5.1.8 "
+            "<mtaalice@test.example>... Domain of sender address someone@nonexistent.invalid does not exist"
+            ) in inst.log()
