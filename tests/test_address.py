@@ -48,7 +48,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 ATEXT = "abcxyzABZ019!#$%&'*+-/=?^_`{|}~"
-PROPS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# examples: the Hypothesis profile (a few hundred in the suite; make fuzz runs many more)
+PROPS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _quoted(draw_text: str) -> str:
