@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR := $(CURDIR)/var
 CF := $(VAR)/etc-mail/sendmail.cf
 
-.PHONY: run test lint venv etc deps bench acceptance release clean
+.PHONY: run test lint venv etc deps bench acceptance release clean deb
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
@@ -52,3 +52,7 @@ acceptance: venv
 
 clean:
 	rm -rf $(VENV) $(VAR) build dist *.egg-info
+
+# dist/sendmail-py_VERSION_all.deb, built with dpkg-deb (packaging/deb/, scripts/build-deb)
+deb:
+	sh scripts/build-deb
