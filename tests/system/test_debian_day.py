@@ -8,6 +8,7 @@ Each test is one step of the day and builds on the ones before (they run in file
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 
@@ -34,7 +35,7 @@ def root(deb):
     r = debian_root.DebianRoot(debian_root.tarball())
     r.start()
     try:
-        r.path(DEB_INSIDE).write_bytes(open(deb, "rb").read())
+        shutil.copy(deb, r.path(DEB_INSIDE))
         r.run(f"useradd -m -s /bin/sh {USER}", check=True)
         yield r
     finally:
@@ -108,7 +109,8 @@ def test_every_sendmail_bin_program_is_there_with_its_alternatives(root):
     assert missing == [], missing
     for name, target in (("sendmail-mta", "/usr/libexec/sendmail/sendmail"),
                          ("sendmail-msp", "/usr/libexec/sendmail/sendmail"),
-                         ("sendmail", "/usr/libexec/sendmail/sendmail"), ("lib.sendmail", "/usr/libexec/sendmail/sendmail"),
+                         ("sendmail", "/usr/libexec/sendmail/sendmail"),
+                         ("lib.sendmail", "/usr/libexec/sendmail/sendmail"),
                          ("runq", "/usr/share/sendmail/runq"), ("mailq", "/usr/share/sendmail/mailq"),
                          ("newaliases", "/usr/share/sendmail/newaliases")):
         assert root.run(f"readlink /etc/alternatives/{name}").stdout.decode().strip() == target, name
