@@ -259,3 +259,35 @@ def test_relay_text_comes_from_the_cf():
 
     cfg = config.load(str(DATA / "debian" / "sendmail.cf"))
     assert cfg.relay_msg == "Relaying denied"  # captured E13b: AUTH offered, and still this text
+
+
+# -- property: no generated form escapes the locality and relay rules -------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from mta import errors, router  # noqa: E402
+from mta.policy import LOCAL_MAILERS, Mark  # noqa: E402
+from tests.test_address import PROPS, address_forms  # noqa: E402
+
+
+@settings(PROPS, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(text=address_forms())
+def test_no_form_escapes_the_relay_rules(ctx, text):
+    """From a client that may not relay, an accepted recipient only ever routes to a local mailer
+    (there is no alias, virtusertable or mailertable entry here that sends anything away); the
+    verdict is always a Refusal, a Mark or None; parsing fails only with an AddressError."""
+    try:
+        addr = address.parse(text)
+    except errors.AddressError:
+        return
+    if addr.null:
+        return
+    verdict = Policy(ctx).rcpt(OUTSIDE, addr, str(addr))
+    routes = router.resolve(ctx.cfg, ctx.aliases, str(addr))
+    if verdict is None or isinstance(verdict, Mark):
+        assert all(r.mailer in LOCAL_MAILERS for r in routes), (text, routes)
+    remote = [r for r in routes if r.mailer not in LOCAL_MAILERS]
+    # and whatever goes away goes to the domain the relay check judged
+    for r in remote:
+        dest = Policy(ctx).destination(addr)
+        assert r.host.lower().rstrip(".") == dest.domain.lower().rstrip("."), (text, r, dest)
