@@ -291,3 +291,18 @@ def test_no_form_escapes_the_relay_rules(ctx, text):
     for r in remote:
         dest = Policy(ctx).destination(addr)
         assert r.host.lower().rstrip(".") == dest.domain.lower().rstrip("."), (text, r, dest)
+
+
+@settings(PROPS, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(text=address_forms())
+def test_a_local_recipient_stays_local(ctx, text):
+    """Whatever its local part, a recipient at one of our domains (or with none) is routed only
+    to local mailers when no alias or map entry sends it elsewhere - for any client."""
+    try:
+        addr = address.parse(text)
+    except errors.AddressError:
+        return
+    if addr.null or not router.is_local(ctx.cfg, addr):
+        return
+    routes = router.resolve(ctx.cfg, ctx.aliases, str(addr))
+    assert all(r.mailer in LOCAL_MAILERS for r in routes), (text, routes)
