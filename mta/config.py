@@ -481,20 +481,45 @@ _LOCAL_LITERALS: set[str] | None = None
 
 
 def local_literals() -> set[str]:
-    """This host's addresses as address literals ([127.0.0.1], [ipv6:::1]); computed once."""
+    """This host's addresses as address literals ([127.0.0.1], [ipv6:::1]): those of its name and
+    of every interface, as Sendmail's load_if_names() puts them in class w; computed once."""
     global _LOCAL_LITERALS
     if _LOCAL_LITERALS is None:
         import socket
 
-        names = {"[127.0.0.1]", "[ipv6:::1]"}
+        addrs = {"127.0.0.1", "::1"} | _interface_addresses()
         try:
-            for info in socket.getaddrinfo(socket.gethostname(), None):
-                addr = info[4][0]
-                names.add(f"[ipv6:{addr}]" if ":" in addr else f"[{addr}]")
+            addrs |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
         except OSError:
             pass
-        _LOCAL_LITERALS = names
+        _LOCAL_LITERALS = {f"[ipv6:{a.split('%')[0]}]" if ":" in a else f"[{a}]" for a in addrs}
     return _LOCAL_LITERALS
+
+
+def _interface_addresses() -> set[str]:
+    """IPv4 addresses from SIOCGIFCONF, IPv6 from /proc/net/if_inet6 (Linux); none on failure."""
+    import array
+    import fcntl
+    import ipaddress
+    import socket
+    import struct
+
+    found: set[str] = set()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            buf = array.array("B", bytes(40 * 64))
+            size = struct.unpack("iL", fcntl.ioctl(s.fileno(), 0x8912,  # SIOCGIFCONF
+                                                   struct.pack("iL", len(buf), buf.buffer_info()[0])))[0]
+            data = buf.tobytes()[:size]
+            found |= {socket.inet_ntoa(data[i + 20:i + 24]) for i in range(0, size, 40)}
+    except OSError:
+        pass
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as fh:
+            found |= {ipaddress.IPv6Address(int(line.split()[0], 16)).compressed for line in fh if line.strip()}
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
 
 
 def load(path: str, overrides: list[tuple[str, str]] | None = None) -> Config:

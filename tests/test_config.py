@@ -80,3 +80,17 @@ def test_expand(text, macros, want):
 def test_interval():
     assert config.interval("15m") == 900 and config.interval("1h30m") == 5400
     assert config.interval("5d") == 432000 and config.interval("90") == 90
+
+
+def test_every_interface_address_is_a_local_literal():
+    """[a.b.c.d] for each of this host's interface addresses is local, as Sendmail's $=w."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("ip"):
+        pytest.skip("no ip command to list the interfaces")
+    out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    found = {line.split()[3].split("/")[0] for line in out.splitlines() if " inet" in line}
+    literals = config.local_literals()
+    for ip in found:
+        assert (f"[ipv6:{ip}]" if ":" in ip else f"[{ip}]") in literals, (ip, literals)
