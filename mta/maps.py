@@ -9,17 +9,24 @@ Types and files, as Sendmail names them:
 A lookup answers the value, None (not found), or raises ``MapTempFail`` when the map cannot be
 read now (missing without -o, corrupt, wrong type): the caller defers, never "User unknown".
 Files are reopened when they change on disk, so a rebuilt map (built beside, then renamed) is
-seen whole, old or new.
+seen whole, old or new.  The daemon asks the same keys over and over (every RCPT looks up
+To:domain, the client's address...): answers are kept per open generation of the files, and
+whether the files changed is looked at no more than once a second (RECHECK), so a `makemap` is
+seen within a second, as Sendmail's next connection would see it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from mta import errors
 from mta.config import MapDecl
 
 TYPES = ("hash", "btree", "dbm", "cdb", "implicit", "text")
+RECHECK = 1.0  # seconds between looks at whether a map's files were rebuilt
+CACHE_SIZE = 8192  # answers kept per map (found or not); the lot is dropped when full or rebuilt
+_ABSENT = object()
 
 
 class MapTempFail(errors.TempFail):
@@ -137,6 +144,8 @@ class Map:
         self.delim = f.get("z") or None
         self._reader = None
         self._stamp = None
+        self._checked = -RECHECK
+        self._answers: dict[str, object] = {}
         self._warned = False
 
     @staticmethod
@@ -151,6 +160,9 @@ class Map:
         return db_files(resolve_type(self.type, self.path), self.path)
 
     def _open(self):
+        now = time.monotonic()
+        if self._reader is not None and now - self._checked < RECHECK:
+            return self._reader
         files = self._files()
         try:
             stamp = tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in map(os.stat, files))
@@ -160,6 +172,7 @@ class Map:
             raise MapTempFail(f"map {self.name}: cannot open {files[0] if files else self.path}: "
                               f"{exc.strerror}") from exc
         if self._reader is not None and stamp == self._stamp:
+            self._checked = now
             return self._reader
         try:
             if self.type == "text":
@@ -168,7 +181,7 @@ class Map:
                 self._reader = open_reader(self.type, self.path)
         except (OSError, ValueError) as exc:
             raise MapTempFail(f"map {self.name}: {exc}") from exc
-        self._stamp = stamp
+        self._stamp, self._checked, self._answers = stamp, now, {}
         self._check_age(files)
         return self._reader
 
@@ -186,6 +199,15 @@ class Map:
         reader = self._open()
         if reader is None:
             return None
+        answer = self._answers.get(key, _ABSENT)
+        if answer is _ABSENT:
+            answer = self._lookup(reader, key)
+            if len(self._answers) >= CACHE_SIZE:
+                self._answers = {}
+            self._answers[key] = answer
+        return answer  # type: ignore[return-value]
+
+    def _lookup(self, reader, key: str) -> str | None:
         k = key.lower() if self.fold else key
         raw = k.encode("utf-8", "surrogateescape")
         tries = [raw + b"\0"] if self.nul_only else ([raw, raw + b"\0"] if self.nul_both else [raw])

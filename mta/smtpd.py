@@ -95,7 +95,8 @@ class Daemon:
         self.ctrl = ctrl
         self.listener_opts = listener_opts
         self.overrides = overrides or []
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="mta")
+        # queue writes and deliveries; many at once, so that concurrent commits share a directory fsync
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="mta")
         self.checks = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="mta-check")
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task] = set()  # one per connection

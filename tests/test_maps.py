@@ -82,12 +82,22 @@ def test_stale_database_logged(tmp_path):
     assert log.lines == [f"access database {src} out of date"]
 
 
-def test_reopens_after_rebuild(tmp_path):
+def test_reopens_after_rebuild(tmp_path, monkeypatch):
+    monkeypatch.setattr(maps, "RECHECK", 0.3)
     path = build(tmp_path, "hash", b"a 1\n")
     m = maps.Map(MapDecl("m", "hash", [], path))
-    assert m.lookup("a") == "1"
+    assert m.lookup("a") == "1" and m.lookup("b") is None
     build(tmp_path, "hash", b"a 2\nb 3\n")
+    time.sleep(0.35)  # a rebuilt map is seen within RECHECK, its answers asked again
     assert m.lookup("a") == "2" and m.lookup("b") == "3"
+
+
+def test_answers_are_kept_between_rechecks(tmp_path):
+    path = build(tmp_path, "hash", b"a 1\n")
+    m = maps.Map(MapDecl("m", "hash", [], path))
+    assert m.lookup("a") == "1" and m.lookup("zz") is None
+    os.unlink(path + ".db")  # within RECHECK neither the file nor the answer is looked at again
+    assert m.lookup("a") == "1" and m.lookup("zz") is None
 
 
 def _reader(mtype, path, stop, misses, lookups):
