@@ -25,22 +25,28 @@ def record(cls=None, *, frozen: bool = False):
             if isinstance(d, factory):
                 delattr(cls, n)
 
+        plain = {n: d for n, d in defaults.items() if not isinstance(d, factory)}
+        made = tuple((n, d.make) for n, d in defaults.items() if isinstance(d, factory))
+        known = frozenset(names)
+
         def __init__(self, *args, **kwargs):
+            # one dict built and stored at once: queue listings make hundreds of thousands of these
             if len(args) > len(names):
                 raise TypeError(f"{cls.__name__}() takes {len(names)} arguments, {len(args)} given")
-            values = dict(zip(names, args, strict=False))
-            for n in names[len(args):]:
-                if n in kwargs:
-                    values[n] = kwargs.pop(n)
-                elif n in defaults:
-                    d = defaults[n]
-                    values[n] = d.make() if isinstance(d, factory) else d
-                else:
-                    raise TypeError(f"{cls.__name__}() missing argument {n!r}")
+            values = dict(plain)
+            if args:
+                values.update(zip(names, args, strict=False))
             if kwargs:
-                raise TypeError(f"{cls.__name__}() got unexpected arguments {sorted(kwargs)}")
-            for n, v in values.items():
-                object.__setattr__(self, n, v)
+                if not known.issuperset(kwargs) or any(n in kwargs for n in names[:len(args)]):
+                    raise TypeError(f"{cls.__name__}() got unexpected arguments {sorted(kwargs)}")
+                values.update(kwargs)
+            for n, make in made:
+                if n not in values:
+                    values[n] = make()
+            if len(values) != len(names):
+                missing = next(n for n in names if n not in values)
+                raise TypeError(f"{cls.__name__}() missing argument {missing!r}")
+            self.__dict__.update(values)  # also for frozen records: their __setattr__ refuses
 
         def __eq__(self, other):
             if type(other) is not type(self):
