@@ -281,8 +281,9 @@ class Daemon:
                 writer.write(reply(421, "4.3.2", f"{ctx.cfg.hostname} Service shutting down"))
                 session.closed = True
                 break
-            try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
+            try:  # Timeout.datablock while a message comes in, Timeout.command between commands
+                wait = (ctx.cfg["Timeout.datablock"] or 3600) if session.state == "data" else timeout
+                data = await asyncio.wait_for(reader.read(READ_SIZE), wait)
             except TimeoutError:
                 session.log(f"timeout waiting for input from {session.client.relay_text} during "
                              f"{'message collect' if session.state == 'data' else 'server cmd read'}")

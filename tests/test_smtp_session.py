@@ -176,3 +176,57 @@ def test_tempfail_in_routing_is_451_for_that_recipient(ctx, tmp_path):
                         b"RCPT TO:<team@test.example>\r\n"])
     assert lines[-3:] == [f"451 4.2.4 Cannot open {tmp_path}/missing: No such file or directory",
                           "250 2.0.0 OK", "250 2.1.5 <team@test.example>... Recipient ok"]
+
+
+def converse(ctx, data: bytes, **cf) -> tuple[list[str], list[float]]:
+    """Feed data; return the reply lines and the waits the session asked for (answered at once)."""
+    ctx.cfg.options.update(cf)
+    s = Session(ctx, Client("192.0.2.7", "client.example"))
+    out, waits, pending = [], [], s.receive(data)
+    while pending:
+        item = pending.pop(0)
+        if isinstance(item, Action):
+            if item.kind == "delay":
+                waits.append(item.arg)
+            pending += s.resume(None if item.kind == "delay" else answer.answer(ctx, item))
+        else:
+            out.append(item)
+    return b"".join(out).decode().splitlines(), waits
+
+
+def log_of(ctx) -> str:
+    return open(ctx.cfg["LogFile"]).read()
+
+
+def test_noop_flood_slows_down_as_checksmtpattack(ctx):
+    """MaxNOOPCommands (20): from the 20th NOOP on each reply waits, 1 s, then 2, 4... (<= 240)."""
+    lines, waits = converse(ctx, b"NOOP\r\n" * 24)
+    assert lines == ["250 2.0.0 OK"] * 24
+    assert waits == [1, 2, 4, 8, 16]
+    assert "client.example [192.0.2.7]: possible SMTP attack: command=NOOP, count=20" in log_of(ctx)
+
+
+def test_noop_flood_with_max_daemon_children_is_closed(ctx):
+    lines, waits = converse(ctx, b"NOOP\r\n" * 25, MaxDaemonChildren=10)
+    assert lines == ["250 2.0.0 OK"] * 19 + ["421 4.7.0 mx.test.example Too many bad commands; closing connection"]
+    assert waits == []
+
+
+def test_helo_vrfy_etrn_limits(ctx):
+    _lines, waits = converse(ctx, b"HELO a\r\n" * 4)
+    assert waits == [1, 2]  # MAXHELOCOMMANDS 3
+    _lines, waits = converse(ctx, b"HELO a\r\n" + b"VRFY root\r\n" * 7)
+    assert waits == [1, 2]  # MAXVRFYCOMMANDS 6
+    assert "command=VRFY, count=6" in log_of(ctx)
+
+
+def test_bad_rcpt_throttle(ctx):
+    """BadRcptThrottle (Debian's cf sets 3): past that many refused RCPTs, each RCPT waits
+    BadRcptThrottleDelay (1 s) first, and the flood is logged once."""
+    bad = b"RCPT TO:<x@elsewhere.example>\r\n"
+    lines, waits = converse(ctx, b"HELO a\r\nMAIL FROM:<a@example.org>\r\n" + bad * 5 + b"RCPT TO:<root>\r\n",
+                            BadRcptThrottle=3)
+    assert lines[-1] == "250 2.1.5 <root>... Recipient ok"
+    assert lines[2:7] == ["550 5.7.1 <x@elsewhere.example>... Relaying denied"] * 5
+    assert waits == [1, 1, 1]
+    assert log_of(ctx).count("client.example [192.0.2.7]: Possible SMTP RCPT flood, throttling.") == 1

@@ -29,6 +29,11 @@ from mta.record import factory, record
 from mta.smtp import wire
 
 MAX_BAD_COMMANDS = 25
+MAX_TIMEOUT = 240  # srvrsmtp.c MAXTIMEOUT: the longest wait before a reply
+# checksmtpattack: commands that, repeated this often, slow the session down (srvrsmtp.c
+# MAXHELOCOMMANDS, MAXVRFYCOMMANDS, MAXETRNCOMMANDS; NOOP's limit is MaxNOOPCommands)
+ATTACK = {"HELO": ("HELO/EHLO", 3), "EHLO": ("HELO/EHLO", 3), "VRFY": ("VRFY", 6), "EXPN": ("VRFY", 6),
+          "ETRN": ("ETRN", 8), "NOOP": ("NOOP", None)}
 MAX_RECIPIENTS_HARD = 10000
 MAX_MESSAGE_HARD = 64 * 1024 * 1024
 _DOMAIN_OK = re.compile(r"^[A-Za-z0-9\[\]._:#-]+$")
@@ -128,6 +133,8 @@ class Session:
         self.proto = "SMTP"
         self.envelope: Envelope | None = None
         self.bad = 0
+        self.counts: dict[str, int] = {}  # per ATTACK counter
+        self.bad_rcpts = 0
         self.closed = False
         self.did_mail = False
         # Connect: REJECT and friends (answer.connect) for every command; DISCARD or QUARANTINE
@@ -234,14 +241,46 @@ class Session:
         if self.nullserver and name not in ("QUIT", "HELO", "EHLO", "NOOP", "RSET"):
             r = self.rejected
             return self._bad(r.code, r.status, r.text)
+        wait = self._wait_before(name, verb)
+        if wait < 0:
+            return self._too_many()
+        if wait:
+            return self._ask("delay", wait, lambda _r: handler(self, verb, arg.strip()))
         return handler(self, verb, arg.strip())
+
+    def _wait_before(self, name: str, verb: str) -> float:
+        """Seconds to wait before obeying this command (-1: close instead): checksmtpattack's
+        slowdown of repeated commands, BadRcptThrottle's for RCPTs after too many bad ones."""
+        if name == "RCPT":
+            throttle = self.cfg["BadRcptThrottle"]
+            if not throttle or self.bad_rcpts < throttle:
+                return 0
+            if self.bad_rcpts == throttle:
+                self.log(f"{self.client.relay_text}: Possible SMTP RCPT flood, throttling.")
+                self.bad_rcpts += 1  # as Sendmail, so the line is logged once
+            return self.cfg["BadRcptThrottleDelay"]
+        if name not in ATTACK:
+            return 0
+        counter, limit = ATTACK[name]
+        limit = limit or self.cfg["MaxNOOPCommands"]
+        n = self.counts[counter] = self.counts.get(counter, 0) + 1
+        if limit <= 0 or n < limit:
+            return 0
+        if n == limit:
+            self.log(f"{self.client.relay_text}: possible SMTP attack: command={counter}, count={n}")
+        if self.cfg["MaxDaemonChildren"]:
+            return -1  # STOP_ATTACK
+        return min(max(1 << min(n - limit, 8), n // limit), MAX_TIMEOUT)
+
+    def _too_many(self) -> list:
+        self._close()
+        return [reply(421, "4.7.0", f"{self.host} Too many bad commands; closing connection")]
 
     def _bad(self, code: int, status: str, text: str) -> list:
         self.bad += 1
         out = [reply(code, status, text)]
         if self.bad >= MAX_BAD_COMMANDS:
-            out.append(reply(421, "4.7.0", f"{self.host} Too many bad commands; closing connection"))
-            self._close()
+            out += self._too_many()
         return out
 
     def _hello(self, verb: str, arg: str) -> list:
@@ -376,6 +415,7 @@ class Session:
             refusal = _temporary(refusal)
         mark, refusal = self._marked("check_rcpt", text, refusal), None if isinstance(refusal, Mark) else refusal
         if refusal is not None:
+            self.bad_rcpts += 1
             if refusal.text == "User unknown":
                 self.log(f"{text}... User unknown")
                 return self._bad(refusal.code, refusal.status, f"{text}... {refusal.text}")

@@ -641,3 +641,28 @@ def test_sigterm_never_prints_a_traceback(inst):
         for s in socks:
             s.close()
         assert (code, out) == (0, ""), (i, out)
+
+
+def test_slowdowns_and_idle_timeouts(inst):
+    """The 20th NOOP waits a second (checksmtpattack) without stalling anybody else; a client
+    idle in DATA past Timeout.datablock gets 421 and is closed."""
+    inst.write_cf("O Timeout.datablock=1s")
+    d = Daemon(inst)
+    try:
+        flood, other = Raw(inst.port), Raw(inst.port)
+        for _ in range(19):
+            assert flood.cmd("NOOP") == "250 2.0.0 OK\r\n"
+        flood.sock.sendall(b"NOOP\r\n")
+        t0 = time.monotonic()
+        assert other.cmd("NOOP") == "250 2.0.0 OK\r\n" and time.monotonic() - t0 < 0.5
+        assert flood.read() == "250 2.0.0 OK\r\n" and time.monotonic() - t0 >= 0.9
+        assert "possible SMTP attack: command=NOOP, count=20" in inst.log()
+        other.cmd("EHLO idle.example")
+        other.cmd("MAIL FROM:<a@example.test>")
+        other.cmd("RCPT TO:<mtaalice@test.example>")
+        other.cmd("DATA")
+        other.sock.sendall(b"Subject: slow\r\n")
+        assert other.read() == "421 4.4.2 test.example Timeout waiting for input\r\n"
+        assert "during message collect" in inst.log()
+    finally:
+        d.stop()
