@@ -172,8 +172,9 @@ def _batch_key(agent: table.Agent, route: router.Route, n: int) -> tuple:
     for a program with F=m, else each on its own."""
     if agent.kind == table.SMTP:
         return (agent.name, route.host.lower())
-    if agent.kind == table.PROGRAM and "m" in agent.mailer.flags:
-        return (agent.name, route.host.lower(), route.run_as, route.mailer)
+    if agent.kind == table.PROGRAM and "m" in agent.mailer.flags:  # one controlling user per run
+        user = route.user if route.mailer == "local" and "S" not in agent.mailer.flags else route.run_as
+        return (agent.name, route.host.lower(), route.mailer, user)
     return (agent.name, n)
 
 

@@ -8,6 +8,7 @@ import mailbox
 import os
 import pwd
 import shutil
+import smtplib
 import stat
 import subprocess
 import tempfile
@@ -124,6 +125,19 @@ def test_mailertable_to_an_unknown_mailer_bounces_and_writes_no_file(inst, tmp_p
     assert "Status: 5.3.5" in root_box and "554 5.3.5 buildaddr: unknown mailer uucp" in root_box
     verify = inst.run("-bv", "u@far.example")
     assert verify.stdout == b"u@far.example... buildaddr: unknown mailer uucp\n"
+
+
+def test_unknown_mailer_is_refused_at_rcpt(inst):
+    _mailertable(inst, "far.example uucp:host\n")
+    d = Daemon(inst)
+    try:
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as s:
+            s.ehlo("client.example.test")
+            s.mail("someone@example.test")
+            code, text = s.rcpt("u@far.example")
+    finally:
+        d.stop()
+    assert (code, text) == (554, b"5.3.5 <u@far.example>... buildaddr: unknown mailer uucp")
 
 
 def test_mailertable_may_not_name_prog_or_file(inst, tmp_path):
