@@ -49,6 +49,7 @@ class MTAError(Exception):
     """Base: a failure with a sysexits code, an enhanced status and an SMTP reply code."""
 
     exitcode = EX_SOFTWARE
+    transcript = ""  # lines a mailer program printed, shown before the error in a DSN
 
     def __init__(self, text: str | None = None, *, status: str | None = None, code: int | None = None,
                  exitcode: int | None = None):

@@ -70,6 +70,8 @@ def timeouts(cfg, entry: Entry) -> tuple[int, int]:
 def _failed(addr: str, err: errors.MTAError, remote: bool) -> dsn.Failed:
     reply = f"{err.code} {err.status} {err.text}"
     transcript = reply if remote else f"{err.code} {err.status} {addr}... {err.text}"
+    if err.transcript:  # what the mailer program said, before the error line (Sendmail's xfp)
+        transcript = err.transcript.rstrip("\n") + "\n" + transcript
     return dsn.Failed(addr, addr, err.status, reply, transcript,
                       diagnostic=("SMTP; " if remote else "X-Unix; ") + reply)
 

@@ -143,3 +143,9 @@ def test_notifications_submission_and_delivery_do_not_import_each_other():
     g = graph()
     assert "mta.submit" not in g["mta.notify"] and "mta.notify" not in g["mta.submit"]
     assert not {"mta.notify", "mta.delivery.attempt", "mta.delivery.schedule"} & g["mta.submit"]
+
+
+def test_delivery_mode_is_decided_in_one_place():
+    """Only mta/delivery/mode.py reads the DeliveryMode option; everybody else asks mode.plan()."""
+    readers = [m for m, p in modules().items() if '"DeliveryMode"]' in p.read_text()]
+    assert readers == ["mta.delivery.mode"]

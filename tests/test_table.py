@@ -72,3 +72,21 @@ def test_program_input_flags(tmp_path):
     data = render.program_input(cfg, text, mailer=m, sender="s@x", when=0)
     assert data.startswith(b"From s@x ") and b"\r\n\r\n..dot\r\n>From x\r\n" in data
     assert max(data) < 0x80
+
+
+def test_who_runs_a_program_as_openmailer():
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        return  # only root chooses; a user's run keeps its own ids (Credentials())
+    mail = pwd.getpwnam("mail")
+    keep_root = Mailer("local", "/x", "lsS", "x $u", {})
+    assert program.credentials(keep_root, mail, "mail:mail") == program.Credentials()
+    plain = Mailer("local", "/x", "ls", "x $u", {})
+    assert program.credentials(plain, mail, "nobody").uid == mail.pw_uid  # the controlling user
+    assert program.credentials(plain, None, "mail:mail").uid == mail.pw_uid  # DefaultUser
+    root = pwd.getpwuid(0)
+    assert program.credentials(plain, root, "mail:mail").uid == mail.pw_uid  # never root without F=S
+    with_u = Mailer("x", "/x", "ls", "x $u", {"U": "mail:mail"})
+    assert program.credentials(with_u, None, "nobody").uid == mail.pw_uid

@@ -376,7 +376,9 @@ def _deliver_locked(ctx: Context, entry: Entry, body: str) -> int:
 
 def _error_of(outcome: Outcome) -> errors.MTAError:
     code = int(outcome.reply.split()[0]) if outcome.reply[:3].isdigit() else 550
-    return errors.MTAError(outcome.text, status=outcome.status, code=code)
+    err = errors.MTAError(outcome.text, status=outcome.status, code=code)
+    err.transcript = outcome.output
+    return err
 
 
 def _exitcode_of(outcome: Outcome) -> int:

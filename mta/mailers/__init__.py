@@ -18,6 +18,7 @@ class Outcome:
     relay: str = ""  # relay= for the log
     reply: str = ""  # the remote SMTP reply, for DSNs ('550 5.1.1 User unknown')
     dsn_passed: bool = False  # NOTIFY went on to a DSN-aware next hop: it reports, not we
+    output: str = ""  # what a program mailer said (stdout and stderr), for the DSN's transcript
 
     @property
     def kind(self) -> str:

@@ -16,6 +16,7 @@ import grp
 import os
 import pwd
 import subprocess
+import tempfile
 
 from mta import errors
 from mta.config import Mailer
@@ -24,6 +25,7 @@ from mta.record import record
 
 ENV = {"AGENT": "sendmail", "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", "HOME": "/"}
 TIMEOUT = 3600
+OUTPUT_LIMIT = 4096
 _DEFERRING = (errors.EX_TEMPFAIL, errors.EX_OSERR, errors.EX_IOERR)  # markfailure(): queue up
 
 
@@ -94,11 +96,21 @@ def _deferred(text: str, status: str = "4.3.0") -> Outcome:
 def deliver(mailer: Mailer, argv: list[str], data: bytes, *, creds: Credentials, cwd: str = "/",
             env: dict[str, str] | None = None) -> Outcome:
     """Run the mailer once with argv, data on its stdin; one outcome for all its recipients."""
+    with tempfile.TemporaryFile() as out:
+        outcome = _run(mailer, argv, data, creds, cwd, dict(ENV, **(env or {})), out)
+        if outcome.kind == "sent":
+            return outcome
+        out.seek(0)
+        said = out.read(OUTPUT_LIMIT).decode("utf-8", "replace").strip()
+    return Outcome(outcome.status, outcome.text, outcome.relay, outcome.reply, output=said)
+
+
+def _run(mailer: Mailer, argv: list[str], data: bytes, creds: Credentials, cwd: str, env: dict[str, str],
+         out) -> Outcome:
     try:
-        proc = subprocess.run(argv, executable=mailer.path, input=data, env=dict(ENV, **(env or {})), cwd=cwd,
+        proc = subprocess.run(argv, executable=mailer.path, input=data, env=env, cwd=cwd,
                               user=creds.uid, group=creds.gid, extra_groups=creds.groups,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT,
-                              start_new_session=True)
+                              stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT, start_new_session=True)
     except subprocess.TimeoutExpired:
         return _deferred(f"mailer {mailer.name} timed out")
     except OSError as exc:  # could not exec: EX_OSERR for a local mailer, else EX_UNAVAILABLE

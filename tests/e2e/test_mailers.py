@@ -168,7 +168,8 @@ def test_program_mailer_argv_flags_and_exit_codes(inst, users):
     out = inst.root / "out"
     script = inst.etc / "record.sh"
     script.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {out}/argv.$$\ncat > {out}/input.$$\n"
-                      "case \"$2\" in *defer*) exit 75;; *bad*) exit 67;; *odd*) exit 3;; esac\nexit 0\n")
+                      "case \"$2\" in *defer*) exit 75;; *bad*) echo 'recorder: no such box' >&2; exit 67;;"
+                      " *odd*) exit 3;; esac\nexit 0\n")
     os.chmod(script, 0o755)
     _mailertable(inst, "prg.example recorder:gateway\n",
                  f"Mrecorder, P={script}, F=mDFMnX, U=mtabob:mail, A=record $h $u\n")
@@ -187,6 +188,7 @@ def test_program_mailer_argv_flags_and_exit_codes(inst, users):
         inst.run("-Am", "-odi", rcpt, stdin=b"Subject: x\n\nx\n")
         assert f"to={rcpt}, " in inst.log() and f"dsn={status}, stat={text}\n" in inst.log(), inst.log()
     assert len(inst.qfs()) == 1  # the deferred one stays queued
+    assert "recorder: no such box\n550 5.1.1 User unknown" in inst.mbox("root").decode()  # its words, in the DSN
 
 
 def test_missing_include_defers_the_recipient(inst):
