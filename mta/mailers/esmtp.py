@@ -163,15 +163,16 @@ class Session:
 
     # -- opening ---------------------------------------------------------------------------------
 
-    def open(self, try_tls: bool) -> None:
-        """Greeting, EHLO (HELO if refused), the loop check, STARTTLS, the TLS_Srv check, AUTH."""
+    def open(self, try_tls: bool, verify: bool | None = None) -> None:
+        """Greeting, EHLO (HELO if refused), the loop check, STARTTLS, the TLS_Srv check, AUTH.
+        ``verify``: check the peer's certificate (default: when CACertFile or CACertPath is set)."""
         greeting = self.read(self.s.initial_timeout)
         if greeting.code != 220:
             self.close()
             raise Failed(reply_outcome(greeting, self.relay, "4.0.0"))
         self._hello()
         if try_tls and self.ext.has("STARTTLS"):
-            self._starttls()
+            self._starttls(verify)
         self._check_tls_srv()
         self._auth()
 
@@ -411,9 +412,12 @@ def _connect(host: str, ip: str, port: int, s: Settings) -> Session:
         if problem:
             code, status, text = problem
             raise Failed(Outcome(status, f"Deferred: {text}" if status[0] == "4" else text, session.relay))
+    session = Session(host, ip, port, s)
+    if verify == "FAIL":  # an unverified certificate: TLS all the same, with verify=FAIL
+        session.open(try_tls=True, verify=False)
+        return session
     if s.transcript is not None:
         s.transcript.write(f"STARTTLS failed ({verify}); trying {host} again without STARTTLS\n")
-    session = Session(host, ip, port, s)
     session.open(try_tls=False)
     return session
 
