@@ -31,6 +31,8 @@ DIFFERENT_OPTIONS = {
     "AliasWait": "the alias database is read when present, else the aliases text itself",
     "UseMSP": "submission always goes through submit.cf and the MSP queue",
     "SevenBitInput": "bodies are kept byte for byte",
+    "TLSFallbacktoClear": "a failed STARTTLS handshake is always followed by a new connection in clear, "
+                          "unless TLS_Srv: asks for VERIFY or ENCR there",
 }
 
 FEATURES = {
@@ -38,6 +40,7 @@ FEATURES = {
     "use_ct_file": (HONOURED, "trusted users from /etc/mail/trusted-users (class t)"),
     "access_db": (HONOURED, "the access map: Connect:, From:, To:, GreetPause:, ClientRate:, ClientConn:"),
     "mailertable": (HONOURED, "the mailertable map routes domains"),
+    "authinfo": (HONOURED, "AuthInfo: entries of the authinfo map give client AUTH (PLAIN, LOGIN), inside TLS"),
     "virtusertable": (HONOURED, "the virtusertable map rewrites local and virtual addresses"),
     "no_default_msa": (HONOURED, "only the DAEMON_OPTIONS listed are listened on"),
     "msp": (HONOURED, "submit.cf and the MSP queue /var/spool/mqueue-client"),
@@ -56,7 +59,7 @@ FEATURES = {
 }
 
 MAPS = {"access": "the access map (policy)", "mailertable": "domain routing",
-        "virtuser": "virtual users", "aliases": "the alias database"}
+        "virtuser": "virtual users", "aliases": "the alias database", "authinfo": "client AUTH credentials"}
 MAP_TYPES = {"hash", "btree", "dbm", "cdb", "implicit", "text"}
 
 MC_SKIP = re.compile(r"^(define|divert|VERSIONID|OSTYPE|DOMAIN|MAILER_DEFINITIONS|undefine|LOCAL_CONFIG|"

@@ -116,3 +116,22 @@ def status(root: str, host: str) -> Status | None:
         return Status(int(st.get("S", "0") or 0), st.get("D", ""), st.get("R", ""), int(st.get("U", "0") or 0))
     except (OSError, ValueError):
         return None
+
+
+def lock(root: str, host: str):
+    """SingleThreadDelivery: an open file holding host's lock, or None while another process has it.
+    The lock file sits beside the status file (its name has '.tmp', so listings skip it)."""
+    import fcntl
+
+    path = path_for(root, host) + ".tmp-lock"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fh = open(path, "a")  # noqa: SIM115 - held open as the lock, closed by the caller
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh

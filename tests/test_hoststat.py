@@ -27,3 +27,20 @@ def test_hoststat_command_after_a_deferral(inst):
     assert "[127.0.0.3]" in out and "Deferred: Connection refu" in out
     assert inst.run("-bH", "-O", "Timeout.hoststatus=0").returncode == 0
     assert inst.run("-bh").stdout == b""
+
+
+def test_single_thread_lock_is_held_by_one_holder(tmp_path):
+    first = hoststat.lock(str(tmp_path), "mx.example.com")
+    assert first is not None and hoststat.lock(str(tmp_path), "mx.example.com") is None
+    assert hoststat.report(str(tmp_path)) == ""  # the lock file is not a status
+    first.close()
+    again = hoststat.lock(str(tmp_path), "mx.example.com")
+    assert again is not None
+    again.close()
+
+
+def test_status_reads_back_what_record_wrote(tmp_path):
+    hoststat.record(str(tmp_path), "mx.example.com", exitstat=75, status="4.4.1", reply="Deferred: refused")
+    st = hoststat.status(str(tmp_path), "mx.example.com")
+    assert (st.exitstat, st.status, st.reply) == (75, "4.4.1", "Deferred: refused") and st.when > 0
+    assert hoststat.status(str(tmp_path), "other.example.com") is None

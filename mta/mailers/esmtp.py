@@ -49,6 +49,7 @@ class Settings:
     cache_timeout: float = 300
     hoststat_dir: str = ""
     hoststat_timeout: float = 1800
+    single_thread: bool = False  # one process at a time talks to a host (needs hoststat_dir)
     ca_file: str = ""
     ca_path: str = ""
     cert_file: str = ""
@@ -71,17 +72,19 @@ def settings(cfg, maps=None, transcript=None, traffic=None, flags: str = "") -> 
         fallback_mx=cfg["FallbackMXhost"] or "", fallback_smart=cfg["FallbackSmartHost"] or "",
         cache_size=cfg["ConnectionCacheSize"], cache_timeout=cfg["ConnectionCacheTimeout"],
         hoststat_dir=cfg["HostStatusDirectory"], hoststat_timeout=cfg["Timeout.hoststatus"],
+        single_thread=cfg["SingleThreadDelivery"] and bool(cfg["HostStatusDirectory"]),
         ca_file=cfg["CACertFile"], ca_path=cfg["CACertPath"] or "", cert_file=cfg["ClientCertFile"] or "",
         key_file=cfg["ClientKeyFile"] or "", lookup=lookup,
         authinfo_map="authinfo" if "authinfo" in cfg.maps else "access", transcript=transcript, traffic=traffic)
 
 
 class Failed(Exception):
-    """This host (or address) cannot take the message now; ``outcome`` says why."""
+    """This host (or address) cannot take the message now; ``outcome`` says why.  ``host_down``:
+    remember the host as down; ``final``: no other host may be tried (mail that loops back)."""
 
-    def __init__(self, outcome: Outcome, host_down: bool = True):
+    def __init__(self, outcome: Outcome, host_down: bool = True, final: bool = False):
         super().__init__(outcome.text)
-        self.outcome, self.host_down = outcome, host_down
+        self.outcome, self.host_down, self.final = outcome, host_down, final
 
 
 class TLSFailed(Exception):
@@ -99,6 +102,7 @@ class Session:
         self.replies = client.Replies()
         self.ext = client.Extensions()
         self.verify, self.cipher_bits, self.used = "NONE", 0, time.monotonic()
+        self.lock = None  # SingleThreadDelivery: the host's lock, held while the session lives
         try:
             self.sock = socket.create_connection((ip, port), timeout=s.connect_timeout)
         except OSError as exc:
@@ -160,6 +164,8 @@ class Session:
             pass
         finally:
             self.sock.close()
+            if self.lock is not None:
+                self.lock.close()
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -192,7 +198,7 @@ class Session:
             if self.s.transcript is not None:
                 self.s.transcript.write(text + "\n")
             raise Failed(Outcome("5.3.5", "Local configuration error", self.relay, "553 5.3.5 system config error"),
-                         host_down=False)
+                         host_down=False, final=True)
 
     def _context(self, verify: bool) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -388,14 +394,24 @@ def _open(host: str, port: int, s: Settings) -> Session:
     session = _cached(host, port, s)
     if session is not None:
         return session
+    lock = hoststat.lock(s.hoststat_dir, host) if s.single_thread else None
+    if s.single_thread and lock is None:
+        raise Failed(Outcome("4.4.0", f"Deferred: {host}: host is being delivered to by another process"),
+                     host_down=False)
     failure: Failed | None = None
-    for ip in dns.addresses(host, s.nameservers):
-        try:
-            return _connect(host, ip, port, s)
-        except Failed as exc:
-            failure = exc
-            if not exc.host_down:
-                raise
+    try:
+        for ip in dns.addresses(host, s.nameservers):
+            try:
+                session = _connect(host, ip, port, s)
+                session.lock, lock = lock, None
+                return session
+            except Failed as exc:
+                failure = exc
+                if exc.final:
+                    raise
+    finally:
+        if lock is not None:
+            lock.close()
     assert failure is not None
     raise failure
 
@@ -450,9 +466,10 @@ def deliver(*, host: str, port: int, sender: str, recipients: list[str], text: s
             continue
         except Failed as exc:
             last = exc.outcome
-            if not exc.host_down:
+            if exc.final:
                 return [last] * len(recipients)
-            _mark(mx, s, last)
+            if exc.host_down:
+                _mark(mx, s, last)
             continue
         _mark(mx, s, None)
         try:

@@ -5,6 +5,7 @@ hosts costing one timeout per run, mail that loops back to us."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -311,3 +312,21 @@ def test_certificate_verification_and_tls_srv_verify(inst, certs, tmp_path):  # 
         d.stop()
         dns.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@needs_peers
+def test_single_thread_delivery_leaves_a_busy_host_to_its_holder(inst, postfix, tmp_path):
+    records = ["@ MX 10 mx1", "@ MX 20 mx2", f"mx1 A {SILENT}", "mx2 A 127.0.0.1"]
+    extra = f"O HostStatusDirectory={tmp_path}/hoststat\nO SingleThreadDelivery=True"
+    with _world(inst, records, postfix.port, extra), _silent(postfix.port):
+        env = {**os.environ, "TZ": "UTC"}
+        slow = subprocess.Popen([str(BIN / "sendmail"), "-C", str(inst.cf), "-odi", "a@remote.test"],
+                                stdin=subprocess.PIPE, env=env)
+        slow.stdin.write(b"Subject: slow\n\nx\n")
+        slow.stdin.close()
+        time.sleep(1)  # it now holds mx1, waiting for a greeting that never comes
+        start = time.monotonic()
+        r = inst.run("-odi", "b@remote.test", stdin=b"Subject: quick\n\nx\n", timeout=60)
+        assert r.returncode == 0 and time.monotonic() - start < 2.5  # went straight to mx2
+        assert slow.wait(30) == 0
+        assert sorted(m["Subject"] for m in postfix.wait_messages(2)) == ["quick", "slow"]
