@@ -1,6 +1,8 @@
 """mta.smtp.client: replies, extensions, the pipelined and the step-by-step transaction, TLS rules."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mta.smtp import client
 from mta.smtp.client import Reply
@@ -94,3 +96,16 @@ def test_authinfo_values():
     info = client.AuthInfo.parse('"U:boss" "I:me" "P=c2VjcmV0"')
     assert (info.authcid, info.authzid, info.password) == ("me", "boss", "secret")
     assert client.auth_plain("me", "secret") == b"AUTH PLAIN AG1lAHNlY3JldA==\r\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=8))
+def test_any_bytes_give_replies_or_a_protocol_error(chunks):
+    r = client.Replies()
+    try:
+        for chunk in chunks:
+            r.feed(chunk)
+            while (one := r.next()) is not None:
+                assert 100 <= one.code <= 999 and one.lines
+    except client.ProtocolError:
+        pass
