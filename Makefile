@@ -42,6 +42,7 @@ bench: venv
 	$(BIN)/python bench/submit.py
 	$(BIN)/python bench/makemap.py
 	$(BIN)/python bench/smtpd.py
+	$(BIN)/python bench/queue_flush.py
 
 # sdist + wheel in dist/, each with a detached .asc signature when RELEASE_KEY names a gpg key
 release: venv
