@@ -86,6 +86,7 @@ class Host:
             render_etc.render(str(ROOT / "etc-mail"), str(self.root))
         names = [self.fqdn, *self.spec.get("domains", [])]
         cf = self.cf.read_text().replace("Port=2525,Addr=127.0.0.1,", "Port=25,Addr=0.0.0.0,")
+        cf = cf.replace("MailboxFormat=mbox", f"MailboxFormat={self.spec.get('mailbox_format', 'mbox')}")
         cf = cf.replace("Port=2587,", "Port=587,").replace("V10/Berkeley\n", f"V10/Berkeley\nDj{self.fqdn}\n", 1)
         self.cf.write_text(cf)
         submit = self.etc / "submit.cf"

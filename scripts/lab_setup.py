@@ -4,7 +4,8 @@ start and tear-down of everything, recorded in STATE/lab.json so stop and status
 Hosts: ``dns`` (nsd, ns.example.test), ``outside`` (a sender on outside.example.test, our
 commands but no daemon), ``st5`` (the primary, MX 10), ``st2`` (MX 20: ours or Postfix), ``st3``
 (MX 30, ours: access ``To:st5.example.test RELAY``, a mailertable entry in one variant), and
-``sc1``..``scN`` sharing scale.example.test by equal-preference MX records.  Start refuses to
+``sc1``..``scN`` sharing scale.example.test by equal-preference MX records (Maildir mailboxes:
+no mbox dotlock for a killed host to leave behind).  Start refuses to
 clobber: an existing state directory, namespace or /etc/netns entry of the lab stops it.
 """
 
@@ -31,7 +32,8 @@ def topology(net: str = DEFAULT_NET, st2: str = "ours", mailertable: bool = True
              host("st2", st2, 2, domains=[f"st2.{ZONE}"], relay_for=[f"st5.{ZONE}"]),
              host("st3", "ours", 3, domains=[f"st3.{ZONE}"], relay_for=[f"st5.{ZONE}", f"st2.{ZONE}"],
                   mailertable=MAILERTABLE if mailertable else {})]
-    hosts += [host(f"sc{i}", "ours", 10 + i, domains=[f"scale.{ZONE}"]) for i in range(1, scale + 1)]
+    hosts += [host(f"sc{i}", "ours", 10 + i, domains=[f"scale.{ZONE}"], mailbox_format="maildir")
+              for i in range(1, scale + 1)]
     mx = {"st5": [(10, "st5"), (20, "st2"), (30, "st3")], "st2": [(10, "st2"), (20, "st3")],
           "st3": [(10, "st3")], "outside": [(10, "outside")]}
     if scale:
