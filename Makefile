@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR := $(CURDIR)/var
 CF := $(VAR)/etc-mail/sendmail.cf
 
-.PHONY: run test lint venv etc deps bench acceptance release clean deb
+.PHONY: run test lint venv etc deps bench acceptance release clean deb lab lab-down lab-transcript
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
@@ -30,6 +30,19 @@ run: etc
 
 deps:
 	sh scripts/install-test-deps
+
+# The lab (needs root): mail hosts st5/st2/st3, an outside sender and nsd, each in a network namespace
+# smpy-lab-HOST, files under var/lab. LAB_ARGS: --st2 postfix, --no-mailertable, --scale N (up to 5).
+LAB := $(VAR)/lab
+lab: venv deps
+	$(BIN)/python scripts/lab --state $(LAB) start $(LAB_ARGS)
+
+lab-down:
+	$(BIN)/python scripts/lab --state $(LAB) stop
+
+# docs/lab.md (and the figure in docs/scaling.md) from one run of the lab's scenarios
+lab-transcript: venv
+	$(BIN)/python scripts/lab transcript
 
 lint: venv
 	$(BIN)/ruff check .

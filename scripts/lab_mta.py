@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import pwd
+import re
 import shutil
 import signal
 import sys
@@ -87,7 +88,11 @@ class Host:
         names = [self.fqdn, *self.spec.get("domains", [])]
         cf = self.cf.read_text().replace("Port=2525,Addr=127.0.0.1,", "Port=25,Addr=0.0.0.0,")
         cf = cf.replace("MailboxFormat=mbox", f"MailboxFormat={self.spec.get('mailbox_format', 'mbox')}")
-        cf = cf.replace("Port=2587,", "Port=587,").replace("V10/Berkeley\n", f"V10/Berkeley\nDj{self.fqdn}\n", 1)
+        cf = cf.replace("Port=2587,", "Port=587,")
+        # as Debian's generated sendmail.cf: no persistent host status, so a queue run started by hand
+        # after a peer comes back tries it at once (with it, Timeout.hoststatus=30m would hold it off)
+        cf = re.sub(r"(?m)^O HostStatusDirectory=", "#O HostStatusDirectory=", cf)
+        cf = cf.replace("V10/Berkeley\n", f"V10/Berkeley\nDj{self.fqdn}\n", 1)
         self.cf.write_text(cf)
         submit = self.etc / "submit.cf"
         submit.write_text(submit.read_text().replace("A=TCP $h 2525\n", "A=TCP $h 25\n")

@@ -98,6 +98,8 @@ def backup_mx(t: Story) -> dict[str, str]:
     t.wait(logged(st3, r"stat=Deferred"), "st3's first delivery attempt")
     t.say("st3 took it (its access map says `To:st5.example.test RELAY`) and could not pass it on:")
     out["mailq"] = t.run("st3", "mailq")
+    if "Total requests: 1\n" not in out["mailq"] or "mtaalice@st5.example.test" not in out["mailq"]:
+        raise StoryError(f"st3 should hold the one message for st5:\n{out['mailq']}\n{st3.log()}")
     t.say("st5 comes back, and st3's queue is run:")
     t.run("st5", "sendmail", "-bd")
     t.wait(st5.pid, "st5's daemon")

@@ -14,12 +14,12 @@ from tests.conftest import BIN, makemap
 from tests.e2e.test_smtpd import Daemon, certs  # noqa: F401 (fixture)
 from tests.lab import veth_netns
 
-NS, HOST_IP, NS_IP = "smpyns", "10.233.0.1", "10.233.0.2"
+NS, HOST_IP, NS_IP = "smpy-labr", "10.233.0.1", "10.233.0.2"
 
 
 @pytest.fixture(scope="module")
 def netns():
-    yield from veth_netns(NS, "smpyv", HOST_IP, NS_IP)
+    yield from veth_netns(NS, "labrv", HOST_IP, NS_IP)
 
 
 def outside(port: int, script: str) -> str:

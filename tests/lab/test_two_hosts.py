@@ -17,12 +17,12 @@ from tests.conftest import BIN, Instance, wait_for
 from tests.dns_server import Server
 from tests.lab import veth_netns
 
-NS, HOST_IP, NS_IP = "smpyb", "10.234.0.1", "10.234.0.2"
+NS, HOST_IP, NS_IP = "smpy-labb", "10.234.0.1", "10.234.0.2"
 
 
 @pytest.fixture(scope="module")
 def link():
-    yield from veth_netns(NS, "smpyb", HOST_IP, NS_IP)
+    yield from veth_netns(NS, "labbv", HOST_IP, NS_IP)
 
 
 def subjects(path: Path) -> list[str]:
