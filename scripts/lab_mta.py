@@ -185,8 +185,8 @@ biff = no
         pid = self.pid()
         if not pid:
             return
-        if hard:
-            os.kill(pid, signal.SIGKILL)
+        if hard:  # the daemon's whole process group (its own session): workers and deliveries too
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
         elif self.kind == "postfix":
             lab_net.run(*self.cmd("postfix", "-c", str(self.pf_etc), "stop"), check=False)
         lab_net.stop_pid(pid)
