@@ -140,3 +140,21 @@ def test_metrics_text_format_and_counters(tmp_path):
     assert samples[f'sendmail_queue_messages_older_than_seconds{{queue="{qdir}",age="3600"}}'] == 1
     assert "# TYPE sendmail_delivery_latency_seconds histogram\n" in text
     assert text.count("# TYPE sendmail_messages_delivered_total") == 1
+
+
+def test_queue_flags_parse_as_sendmails_main():
+    from mta.cli import sendmail as cli
+
+    req = cli.parse(["-q30"])
+    assert req.queue_run and req.queue_interval == "30m"  # a bare number is minutes
+    req = cli.parse(["-qp"])
+    assert req.queue_persistent and req.queue_interval == "1s"
+    req = cli.parse(["-qp5m", "-qGslow", "-qQspam", "-q!Rexample.org"])
+    assert (req.queue_interval, req.queue_group, req.queue_quarantined) == ("5m", "slow", True)
+    assert req.queue_select == [("Q", "spam", False), ("R", "example.org", True)]
+    assert cli.parse(["-Qbad mail", "-qIabc"]).quarantining == "bad mail"
+    assert cli.parse(["-Q", "-qQ"]).quarantining == ""
+    assert cli.parse(["-qI1", "--delete"], prog="mailq").delete
+    for bad in (["-q!Gslow"], ["-qGa", "-qGb"], ["-qL"]):
+        with pytest.raises(cli.UsageError):
+            cli.parse(bad)

@@ -74,6 +74,9 @@ def _queue_flag(req: Request, value: str) -> None:
             req.queue_select.append(("Q", rest, negate))
     elif letter in ("I", "R", "S"):
         req.queue_select.append((letter, rest, negate))
+    elif letter == "L":  # named, not silently run as an interval
+        raise UsageError("-qL (lost items) is not supported: lost queue files are the Qf* files "
+                         "in the queue directory")
     elif letter == "f":
         req.queue_interval = ""
     elif letter == "p":
