@@ -521,8 +521,10 @@ def sweep(qdir: str, log, now: float | None = None) -> None:
 
 
 def _check_qf(qdir: str, qid: str, has_df: bool, log, now: float) -> None:
+    if has_df and _looks_whole(_peek(qf_path(qdir, qid))):
+        return  # the common case: no lock taken, no full parse (the run reads every qf anyway)
     try:
-        with lock(qdir, qid) as fd:
+        with lock(qdir, qid) as fd:  # a suspect: looked at again under its lock
             st = os.fstat(fd)
             if st.st_size == 0:
                 if st.st_ctime < now - EMPTY_QF_AGE:
@@ -533,10 +535,29 @@ def _check_qf(qdir: str, qid: str, has_df: bool, log, now: float) -> None:
             except BadQueueFile as exc:
                 lose(qdir, qid, exc.why, log)
                 return
-            if not has_df and not os.path.exists(qf_path(qdir, qid, "d")):
+            if not os.path.exists(qf_path(qdir, qid, "d")):
                 lose(qdir, qid, "data file missing", log)
     except errors.MTAError:
         return  # locked (being delivered or written) or gone
+
+
+def _peek(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+_SUSPECT_LINE = re.compile(rb"\n(?:[TKNP](?!-?[0-9]{0,19}\n)|[^TKNPFBM$SZCQrRH.dIqAD!EL \t\n])"
+                           rb"|(?:^|\n)[VTKNP][^\n]*\n[ \t]|\n\n[ \t]")  # folded version, number, empty line
+
+
+def _looks_whole(data: bytes) -> bool:
+    """A quick test that parse_entry() would accept data: a version line, one '.' line at the
+    very end, number lines that are numbers, only letters it knows."""
+    return (data[:1] == b"V" and data[1:2] in b"012345678" and data[2:3] == b"\n"
+            and data.endswith(b"\n.\n") and data.count(b"\n.") == 1 and not _SUSPECT_LINE.search(data))
 
 
 def _remove_if_old(path: str, before: float, log) -> None:

@@ -201,3 +201,11 @@ def test_low_on_space(tmp_path):
     huge = os.statvfs(tmp_path).f_bavail + 10
     assert queue.low_on_space(str(tmp_path), 0, huge) == os.statvfs(tmp_path).f_bavail
     assert queue.low_on_space(str(tmp_path), huge * os.statvfs(tmp_path).f_bsize, 0) is not None
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_qf())
+def test_the_sweeps_quick_test_passes_only_what_the_reader_reads(data):
+    """sweep() parses only files its quick test suspects: none it passes may be a bad file."""
+    if queue._looks_whole(data):
+        queue.parse_entry("Q", from_bytes(data))
