@@ -109,11 +109,11 @@ def print_queue(req) -> int:
             sys.stdout.write(mailq.as_json([("MSP", msp_dir), *mta], sel))
             return errors.EX_OK
         sys.stdout.write("MSP Queue status...\n")
-        sys.stdout.write(mailq.show(msp_dir, **show))
+        sys.stdout.writelines(mailq.show(msp_dir, **show))
         sys.stdout.write("MTA Queue status...\n")
-        sys.stdout.write(mailq.show(msp_dir, **show) if req.submit_cf else mailq.show(dirs, **show, cfg=cfg))
+        sys.stdout.writelines(mailq.show(msp_dir, **show) if req.submit_cf else mailq.show(dirs, **show, cfg=cfg))
         return errors.EX_OK
-    sys.stdout.write(mailq.show(dirs, **show, cfg=cfg))
+    sys.stdout.writelines(mailq.show(dirs, **show, cfg=cfg))
     return errors.EX_OK
 
 

@@ -364,6 +364,58 @@ def read(qdir: str, qid: str) -> Entry:
     return entry
 
 
+def read_numbers(qdir: str, qid: str, letter: str = "q") -> tuple[int, int] | None:
+    """(priority, creation time) from the top of a control file, for sorting a listing without
+    reading whole entries; None for a file that is unreadable, torn (no closing '.') or whose
+    numbers are not numbers - the entries a full read would refuse too."""
+    try:
+        fd = os.open(qf_path(qdir, qid, letter), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        head = os.read(fd, 1024)
+        size = os.fstat(fd).st_size
+        tail = head[-2:] if size <= len(head) else os.pread(fd, 2, size - 2)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not head.startswith(b"V") or tail != b".\n":
+        return None
+    numbers = {b"P": 0, b"T": 0}
+    for line in head.split(b"\n")[1:]:
+        kind = line[:1]
+        if kind in b"TKNP" and kind:
+            if not line[1:].isdigit() and line[1:] != b"":
+                return None
+            if kind in numbers:
+                numbers[kind] = int(line[1:] or 0)
+        elif kind in (b"S", b"R", b"H", b"$"):  # past the numbers, which queueup() writes first
+            break
+    return numbers[b"P"], numbers[b"T"]
+
+
+def read_listed(qdir: str, qid: str, letter: str = "q") -> tuple[str, int, bool]:
+    """For mailq: the control file's text, the data file's size (-1: none) and whether a
+    delivery holds the entry - one open for text and lock, the lock only tried (shared, never
+    waited for), as printqueue does.  Raises OSError."""
+    fd = os.open(qf_path(qdir, qid, letter), os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            locked = False
+        except BlockingIOError:
+            locked = True
+        text = from_bytes(os.pread(fd, os.fstat(fd).st_size + 1, 0))
+    finally:
+        os.close(fd)
+    try:
+        size = os.stat(qf_path(qdir, qid, "d")).st_size
+    except OSError:
+        size = -1
+    return text, size, locked
+
+
 def read_body(qdir: str, qid: str) -> str:
     with open(qf_path(qdir, qid, "d"), "rb") as fh:
         return from_bytes(fh.read())
