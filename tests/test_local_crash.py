@@ -162,3 +162,12 @@ def test_a_holder_killed_after_its_append_is_kept_when_its_delivery_was_done(tmp
         qf.unlink()
     assert _deliver(tmp_path, me, 2).kind == "sent"
     assert _subjects(box) == (["s1", "s2"] if state == "owed" else ["s1", "skilled", "s2"])
+
+
+def test_an_old_lock_of_a_live_pid_is_broken_as_procmail_does(tmp_path, me, monkeypatch):
+    monkeypatch.setattr(local, "DOTLOCK_TRIES", 1)
+    lock = tmp_path / f"{me.pw_name}.lock"
+    lock.write_text(f"{os.getppid()}\n")  # alive (or a reused pid)
+    old = time.time() - local.DOTLOCK_STALE - 10
+    os.utime(lock, (old, old))
+    assert _deliver(tmp_path, me, 1).kind == "sent"

@@ -116,7 +116,7 @@ class Lock:
 @contextlib.contextmanager
 def dotlock(path: str):
     """Hold path.lock (pid inside, created whole); a lock whose holder is dead is taken over at
-    once, one without a pid after DOTLOCK_STALE seconds."""
+    once, any lock after DOTLOCK_STALE seconds (a pid may have been reused), as procmail does."""
     lockpath, stale = path + ".lock", ""
     for _ in range(DOTLOCK_TRIES * 4):
         fd = _create_lock(lockpath)
@@ -184,8 +184,8 @@ def _break_stale(lockpath: str) -> str | None:
             os.close(fd)
         first, _, rest = text.partition("\n")
         pid = int(first) if first.strip().isdigit() else 0
-        if not (_dead(pid) if pid else time.time() - st.st_mtime > DOTLOCK_STALE):
-            return None
+        if not ((pid and _dead(pid)) or time.time() - st.st_mtime > DOTLOCK_STALE):
+            return None  # a live holder (or a lock without a pid, for now): wait
         if _is_file(lockpath, st):
             os.unlink(lockpath)
         return rest
