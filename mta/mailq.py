@@ -135,9 +135,10 @@ def listing(qdir: str, selection: schedule.Selection = ALL, *, verbose: bool = F
     except errors.MTAError as exc:
         return 0, iter([f"{exc.text}\n"])
     if not qids:
-        return 0, iter([f"{qdir} is empty\n"])
+        return 0, iter([f"{queue.print_name(qdir)} is empty\n"])
     only = f", only {limit} printed" if limit and n > limit else ""
-    head = f"\t\t{qdir} ({n} request{'s' if n != 1 else ''}{only})\n" + (HEADER_V if verbose else HEADER)
+    name = queue.print_name(qdir)
+    head = f"\t\t{name} ({n} request{'s' if n != 1 else ''}{only})\n" + (HEADER_V if verbose else HEADER)
     return n, _entries(qdir, qids, head, selection, verbose, min_age, cfg)
 
 

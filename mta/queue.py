@@ -268,6 +268,12 @@ def file_dir(qdir: str, letter: str = "q") -> str:
     return os.path.join(qdir, sub) if sub in _subdirs(qdir) else qdir
 
 
+def print_name(qdir: str) -> str:
+    """How Sendmail names a queue directory in mailq and -v runs (qid_printqueue): with "/df"
+    added when it has a df/ subdirectory."""
+    return qdir + "/df" if "df" in _subdirs(qdir) else qdir
+
+
 def qf_path(qdir: str, qid: str, letter: str = "q") -> str:
     return os.path.join(file_dir(qdir, letter), f"{letter}f{qid}")
 

@@ -317,7 +317,7 @@ def work_through(ctx: Context, works: list[Work], selection: Selection, *, start
     order = SORT_ORDERS.get(cfg["QueueSortOrder"].strip()[:1].lower(), "priority")
     for n in range(start, len(works), step):
         work, seq = works[n], n + 1
-        where = f"{work.qdir}/{work.entry.qid}"
+        where = f"{queue.print_name(work.qdir)}/{work.entry.qid}"
         if load.should_queue(cfg, cfg["RecipientFactor"]):
             _say(ctx, "Aborting queue run: load average too high")
             ctx.log.line("runqueue: Aborting queue run: load average too high")

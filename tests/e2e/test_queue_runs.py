@@ -216,7 +216,7 @@ def test_queue_groups_with_subdirectories(inst, sink):
     out = inst.run("-bp").stdout.decode()
     for q in ("q1", "q2", "slow"):
         if q == "slow" or placed[q]:
-            assert f"\t\t{base}/{q} (" in out
+            assert f"\t\t{base}/{q}/df (" in out  # Sendmail's qid_printqueue adds /df
     assert "\t\tTotal requests: 9\n" in out
     r = inst.run("-qGslow", "-v")
     assert sorted(_order(r.stdout.decode())) == sorted(slow) and len(sink.messages) == 3
