@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR := $(CURDIR)/var
 CF := $(VAR)/etc-mail/sendmail.cf
 
-.PHONY: run test lint venv etc deps bench acceptance release clean deb lab lab-down lab-transcript
+.PHONY: run test lint venv etc deps bench acceptance release clean deb lab lab-down lab-transcript fuzz
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
@@ -49,6 +49,11 @@ lint: venv
 
 test: venv deps lint
 	$(BIN)/pytest tests
+
+# The property tests (Hypothesis) with many more examples: every test file that uses Hypothesis.
+# FUZZ_EXAMPLES=200000 make fuzz for a longer run; see docs/security.md.
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider $(shell grep -l '^from hypothesis' tests/test_*.py)
 
 bench: venv
 	sh scripts/install-bench-deps

@@ -440,7 +440,7 @@ def write_btree(path: str, items, *, pagesize: int = PAGESIZE, mode: int = 0o640
         pages.header(pgno, prev=level_pages[i - 1] if i else 0,
                      nxt=level_pages[i + 1] if i + 1 < len(level_pages) else 0,
                      entries=2 * len(leaf), hoff=hoff, level=1, ptype=P_LBTREE)
-    firsts = [leaf[0][0] for leaf in leaves]
+    firsts = [leaf[0][0] for leaf in leaves if leaf]  # an empty map is one empty leaf
     level = 1
     while len(level_pages) > 1:
         level += 1

@@ -439,43 +439,51 @@ def _parse_map(body: str) -> MapDecl:
 
 def parse(text: str, cfg: Config) -> Config:
     cfg.features.update(re.findall(r"^#####\s+\$Id: ([\w-]+)\.m4,", text, re.M))
-    for _lineno, line in _logical_lines(text):
-        kind, body = line[0], line[1:]
-        if kind == "O":
-            if body.startswith(" "):
-                name, _, value = body.strip().partition("=")
-                cfg.set_option(name, value)
-            elif body:
-                cfg.set_option(body[0], body[1:])
-        elif kind == "D":
-            name, value = _class_name(body)
-            cfg.macros[name] = value.strip()
-        elif kind == "C":
-            name, value = _class_name(body)
-            cfg.klass(name).update(w.lower() for w in value.split())
-        elif kind == "F":
-            name, value = _class_name(body)
-            _read_class_file(cfg, name, value.strip())
-        elif kind == "K":
-            decl = _parse_map(body)
-            cfg.maps[decl.name] = decl
-        elif kind == "M":
-            mailer = _parse_mailer(body)
-            cfg.mailers[mailer.name] = mailer
-        elif kind == "P":
-            name, _, value = body.partition("=")
-            cfg.precedences[name.strip().lower()] = int(value or 0)
-        elif kind == "T":
-            cfg.klass("t").update(body.split())
-        elif kind == "Q":
-            group = _parse_queue_group(body)
-            cfg.queue_groups[group.name] = group
-        elif kind in "SR":
-            cfg.ignored_rules += 1
-            relay = _RELAY_MSG.match(line)
-            if relay:  # check_rcpt's last rule: the reply for a relay attempt (confRELAY_MSG)
-                cfg.relay_msg = relay.group(1)
+    for lineno, line in _logical_lines(text):
+        try:
+            _parse_line(cfg, line)
+        except (ValueError, IndexError) as exc:  # readcf's syserr for a line it cannot read
+            raise errors.ConfigError(f"{cfg.path}: line {lineno}: bad {line[0]} line") from exc
     return cfg
+
+
+def _parse_line(cfg: Config, line: str) -> None:
+    """One logical cf line into cfg."""
+    kind, body = line[0], line[1:]
+    if kind == "O":
+        if body.startswith(" "):
+            name, _, value = body.strip().partition("=")
+            cfg.set_option(name, value)
+        elif body:
+            cfg.set_option(body[0], body[1:])
+    elif kind == "D":
+        name, value = _class_name(body)
+        cfg.macros[name] = value.strip()
+    elif kind == "C":
+        name, value = _class_name(body)
+        cfg.klass(name).update(w.lower() for w in value.split())
+    elif kind == "F":
+        name, value = _class_name(body)
+        _read_class_file(cfg, name, value.strip())
+    elif kind == "K":
+        decl = _parse_map(body)
+        cfg.maps[decl.name] = decl
+    elif kind == "M":
+        mailer = _parse_mailer(body)
+        cfg.mailers[mailer.name] = mailer
+    elif kind == "P":
+        name, _, value = body.partition("=")
+        cfg.precedences[name.strip().lower()] = int(value or 0)
+    elif kind == "T":
+        cfg.klass("t").update(body.split())
+    elif kind == "Q":
+        group = _parse_queue_group(body)
+        cfg.queue_groups[group.name] = group
+    elif kind in "SR":
+        cfg.ignored_rules += 1
+        relay = _RELAY_MSG.match(line)
+        if relay:  # check_rcpt's last rule: the reply for a relay attempt (confRELAY_MSG)
+            cfg.relay_msg = relay.group(1)
 
 
 _RELAY_MSG = re.compile(r'R\$\*\s+\$#error \$@ 5\.7\.1 \$: "550 (Relaying denied[^"]*)"\s*$')

@@ -13,6 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests: a quick pass in the suite; `make fuzz` (HYPOTHESIS_PROFILE=fuzz) runs many more
+# examples (docs/security.md).  FUZZ_EXAMPLES sets how many.
+settings.register_profile("suite", max_examples=100)
+settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 DATA = Path(__file__).parent / "data"
 BIN = Path(sys.executable).parent

@@ -94,3 +94,28 @@ def test_every_interface_address_is_a_local_literal():
     literals = config.local_literals()
     for ip in found:
         assert (f"[ipv6:{ip}]" if ":" in ip else f"[{ip}]") in literals, (ip, literals)
+
+
+# -- properties (Hypothesis): any cf text gives a Config or a ConfigError, nothing else ----------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+CF_LINES = st.one_of(
+    st.sampled_from(["O", "O ", "O =", "O MaxMessageSize=x", "O Timeout.command=5q", "O QueueFileMode=9",
+                     "D", "Dj", "D{x}y", "C", "C{", "Cw a b", "F", "F{x} -o", "Fw|/bin/false", "K", "K x",
+                     "Kaccess hash -o", "M", "Mlocal,", "Mx, P=[IPC], A=TCP $h", "P", "P=", "Pbulk=-x", "T",
+                     "Q", "Qg", "Qg, P=/nonexistent, F=f, R=x", "S", "R$* $#error", " continued", "\t", "#"]),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"], max_codepoint=0x17F), max_size=30))
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile (make fuzz)
+@given(lines=st.lists(CF_LINES, max_size=12))
+def test_fuzz_cf_reader_raises_only_config_errors(tmp_path_factory, lines):
+    cf = tmp_path_factory.mktemp("cf") / "sendmail.cf"
+    cf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        cfg = config.load(str(cf))
+    except errors.ConfigError:
+        return
+    assert isinstance(cfg, config.Config)

@@ -230,3 +230,56 @@ def test_bad_rcpt_throttle(ctx):
     assert lines[2:7] == ["550 5.7.1 <x@elsewhere.example>... Relaying denied"] * 5
     assert waits == [1, 1, 1]
     assert log_of(ctx).count("client.example [192.0.2.7]: Possible SMTP RCPT flood, throttling.") == 1
+
+
+# -- properties (Hypothesis): any input, whole or byte by byte, gives the same replies and requests;
+# only typed errors; memory stays bounded.  Examples: the Hypothesis profile (make fuzz: many more).
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PROPS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+WORDS = [b"EHLO c.example", b"HELO c", b"MAIL FROM:<a@example.org>", b"MAIL FROM:<>", b"RCPT TO:<root>",
+         b"RCPT TO:<team@test.example> NOTIFY=SUCCESS", b"RCPT TO:<x@elsewhere.example>", b"DATA", b".",
+         b"..x", b"RSET", b"NOOP", b"VRFY root", b"EXPN team", b"HELP", b"VERB", b"ETRN x", b"STARTTLS",
+         b"AUTH PLAIN AGEAYg==", b"AUTH LOGIN", b"*", b"QUIT", b"Subject: x", b"", b"MAIL FROM:<a@b> SIZE=99999999"]
+PIECE = st.one_of(st.sampled_from(WORDS).map(lambda w: w + b"\r\n"), st.binary(max_size=40),
+                  st.sampled_from([b"\r", b"\n", b"\r\n", b".\r\n", b"\x00", b"x" * 3000]))
+INPUT = st.lists(PIECE, max_size=40).map(b"".join)
+
+
+def record_all(ctx, chunks) -> tuple[list, int]:
+    """Every reply and request (requests answered inline, the queue with a fake QID); and the most
+    bytes the session held for its client at any point."""
+    s = Session(ctx, Client("192.0.2.7", "client.example"), tls_available=True, auth=True)
+    events, most = [], 0
+    for chunk in chunks:
+        if s.closed:
+            break
+        pending = s.receive(chunk)
+        while pending:
+            item = pending.pop(0)
+            events.append(item if isinstance(item, bytes) else item.kind)
+            if isinstance(item, Action):
+                result = {"queue": "QID0000001", "delay": None, "etrn": None, "starttls": None}.get(
+                    item.kind) if item.kind not in answer.HANDLERS else answer.answer(ctx, item)
+                pending += s.resume(result)
+        most = max(most, held(s))
+    return events, most
+
+
+@PROPS
+@given(data=INPUT)
+def test_fuzz_whole_and_byte_by_byte_agree(ctx, data):
+    whole, most_whole = record_all(ctx, [data])
+    bytewise, most = record_all(ctx, [data[i:i + 1] for i in range(len(data))])
+    assert whole == bytewise
+    # fed a byte at a time, a session holds at most a command line or MaxMessageSize, never more
+    assert most <= wire.MAX_COMMAND + 2000 + 16
+
+
+@PROPS
+@given(data=st.binary(max_size=3000))
+def test_fuzz_raw_bytes_only_replies(ctx, data):
+    events, _most = record_all(ctx, [b"EHLO x\r\n" + data])
+    assert all(isinstance(e, bytes) and e[:3].isdigit() for e in events if isinstance(e, bytes))
