@@ -3,7 +3,9 @@
 Pure given the config, the aliases and the password database.  Rules, in order:
   1. An MSP config (submit.cf, ${MTAHost} set) sends everything to its relay mailer.
   2. ``|program`` and ``/file`` targets (only as alias or .forward results) go to prog / *file*.
-  3. A local address (no domain, or a domain in class w) is expanded through aliases;
+  3. A local address (no domain, a domain in class w, one of our address literals) is expanded
+     through aliases by its local part, unquoted - which is never read again as an address, so
+     "a@b"@here and a%b@here stay here (u%here@here is u@here, as in Sendmail);
      what remains local must be a user in passwd (``user+detail`` tries ``user``), else
      "User unknown".  ``postmaster`` without an alias reaches root (RFC 5321 4.5.1).
   4. A local or virtual domain's address found in the virtusertable is replaced by its value
