@@ -1,9 +1,12 @@
 """Who may send what through us: the decisions of Sendmail's check_relay, check_mail and
 check_rcpt, made from the access map, classes w and R, the routes and the client.
 
-Each check answers None (go on) or a ``Refusal`` (reply code, enhanced status, text, and
-whether the text takes the ``<addr>... `` prefix).  A map that cannot answer gives a 4xx, so
-nothing is refused or accepted on a guess.
+Each check answers a ``Verdict``: None (go on), a ``Refusal`` (reply code, enhanced status, text,
+and whether the text takes the ``<addr>... `` prefix) or a ``Mark`` (accepted, but the message is
+discarded or quarantined).  A map that cannot answer gives a 4xx, so nothing is refused or
+accepted on a guess.  Sender checks follow proto.m4's Basic_check_mail when the cf was built
+from proto.m4 (its FEATUREs read from the cf's ``$Id: name.m4`` lines); the sender domain's DNS
+lookup blocks, so the daemon calls these from its worker threads (mta/smtp/answer.py).
 """
 
 from __future__ import annotations
