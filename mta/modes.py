@@ -216,9 +216,9 @@ def run_queue(req) -> int:
     interval = config.interval(req.queue_interval) if req.queue_interval else 0
     if interval <= 0:
         return schedule.run_queue(ctx, selection)
-    from mta import proctitle, smtpd
+    from mta import proctitle, workers
 
-    smtpd.daemonize()  # sendmail -q15m / -qp: a queue-runner daemon in the background
+    workers.daemonize()  # sendmail -q15m / -qp: a queue-runner daemon in the background
     proctitle.sendmail(ctx.cfg, f"Queue runner@{_hms(interval)} for {ctx.qdir}")
     kind = "persistent queueing" if req.queue_persistent else "queueing"
     ctx.log.line(f"starting daemon ({config.VERSION}): {kind}@{_hms(interval)}")

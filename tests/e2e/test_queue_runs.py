@@ -310,3 +310,21 @@ def test_checkpoint_interval_keeps_a_crash_from_resending(inst, users):
     assert inst.mbox("mtaalice").count(b"Subject: listed") == 1  # not sent again
     assert inst.mbox("mtabob").count(b"Subject: listed") == 1
     assert (inst.root / "out" / "slow").read_text().count("Subject: listed") == 2  # the one in flight
+
+
+def test_persistent_runner_keeps_running(inst, sink):
+    """-qp1s: a runner in the background that runs, sleeps, and runs again (at least 5 s idle)."""
+    plant(inst.mqueue, 1)
+    assert inst.run("-qp1s").returncode == 0  # detaches at once
+    pid = 0
+    try:
+        assert wait_for(lambda: re.search(r"\[(\d+)\]: starting daemon \([^)]*\): persistent queueing@00:00:01",
+                                          inst.log()), 20), inst.log()
+        pid = int(re.search(r"\[(\d+)\]: starting daemon \([^)]*\): persistent", inst.log()).group(1))
+        assert wait_for(lambda: len(sink.messages) == 1, 20)
+        plant(inst.mqueue, 2)
+        assert wait_for(lambda: len(sink.messages) == 2, 20) and not inst.qfs()
+        assert len(re.findall(r"queue run: ", inst.log())) >= 2
+    finally:
+        if pid:
+            os.kill(pid, 15)
