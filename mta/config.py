@@ -129,6 +129,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "MailboxFormat": ("mbox", text_value),  # (ext)
     "LogFile": ("", text_value),  # (ext): empty = syslog, facility mail
     "MSPQueueDirectory": ("", text_value),  # (ext)
+    "MaildropDirectory": ("", text_value),  # (ext): users' drop directory (mta.maildrop); '' = beside the queue
     "PGPKeyMap": ("", text_value),  # (ext): recipient -> public key file, for encryption at delivery
     "AuthPasswordFile": ("", text_value),  # (ext): user:hash lines for SMTP AUTH (mta.authdb)
     "NameServers": ("", text_value),  # (ext): ip[:port],... instead of /etc/resolv.conf

@@ -88,6 +88,10 @@ def submit(req) -> int:
     data = sys.stdin.buffer.read()
     sub = submission.Submission(tuple(req.recipients), req.sender, req.full_name, req.read_headers,
                                 req.notify, req.ret, req.envid, req.bodytype)
+    from mta import maildrop
+
+    if maildrop.wanted(ctx):  # a user who may not write the queue: the daemon takes it from here
+        return maildrop.drop(ctx, sub, data)
     return attempt.after_submit(ctx, submission.command_line(ctx, sub, data))
 
 
@@ -102,8 +106,11 @@ def print_queue(req) -> int:
     cfg = ctx.cfg
     dirs = [d for g, d in schedule.all_directories(cfg) if not sel.group or g.name == sel.group]
     show = {"selection": sel, "verbose": req.verbose, "min_age": cfg["MinQueueAge"]}
+    msp_dir = ctx.qdir if cfg.is_msp else config.msp_queue_dir(cfg)
+    if os.geteuid() != 0 and not req.json and not all(
+            os.access(d, os.R_OK | os.X_OK) for d in ([msp_dir, *dirs] if req.prog == "mailq" else dirs)):
+        return _listing_from_daemon(req, ctx, msp_dir)
     if req.prog == "mailq":
-        msp_dir = ctx.qdir if cfg.is_msp else config.msp_queue_dir(cfg)
         if req.json:
             mta = [("MTA", d) for d in dirs]
             sys.stdout.write(mailq.as_json([("MSP", msp_dir), *mta], sel))
@@ -115,6 +122,30 @@ def print_queue(req) -> int:
         return errors.EX_OK
     sys.stdout.writelines(mailq.show(dirs, **show, cfg=cfg))
     return errors.EX_OK
+
+
+def _listing_from_daemon(req, ctx: Context, msp_dir: str) -> int:
+    """A user who cannot read the queues (Debian's are smmsp's) gets the daemon's listing, as
+    from Sendmail's setgid mailq; PrivacyOptions=restrictmailq decides there.  Never an empty
+    list for a queue we could not read."""
+    from mta import maildrop
+
+    args = (["-v"] if req.verbose else []) + [f"-q{'!' if neg else ''}{kind}{text}"
+                                              for kind, text, neg in req.queue_select]
+    parts = [("MSP", True, msp_dir), ("MTA", bool(req.submit_cf), ctx.qdir)] if req.prog == "mailq" else [
+        ("", ctx.cfg.is_msp, ctx.qdir)]
+    status = errors.EX_OK
+    for title, msp, qdir in parts:
+        got = maildrop.ask_listing(maildrop.directory(ctx.cfg), ["-Ac" if msp else "-Am", *args])
+        if got is None:
+            got = (errors.EX_NOPERM, f"{qdir}: Permission denied (the daemon that lists it for users does "
+                                     "not answer)\n")
+        if title:
+            sys.stdout.write(f"{title} Queue status...\n")
+        sys.stdout.write(got[1])
+        status = status or got[0]
+    sys.stdout.flush()
+    return status
 
 
 def _manage(req, ctx: Context, sel, reason: str | None) -> int:
@@ -214,6 +245,9 @@ def run_queue(req) -> int:
         return errors.EX_CONFIG
     selection = _selection(req)
     interval = config.interval(req.queue_interval) if req.queue_interval else 0
+    from mta import maildrop
+
+    maildrop.pickup(ctx.cfg)  # root's runs also take what users dropped (mta.maildrop)
     if interval <= 0:
         return schedule.run_queue(ctx, selection)
     from mta import proctitle, workers
@@ -225,6 +259,7 @@ def run_queue(req) -> int:
     if req.queue_persistent:
         schedule.persistent(ctx, selection, interval)
     while True:
+        maildrop.pickup(ctx.cfg)
         schedule.run_queue(ctx, selection)
         time.sleep(interval)
 

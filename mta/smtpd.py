@@ -24,7 +24,7 @@ import ssl
 import sys
 import time
 
-from mta import VERSION, config, errors, submit
+from mta import VERSION, config, errors, maildrop, submit
 from mta.context import Context
 from mta.delivery import attempt, mode, schedule
 from mta.policy import Client
@@ -175,7 +175,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.set_exception_handler(self._loop_error)
         self.start()
+        drop_task = asyncio.create_task(maildrop.serve(lambda: self.ctx.cfg, self.pool))  # users' mail
         await self.stopping.wait()
+        drop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drop_task
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(self.ctrl)
         deadline = time.monotonic() + SHUTDOWN_GRACE
