@@ -38,7 +38,7 @@ def test_daemon_named_and_titled_as_sendmail(inst):
     from tests.conftest import wait_for, wait_port
 
     pidfile = inst.root / "sendmail.pid"
-    inst.write_cf(f"O PidFile={pidfile}\nO ProcessTitlePrefix=MTA\nO BadRcptThrottle=3")
+    inst.write_cf(f"O PidFile={pidfile}\nO ProcessTitlePrefix=MTA\nO XyzzyOption=3")
     r = _as("sendmail-mta", inst, "-bd", "-q30m")
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_for(pidfile.exists) and wait_port(inst.port)
@@ -55,7 +55,7 @@ def test_daemon_named_and_titled_as_sendmail(inst):
     finally:
         os.kill(int(pid), 15)
     assert wait_for(lambda: not pidfile.exists())
-    assert inst.log().count("option BadRcptThrottle is not implemented; ignored") == 1
+    assert inst.log().count("option XyzzyOption is not implemented; ignored") == 1
 
 
 def test_d0_1_prints_the_identity_then_does_the_work(inst):
