@@ -293,10 +293,13 @@ def test_certificate_verification_and_tls_srv_verify(inst, certs, tmp_path):  # 
     makemap("hash", str(client.etc / "access"), stdin=(client.etc / "access").read_bytes())
     dns = Nsd({"test.example": ["@ MX 10 mx1", "mx1 A 127.0.0.1"]})
 
-    def send(ca: Path, subject: str, access: bool = True) -> subprocess.CompletedProcess:
+    def configure(ca: Path, access: bool = True) -> None:
         client.write_cf(f"O NameServers={dns.address}\nO CACertFile={ca}\n"
                         f"Mesmtp, P=[IPC], F=mDFMuXa, A=TCP $h {inst.port}\n"
                         + (f"Kaccess hash -T<TMPF> {client.etc}/access\n" if access else ""))
+
+    def send(ca: Path, subject: str, access: bool = True) -> subprocess.CompletedProcess:
+        configure(ca, access)
         return client.run("-odi", "mtaalice@test.example", stdin=f"Subject: {subject}\n\nx\n".encode(), timeout=60)
 
     try:
@@ -308,6 +311,16 @@ def test_certificate_verification_and_tls_srv_verify(inst, certs, tmp_path):  # 
         assert send(other, "unverified but encrypted", access=False).returncode == 0
         assert wait_for(lambda: "unverified but encrypted" in subjects(inst, "mtaalice"))
         assert inst.mbox("mtaalice").decode().count("with ESMTPS id") == 2
+        # TLS_Rcpt: one recipient asks for a verified peer, the other does not
+        (client.etc / "access").write_text("TLS_Rcpt:mtabob@test.example\tVERIFY\n")
+        makemap("hash", str(client.etc / "access"), stdin=(client.etc / "access").read_bytes())
+        configure(other)
+        r = client.run("-odi", "mtaalice@test.example", "mtabob@test.example", stdin=b"Subject: per rcpt\n\nx\n")
+        assert r.returncode == 0
+        assert wait_for(lambda: "per rcpt" in subjects(inst, "mtaalice"))
+        listing = client.run("-bp").stdout.decode()
+        assert "mtabob@test.example" in listing and "(Deferred: 454 authentication failed)" in listing, listing
+        assert "per rcpt" not in subjects(inst, "mtabob")
     finally:
         d.stop()
         dns.stop()
