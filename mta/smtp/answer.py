@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from mta import errors, queue
 from mta.policy import Client, Policy, Refusal, Verdict
-from mta.smtp import session
+from mta.smtp import requests
 
 
 def connect(ctx, client: Client) -> tuple[Verdict, int]:
@@ -32,7 +32,7 @@ def mail(ctx, check) -> Verdict:
         return refusal
     ctx.log.line(f"low on space ({check.client.name or 'SMTP-DAEMON'} needs {check.size} bytes + {blocks} "
                  f"blocks in {qdir}), max avail: {avail}", check.sid)
-    return session.NO_SPACE
+    return requests.NO_SPACE
 
 
 def rcpt(ctx, check) -> Verdict:

@@ -25,8 +25,10 @@ import re
 from mta import address, errors, maps, queue
 from mta.message import arpadate
 from mta.policy import Client, Mark, Refusal
-from mta.record import factory, record
-from mta.smtp import wire
+from mta.smtp import requests, wire
+from mta.smtp.requests import NO_SPACE, Action, Check, Envelope, Queue, Recipient, reply
+
+__all__ = ["NO_SPACE", "Action", "Check", "Envelope", "Queue", "Recipient", "Session", "reply"]
 
 MAX_BAD_COMMANDS = 25
 MAX_TIMEOUT = 240  # srvrsmtp.c MAXTIMEOUT: the longest wait before a reply
@@ -37,88 +39,6 @@ ATTACK = {"HELO": ("HELO/EHLO", 3), "EHLO": ("HELO/EHLO", 3), "VRFY": ("VRFY", 6
 MAX_RECIPIENTS_HARD = 10000
 MAX_MESSAGE_HARD = 64 * 1024 * 1024
 _DOMAIN_OK = re.compile(r"^[A-Za-z0-9\[\]._:#-]+$")
-
-
-@record
-class Recipient:
-    addr: str  # as the client wrote it, between the brackets
-    notify: str = ""
-    orcpt: str = ""
-
-
-@record
-class Envelope:
-    sender: str = ""  # '' for <>
-    recipients: list = factory(list)
-    body_type: str = ""
-    size: int = 0
-    ret: str = ""
-    envid: str = ""
-    data: bytes = b""
-    discard: bool = False  # an access DISCARD: accepted, logged, dropped
-    quarantine: str = ""  # an access QUARANTINE: reason: queued and held (Entry.quarantine)
-
-
-@record(frozen=True)
-class Action:
-    """A request: 'mail' (Check), 'rcpt' (Check), 'vrfy' (Check), 'auth' ((user, password)) and
-    'queue' (Queue) are answered by mta.smtp.answer; 'starttls', 'etrn' (node) and 'delay'
-    (seconds) by the transport.  ``arg`` holds plain data only, so it can cross to a worker."""
-
-    kind: str
-    arg: object = None
-
-
-@record(frozen=True)
-class Check:
-    """What a MAIL, RCPT or VRFY check needs: the client and the parsed address as typed."""
-
-    client: Client
-    addr: object  # address.Address
-    text: str = ""
-    size: int = 0  # MAIL's SIZE=, for the free space check
-    sid: str = ""  # the session's ID, for log lines
-    sender: str | None = None  # RCPT: the envelope's sender, for FEATURE(delay_checks)
-
-
-@record(frozen=True)
-class Queue:
-    client: Client
-    envelope: Envelope
-    proto: str
-
-
-NO_SPACE = Refusal(452, "4.4.5", "Insufficient disk space; try again later", with_addr=False)
-
-
-def reply(code: int, status: str, text: str) -> bytes:
-    """One reply; a multi-line text gives continuation lines."""
-    lines = text.split("\n")
-    out = []
-    for i, line in enumerate(lines):
-        sep = "-" if i < len(lines) - 1 else " "
-        out.append(f"{code}{sep}{status + ' ' if status else ''}{line}\r\n")
-    return "".join(out).encode("utf-8", "replace")
-
-
-def _params(text: str) -> tuple[str, dict[str, str] | str]:
-    """'<addr> KEY=VAL KEY' -> (addr text, params) or (addr, error text)."""
-    text = text.strip()
-    if text.startswith("<"):
-        end = text.find(">")
-        if end < 0:
-            return text, {}
-        # keep '>>' and the like with the address: the parser reports them
-        while end + 1 < len(text) and text[end + 1] == ">":
-            end += 1
-        addr, rest = text[:end + 1], text[end + 1:]
-    else:
-        addr, _, rest = text.partition(" ")
-    params = {}
-    for word in rest.split():
-        key, _, value = word.partition("=")
-        params[key.upper()] = value
-    return addr, params
 
 
 class Session:
@@ -322,7 +242,7 @@ class Session:
         key, colon, rest = arg.partition(":")
         if not colon or key.strip().upper() != "FROM" or not rest.strip():
             return self._bad(501, "5.5.2", f'Syntax error in parameters scanning "{key.split()[0] if key else ""}"')
-        text, params = _params(rest)
+        text, params = requests.params(rest)
         try:
             sender = address.parse(text)
         except errors.AddressError as exc:
@@ -383,7 +303,7 @@ class Session:
         key, colon, rest = arg.partition(":")
         if not colon or key.strip().upper() != "TO" or not rest.strip():
             return self._bad(501, "5.5.2", f'Syntax error in parameters scanning "{key.split()[0] if key else ""}"')
-        text, params = _params(rest)
+        text, params = requests.params(rest)
         rcpt = Recipient(text)
         for k, v in params.items():
             if k == "NOTIFY":
@@ -446,7 +366,7 @@ class Session:
         if buf.nul:
             return [reply(554, "5.6.1", "NUL byte not allowed")]
         limit = self.cfg["MaxHeadersLength"]
-        if limit and _header_length(buf.message, limit) > limit:
+        if limit and wire.header_length(buf.message, limit) > limit:
             self.log(f"headers too large ({limit} max) from {self.client.relay_text} during message collect")
             return [reply(552, "5.6.0", f"Headers too large ({limit} max)")]
         env.data = bytes(buf.message)
@@ -624,23 +544,6 @@ def _temporary(exc: errors.MTAError) -> Refusal:
     if isinstance(exc, maps.MapTempFail):
         return Refusal(451, exc.status, "Temporary system failure. Please try again later.", with_addr=False)
     return Refusal(exc.code if 400 <= exc.code < 500 else 451, exc.status, exc.text, with_addr=False)
-
-
-_HEADER = re.compile(rb"[!-9;-~]+:")
-
-
-def _header_length(data: bytes | bytearray, limit: int) -> int:
-    """Bytes in the header section: up to a blank line or the first line that is no header
-    (as collect() decides); counting stops past limit."""
-    pos = 0
-    while pos < len(data) and pos <= limit:
-        end = data.find(b"\r\n", pos)
-        end = len(data) if end < 0 else end
-        line = data[pos:end]
-        if not line or not (line[:1] in (b" ", b"\t") or _HEADER.match(line)):
-            break
-        pos = end + 2
-    return pos
 
 
 VERBS = {

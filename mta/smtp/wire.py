@@ -11,6 +11,8 @@ bytes wait in the buffer; message bytes beyond ``max_size`` are counted and drop
 
 from __future__ import annotations
 
+import re
+
 MAX_COMMAND = 2046  # Sendmail closes the connection past this ("Command too long")
 
 
@@ -111,3 +113,20 @@ class Buffer:
         self.size += len(piece)
         if not max_size or self.size <= max_size:
             self.message += piece
+
+
+HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+
+
+def header_length(data: bytes | bytearray, limit: int) -> int:
+    """Bytes in the header section: up to a blank line or the first line that is no header
+    (as collect() decides); counting stops past limit."""
+    pos = 0
+    while pos < len(data) and pos <= limit:
+        end = data.find(b"\r\n", pos)
+        end = len(data) if end < 0 else end
+        line = data[pos:end]
+        if not line or not (line[:1] in (b" ", b"\t") or HEADER_LINE.match(line)):
+            break
+        pos = end + 2
+    return pos
