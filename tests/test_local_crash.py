@@ -11,6 +11,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from mta.mailers import local
 
@@ -171,3 +173,32 @@ def test_an_old_lock_of_a_live_pid_is_broken_as_procmail_does(tmp_path, me, monk
     old = time.time() - local.DOTLOCK_STALE - 10
     os.utime(lock, (old, old))
     assert _deliver(tmp_path, me, 1).kind == "sent"
+
+
+@st.composite
+def mailbox_with_torn_tail(draw):
+    """Whole mbox messages, then a prefix of one more, cut anywhere a killed write may stop."""
+    line = st.text(st.sampled_from("ab From>\t."), max_size=12)
+    bodies = draw(st.lists(st.lists(line, max_size=6), min_size=0, max_size=4))
+    whole = b"".join(local.mbox_entry("a@b", f"Subject: m{n}\n\n" + "\n".join(b) + "\n", 0)
+                     for n, b in enumerate(bodies))
+    torn = local.mbox_entry("t@b", "Subject: torn\n\n" + "\n".join(draw(st.lists(line, max_size=6))) + "\n", 0)
+    cut = draw(st.integers(1, len(torn) - 1))
+    return whole, torn[:cut]
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mailbox_with_torn_tail())
+def test_repair_cuts_exactly_the_torn_message(tmp_path_factory, box):
+    """Without a lock record, every cut point a kill can leave is repaired to the whole messages,
+    except one that happens to end in a blank line (the lock's record covers that one)."""
+    whole, torn = box
+    assume(not (whole + torn).endswith(b"\n\n"))
+    path = tmp_path_factory.mktemp("box") / "mbox"
+    path.write_bytes(whole + torn)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        size = local.repair(fd, "mbox", os.fstat(fd).st_size, None)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == whole and size == len(whole)

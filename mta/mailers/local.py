@@ -284,15 +284,35 @@ def repair(fd: int, fmt: str, size: int, recorded: int | None) -> int:
     end, between, keep, first = _ENDS.get(fmt, _ENDS["mbox"])
     if size == 0 or os.pread(fd, len(end), max(0, size - len(end))) == end:
         return size
-    cut = _last_boundary(fd, size, between, keep)
+    cut = _last_boundary(fd, size, between, keep)  # where the last message starts
     if cut is None and os.pread(fd, len(first), 0) == first and size <= REPAIR_SCAN:
         cut = 0
+    short = _cut_start(fd, size, end, first)
+    if short is not None and not (cut is not None and _separator_at(fd, cut, short, end)):
+        cut = short  # a message cut in its first bytes ('Fro'), not the start of a torn body
     if cut is not None:
         os.ftruncate(fd, cut)
         return cut
     pad = end if fmt == "mmdf" else (b"\n" if os.pread(fd, 1, size - 1) == b"\n" else b"\n\n")
     os.write(fd, pad)
     return size + len(pad)
+
+
+def _cut_start(fd: int, size: int, end: bytes, first: bytes) -> int | None:
+    """Where a message starts that was cut inside its first few bytes ('Fro'), if one was."""
+    tail = os.pread(fd, len(end) + len(first), max(0, size - len(end) - len(first)))
+    for k in range(1, len(first)):
+        if tail.endswith(end + first[:k]) or (size == k and tail == first[:k]):
+            return size - k
+    return None
+
+
+def _separator_at(fd: int, start: int, pos: int, end: bytes) -> bool:
+    """Is the blank line just before pos the header/body separator of the message at start?
+    (A whole message never ends with it: even an empty body is followed by one more line.)"""
+    if pos - start > REPAIR_SCAN:
+        return False
+    return os.pread(fd, pos - start, start).find(end) == pos - len(end) - start
 
 
 def _last_boundary(fd: int, size: int, between: bytes, keep: int) -> int | None:
