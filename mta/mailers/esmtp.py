@@ -69,6 +69,7 @@ def _cached(host: str, port: int, s: Settings) -> Session | None:
         return None
     try:
         if session.command(b"RSET\r\n").ok:
+            session.reused = True
             return session
     except Failed:
         pass
@@ -191,7 +192,8 @@ def deliver(*, host: str, port: int, sender: str, recipients: list[str], text: s
             if exc.host_down:
                 _mark(mx, s, last)
             continue
-        _mark(mx, s, None)
+        if not session.reused:
+            _mark(mx, s, None)
         try:
             outcomes = _send(session, sender, recipients, payload, size, dsn)
         except Failed as exc:
@@ -212,6 +214,11 @@ def _send(session: Session, sender: str, recipients: list[str], payload: bytes, 
         req = smtp_session.tls_rcpt(session.s, rcpt)
         out.append(session.falls_short(req) if req else None)
     go = [i for i, o in enumerate(out) if o is None]
+    limit = session.ext.size_limit
+    if go and limit and size > limit:  # usersmtp.c: not even MAIL is sent
+        too_big = Outcome("5.2.3", f"Message is too large; {limit} bytes max", session.relay,
+                          f"552 5.2.3 Message is too large; {limit} bytes max")
+        return [o or too_big for o in out]
     if go:
         part = (dsn[0], [dsn[1][i] for i in go]) if dsn is not None else None
         t = session.send(sender, [recipients[i] for i in go], payload, size, part)

@@ -76,6 +76,7 @@ class Session:
         self.ext = client.Extensions()
         self.verify, self.cipher_bits, self.used = "NONE", 0, time.monotonic()
         self.lock = None  # SingleThreadDelivery: the host's lock, held while the session lives
+        self.reused = False  # taken from the connection cache
         try:
             self.sock = socket.create_connection((ip, port), timeout=s.connect_timeout)
         except OSError as exc:

@@ -343,3 +343,14 @@ def test_single_thread_delivery_leaves_a_busy_host_to_its_holder(inst, postfix, 
         assert r.returncode == 0 and time.monotonic() - start < 2.5  # went straight to mx2
         assert slow.wait(30) == 0
         assert sorted(m["Subject"] for m in postfix.wait_messages(2)) == ["quick", "slow"]
+
+
+@needs_peers
+def test_a_message_over_the_peers_size_limit_is_not_offered(inst):
+    port = free_port()
+    with Postfix(port, {"message_size_limit": "2000"}) as pf, _world(inst, ["@ MX 10 mx1", "mx1 A 127.0.0.1"], port):
+        r = inst.run("-odi", "a@remote.test", stdin=b"Subject: big\n\n" + b"x" * 3000 + b"\n", timeout=60)
+        assert r.returncode != 0
+        assert "Message is too large; 2000 bytes max" in inst.log()
+        assert "Status: 5.2.3" in inst.mbox("root").decode()
+        assert "mail=" not in "".join(_sessions(pf.log()))  # MAIL was never sent
