@@ -117,7 +117,8 @@ def _program_user(route: router.Route) -> str:
 
 def _deliver_program(ctx: Context, entry: Entry, body: str, agent: table.Agent,
                      group: list[tuple[Recipient, router.Route]]) -> list[Outcome]:
-    """One run of a program mailer (P=/path) for a recipient, or for several with F=m."""
+    """One run of a program mailer (P=/path) for a recipient, or for several with F=m; spoken to
+    in LMTP (or SMTP) when the table says so."""
     from mta.mailers import program
 
     cfg, mailer, route = ctx.cfg, agent.mailer, group[0][1]
@@ -130,12 +131,18 @@ def _deliver_program(ctx: Context, entry: Entry, body: str, agent: table.Agent,
     owner = _program_owner(route)
     macros = {"g": sender, "f": entry.sender.strip("<>"), "h": route.host or _detail(route.addr),
               "z": owner.pw_dir if owner else "", "client_addr": _client_addr(entry)}
-    argv = render.program_argv(cfg, mailer, users=[_program_user(r) for _rc, r in group], macros=macros)
+    users = [_program_user(r) for _rc, r in group]
+    argv = render.program_argv(cfg, mailer, users=users, macros=macros)
     dirs = [cfg.expand(d, macros) for d in mailer.fields.get("D", "").split(":")]
+    creds, cwd = program.credentials(mailer, owner, cfg["DefaultUser"]), program.workdir(dirs)
+    if agent.kind == table.LMTP:
+        from mta.mailers import lmtp
+
+        return lmtp.deliver(mailer, argv, sender=sender, recipients=users, text=text, creds=creds, cwd=cwd,
+                            env={"SENDER": sender})
     outcome = program.deliver(mailer, argv, render.program_input(cfg, text, mailer=mailer, sender=sender,
                                                                   when=time.time()),
-                              creds=program.credentials(mailer, owner, cfg["DefaultUser"]),
-                              cwd=program.workdir(dirs), env={"SENDER": sender})
+                              creds=creds, cwd=cwd, env={"SENDER": sender})
     return [outcome] * len(group)
 
 
@@ -172,7 +179,7 @@ def _batch_key(agent: table.Agent, route: router.Route, n: int) -> tuple:
     for a program with F=m, else each on its own."""
     if agent.kind == table.SMTP:
         return (agent.name, route.host.lower())
-    if agent.kind == table.PROGRAM and "m" in agent.mailer.flags:  # one controlling user per run
+    if agent.kind in (table.PROGRAM, table.LMTP) and "m" in agent.mailer.flags:  # one controlling user per run
         user = route.user if route.mailer == "local" and "S" not in agent.mailer.flags else route.run_as
         return (agent.name, route.host.lower(), route.mailer, user)
     return (agent.name, n)
@@ -186,7 +193,7 @@ def _run_batch(ctx: Context, entry: Entry, body: str, agent: table.Agent,
     commits = [_commit(ctx, entry, rc, r) for rc, r in group]
     if all(c.key in done for c in commits):  # delivered by a run killed before it rewrote the qf
         return [Outcome.sent()] * len(group)
-    if agent.kind == table.PROGRAM:
+    if agent.kind in (table.PROGRAM, table.LMTP):
         outcomes = _deliver_program(ctx, entry, body, agent, group)
     else:
         outcomes = [Outcome.sent() if c.key in done else _deliver_one(ctx, entry, body, agent, r, c)

@@ -5,12 +5,14 @@ address is resolved, at RCPT or at submission) and by delivery (which mailer mod
   SMTP     P=[IPC] or P=[TCP] with A=TCP $h [port]: smtp, esmtp, smtp8, dsmtp, relay, or any
            other name the cf gives such a line; their F= flags come from that line
   PROGRAM  P=/absolute/path: run with the A= argv (mta.mailers.program), as Mprog's /bin/sh
+  LMTP     P=/absolute/path with F=z (LMTP), or without $u in A= (SMTP): a program spoken to
+           (mta.mailers.lmtp), as FEATURE(local_lmtp)'s mail.local -l
   LOCAL    our own mailbox writer (mta.mailers.local): used when the cf has no Mlocal line, or
            when its P= is BUILTIN_LOCAL, sendmail-py's own mail.local (set it with
            define(`LOCAL_MAILER_PATH', `/usr/libexec/sendmail-py/mail.local') in sendmail.mc)
   FILE     *file*: appending to a file named by an alias, :include: or .forward
   UNUSABLE a name no M line defines (Sendmail's ``554 5.3.5 buildaddr: unknown mailer NAME``),
-           or a kind sendmail-py does not implement (LMTP F=z, [LPC], [IPC] without TCP); such
+           or a kind sendmail-py does not implement ([LPC], [IPC] without TCP); such
            mailers are named once at daemon start (``notices``) and their recipients bounce
 Nothing falls through to FILE: only the router's alias, :include: and .forward targets are
 routed to *file* (and to prog), and ``routable`` refuses both names anywhere else.
@@ -23,7 +25,7 @@ from mta import errors
 from mta.config import Mailer
 from mta.record import record
 
-SMTP, PROGRAM, LOCAL, FILE, UNUSABLE = "smtp", "program", "local", "file", "unusable"
+SMTP, PROGRAM, LMTP, LOCAL, FILE, UNUSABLE = "smtp", "program", "lmtp", "local", "file", "unusable"
 BUILTIN_LOCAL = "/usr/libexec/sendmail-py/mail.local"
 ALIAS_ONLY = ("prog", "*file*")  # reached only through aliases, :include: and .forward
 
@@ -68,13 +70,10 @@ def kind_of(m: Mailer) -> tuple[str, str]:
             UNUSABLE, f"mailer {m.name}: P=[FILE] is only for files named by aliases and .forward")
     if m.name == "local" and m.path in (BUILTIN_LOCAL, "mail.local"):
         return LOCAL, ""
-    if "z" in m.flags:
-        return UNUSABLE, f"mailer {m.name}: LMTP (F=z) is not implemented by sendmail-py"
     if not m.path.startswith("/"):
         return UNUSABLE, f"mailer {m.name}: P={m.path} is not implemented by sendmail-py"
-    if "$u" not in m.argv:
-        return UNUSABLE, (f"mailer {m.name}: A= without $u (SMTP to a program) is not "
-                          "implemented by sendmail-py")
+    if "z" in m.flags or "$u" not in m.argv:
+        return LMTP, ""
     return PROGRAM, ""
 
 

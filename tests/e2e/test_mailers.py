@@ -84,27 +84,50 @@ def test_debian_sensible_mda_line(inst, procmailrc):
     assert _subjects(procmailrc / "inbox") == ["just mail"]
 
 
+def _with_private_spool(inst, *rcpts: str, subject: str) -> Path:
+    """Send through the installed sendmail with /var/mail bound to a fresh directory of ours."""
+    spool = Path(tempfile.mkdtemp(prefix="smpy-spool."))
+    os.chmod(spool, 0o1777)
+    script = (f"mount --bind {spool} /var/mail && {BIN}/sendmail -C {inst.cf} -Am -odi "
+              f"-f sender@example.test {' '.join(rcpts)}")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       input=f"Subject: {subject}\n\nhello\n.dot\n".encode(), capture_output=True, timeout=60)
+    if r.returncode != 0 and b"unshare" in r.stderr:
+        shutil.rmtree(spool, ignore_errors=True)
+        pytest.skip(f"no mount namespace here: {r.stderr!r}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return spool
+
+
 def test_debian_mail_local(inst, users):
     """Debian's mail.local writes /var/mail/USER: run with a private /var/mail of our own."""
     _need(MAIL_LOCAL)
-    spool = Path(tempfile.mkdtemp(prefix="smpy-spool."))
-    os.chmod(spool, 0o1777)
     inst.write_cf(f"Mlocal, P={MAIL_LOCAL}, F=lsDFMAw5:/|@qSPfn9, S=EnvFromL/HdrFromL, R=EnvToL/HdrToL, "
                   "T=DNS/RFC822/X-Unix, A=mail.local -d $u")
-    script = (f"mount --bind {spool} /var/mail && {BIN}/sendmail -C {inst.cf} -Am -odi "
-              "-f sender@example.test mtaalice")
+    spool = _with_private_spool(inst, "mtaalice", subject="via mail.local")
     try:
-        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                           input=b"Subject: via mail.local\n\nhello\n", capture_output=True, timeout=60)
-        if r.returncode != 0 and b"unshare" in r.stderr:
-            pytest.skip(f"no mount namespace here: {r.stderr!r}")
-        assert r.returncode == 0, r.stdout + r.stderr
         box = mailbox.mbox(str(spool / "mtaalice"))
         assert [m["Subject"] for m in box] == ["via mail.local"]
         assert box[0].get_from().startswith("sender@example.test ")
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     assert "stat=Sent" in inst.log()
+
+
+def test_debian_mail_local_over_lmtp(inst, users):
+    """FEATURE(local_lmtp): mail.local -l spoken to in LMTP, both recipients in one session."""
+    _need(MAIL_LOCAL)
+    inst.write_cf(f"Mlocal, P={MAIL_LOCAL}, F=PSXfmnz9, S=EnvFromL/HdrFromL, R=EnvToL/HdrToL, "
+                  "T=DNS/RFC822/X-Unix, A=mail.local -l")
+    spool = _with_private_spool(inst, "mtaalice", "mtabob", subject="via lmtp")
+    try:
+        for user in ("mtaalice", "mtabob"):
+            box = mailbox.mbox(str(spool / user))
+            assert [m["Subject"] for m in box] == ["via lmtp"], user
+            assert box[0].get_payload() == "hello\n.dot\n"  # dot-stuffed on the way, unstuffed there
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    assert "to=mtaalice, " in inst.log() and "stat=Sent (mtaalice Ok)" in inst.log(), inst.log()
 
 
 def _mailertable(inst, text: str, extra: str = "") -> None:
@@ -151,12 +174,12 @@ def test_mailertable_may_not_name_prog_or_file(inst, tmp_path):
 
 def test_unusable_mailers_are_named_at_daemon_start_and_bounce(inst):
     _mailertable(inst, "lmtp.example lmtp:localhost\n",
-                 "Mlmtp, P=[IPC], F=lmnz, A=FILE /run/lmtp\nMcyrus, P=/usr/sbin/cyrdeliver, F=lsDFMnPz, A=deliver -l\n")
+                 "Mlmtp, P=[IPC], F=lmnz, A=FILE /run/lmtp\nMlpc, P=[LPC], F=lsDFM, A=x $u\n")
     d = Daemon(inst)
     try:
         log = inst.log()
         assert "mailer lmtp: P=[IPC] A=FILE /run/lmtp (not TCP) is not implemented by sendmail-py" in log
-        assert "mailer cyrus: LMTP (F=z) is not implemented by sendmail-py" in log
+        assert "mailer lpc: P=[LPC] is not implemented by sendmail-py" in log
     finally:
         d.stop()
     r = inst.run("-Am", "-odi", "u@lmtp.example", stdin=b"Subject: lmtp\n\nx\n")
