@@ -119,6 +119,9 @@ def mailer_verdict(mailer: config.Mailer) -> tuple[str, str]:
     if kind == table.LOCAL:
         return HONOURED, (f"P={mailer.path} is sendmail-py's own: the built-in local agent writes "
                           "MailSpoolDirectory/USER (MailboxFormat)")
+    if kind == table.LMTP:
+        spoken = "LMTP" if "z" in mailer.flags else "SMTP"
+        return HONOURED, f"runs {mailer.path} with A={mailer.argv} and speaks {spoken} to it"
     if mailer.name == "prog":
         return HONOURED, f"programs from aliases and .forward files run as {mailer.path} with A={mailer.argv}"
     return HONOURED, f"runs {mailer.path} with A={mailer.argv}, its F= flags, uid and exit codes"
