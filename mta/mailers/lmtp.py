@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from mta.config import Mailer
-from mta.mailers import Outcome, esmtp, program
+from mta.mailers import Outcome, program, smtp_session
 from mta.smtp import client
 
 TIMEOUT = 300
@@ -83,28 +83,28 @@ def _session(d: _Dialog, lmtp: bool, sender: str, rcpts: list[str], text: str,
     if not hello.ok and not lmtp:
         hello = d.command("HELO localhost")
     if not hello.ok:
-        return [esmtp.reply_outcome(hello, d.relay, "5.5.0")] * len(rcpts)
+        return [smtp_session.reply_outcome(hello, d.relay, "5.5.0")] * len(rcpts)
     mail = d.command(f"MAIL FROM:<{sender}>")
     if not mail.ok:
-        return [esmtp.reply_outcome(mail, d.relay, "5.1.7")] * len(rcpts)
+        return [smtp_session.reply_outcome(mail, d.relay, "5.1.7")] * len(rcpts)
     accepted = []
     for i, rcpt in enumerate(rcpts):
         r = d.command(f"RCPT TO:<{rcpt}>")
         if r.ok:
             accepted.append(i)
         else:
-            out[i] = esmtp.reply_outcome(r, d.relay, "5.1.1")
+            out[i] = smtp_session.reply_outcome(r, d.relay, "5.1.1")
     if not accepted:
         return out
     go = d.command("DATA")
     if go.code != 354:
         for i in accepted:
-            out[i] = esmtp.reply_outcome(go, d.relay, "5.0.0")
+            out[i] = smtp_session.reply_outcome(go, d.relay, "5.0.0")
         return out
     d.send(_data(text))
     for n, i in enumerate(accepted):
         final = d.reply()
-        out[i] = esmtp.reply_outcome(final, d.relay, "5.0.0")
+        out[i] = smtp_session.reply_outcome(final, d.relay, "5.0.0")
         if not lmtp:  # SMTP: one reply for all
             for j in accepted[n + 1:]:
                 out[j] = out[i]

@@ -44,7 +44,7 @@ def procmailrc(users):
         os.chown(p, pw.pw_uid, pw.pw_gid)
     os.chmod(rc, 0o644)
     yield folder
-    rc.unlink()
+    rc.unlink(missing_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
 
 
