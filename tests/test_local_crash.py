@@ -191,9 +191,13 @@ def mailbox_with_torn_tail(draw):
 @given(mailbox_with_torn_tail())
 def test_repair_cuts_exactly_the_torn_message(tmp_path_factory, box):
     """Without a lock record, every cut point a kill can leave is repaired to the whole messages,
-    except one that happens to end in a blank line (the lock's record covers that one)."""
+    except where the tail cannot tell: it ends in a blank line inside the body, or in one followed
+    by 'F', 'Fr'... that may start a new message (then only those are cut, never a whole message:
+    the lock's record covers these)."""
     whole, torn = box
-    assume(not (whole + torn).endswith(b"\n\n"))
+    k = next((k for k in range(4, 0, -1) if torn.endswith(b"From "[:k])), 0)
+    rest = torn[:len(torn) - k]
+    assume(not rest.endswith(b"\n\n") or (k and rest.find(b"\n\n") == len(rest) - 2))
     path = tmp_path_factory.mktemp("box") / "mbox"
     path.write_bytes(whole + torn)
     fd = os.open(path, os.O_RDWR | os.O_APPEND)
