@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
+import lab_net  # noqa: E402, F401 (for the tests)
 import lab_setup  # noqa: E402
 import lab_story  # noqa: E402
 
