@@ -31,10 +31,10 @@ def _need(path: str) -> None:
 
 @pytest.fixture
 def procmailrc(users):
-    """mtaalice's ~/.procmailrc: 'filter me' into a folder, the rest into an inbox, in ~/smpy-mail."""
+    """mtaalice's ~/.procmailrc: 'filter me' into a folder, the rest into an inbox, in ~/smpy-mail.PID."""
     pw = users["mtaalice"]
     home = Path(pw.pw_dir)
-    folder = home / "smpy-mail"
+    folder = home / f"smpy-mail.{os.getpid()}"  # homes are shared by whoever runs the suite here
     rc = home / ".procmailrc"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
