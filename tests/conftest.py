@@ -81,6 +81,8 @@ class Instance:
             os.chmod(root / sub, 0o1777)
 
     def write_cf(self, extra: str = "", extra_submit: str = "") -> None:
+        # QueueLA/RefuseLA off: on a busy test machine (load average over 8 or 12 per CPU) queue
+        # runs would be skipped and connections refused; the load tests set them with -O
         r = self.root
         self.cf.write_text(f"""V10/Berkeley
 Dj{self.host}
@@ -92,6 +94,8 @@ O AliasFile={self.etc}/aliases
 O MailSpoolDirectory={r}/mail
 O LogFile={self.logfile}
 O DaemonPortOptions=Port={self.port},Addr=127.0.0.1,Name=MTA
+O QueueLA=1000
+O RefuseLA=0
 {extra}
 """)
         self.submit.write_text(f"""V10/Berkeley
@@ -101,6 +105,7 @@ D{{MTAHost}}[127.0.0.1]
 O QueueDirectory={r}/mqueue-client
 O LogFile={self.logfile}
 O DeliveryMode=i
+O QueueLA=1000
 Mrelay, P=[IPC], F=mDFMuXa8k, S=EnvFromSMTP/HdrFromSMTP, R=MasqSMTP, E=\\r\\n, L=2040, A=TCP $h {self.port}
 {extra_submit}
 """)
