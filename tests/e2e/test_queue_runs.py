@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -328,3 +329,46 @@ def test_persistent_runner_keeps_running(inst, sink):
     finally:
         if pid:
             os.kill(pid, 15)
+
+
+DEBIAN_SENDMAIL = "/opt/debian-sendmail/usr/libexec/sendmail/sendmail"
+DEBIAN_CF = Path(__file__).resolve().parent.parent / "data" / "debian" / "sendmail.cf"
+
+
+def _debian_bp(tmp: Path, qdir: Path, *args: str) -> str:
+    """Debian's own sendmail -bp on qdir, with Debian's cf pointed there (in a UTS namespace with
+    a qualified host name: on a host called just 'vm' it sleeps a minute at start)."""
+    text = re.sub(r"(?m)^O (QueueDirectory|StatusFile|TrustedUser|PidFile)=.*$", "", DEBIAN_CF.read_text())
+    text = re.sub(r"(?m)^Fw/etc/mail/local-host-names.*$", "Cwbench.example", text)
+    cf = tmp / "debian.cf"
+    cf.write_text(text + f"O QueueDirectory={qdir}\nO QueueLA=1000\n")
+    script = f"hostname bench.example && exec {DEBIAN_SENDMAIL} -C {cf} -bp {' '.join(args)}"
+    r = subprocess.run(["unshare", "--uts", "sh", "-c", script], capture_output=True, timeout=60,
+                       env={**os.environ, "TZ": "UTC"})
+    return r.stdout.decode()
+
+
+def _debian_runs() -> bool:
+    if not os.path.exists(DEBIAN_SENDMAIL) or os.geteuid() != 0:
+        return False
+    libs = subprocess.run(["ldd", DEBIAN_SENDMAIL], capture_output=True, text=True, timeout=30)
+    return libs.returncode == 0 and "not found" not in libs.stdout  # libwrap0 (install-test-deps)
+
+
+@pytest.mark.skipif(not _debian_runs(), reason="Debian's sendmail is not unpacked or cannot run (install-test-deps)")
+def test_mailq_of_held_entries_and_subdirectories_is_debians(inst):
+    """Our listing of quarantined entries, in a queue with qf/ df/ xf/, byte for byte as Debian's."""
+    qdir = inst.root / "q2"
+    for sub in ("qf", "df", "xf"):
+        (qdir / sub).mkdir(parents=True)
+    plant(qdir, 0, quarantine="suspicious attachment")
+    plant(qdir, 1)
+    held = plant(qdir, 2, quarantine="held by admin")
+    e = queue.read(str(qdir), held)
+    e.status, e.bodytype, e.tries, e.last_try = "Deferred: Connection refused by [127.0.0.2]", "8BITMIME", 1, 1
+    e.recipients[0].status = e.status
+    queue.store(str(qdir), e)
+    for args in ([], ["-qQ"], ["-qQ", "-v"], ["-v"]):
+        ours = inst.run("-bp", f"-OQueueDirectory={qdir}", *args).stdout.decode()
+        assert ours == _debian_bp(inst.root, qdir, *args), args
+        assert f"\t\t{qdir}/df (" in ours and ("QUARANTINE: held by admin" in ours) == ("-qQ" in args)
