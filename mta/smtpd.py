@@ -15,7 +15,6 @@ sessions.  A 250 is sent only after the queue files are on disk.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import os
 import signal
@@ -24,7 +23,7 @@ import ssl
 import sys
 import time
 
-from mta import VERSION, config, errors, maildrop, submit
+from mta import VERSION, config, errors, maildrop, offload, submit
 from mta.context import Context
 from mta.delivery import attempt, mode, schedule
 from mta.policy import Client
@@ -32,6 +31,7 @@ from mta.smtp import answer
 from mta.smtp.session import Action, Session, reply
 
 READ_SIZE = 65536
+OFF_LOOP = frozenset(answer.HANDLERS) | {"queue"}  # what a session asks that may block: never on the loop
 RDNS_TIMEOUT = 5.0
 SHUTDOWN_GRACE = 60.0
 
@@ -95,9 +95,9 @@ class Daemon:
         self.ctrl = ctrl
         self.listener_opts = listener_opts
         self.overrides = overrides or []
-        # queue writes and deliveries; many at once, so that concurrent commits share a directory fsync
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="mta")
-        self.checks = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="mta-check")
+        # the sessions' requests (checks, queue writes): many at once, so commits share their fsync
+        self.work = offload.Threads(32, "mta-session")
+        self.pool = offload.Threads(8, "mta-delivery")  # deliveries, ETRN runs, the maildrop
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task] = set()  # one per connection
         self.stopping = asyncio.Event()
@@ -189,7 +189,7 @@ class Daemon:
             await asyncio.sleep(0.05)
         await self._end_sessions()
         await asyncio.to_thread(self.pool.shutdown, wait=True)  # queue writes and deliveries finish
-        self.checks.shutdown(wait=False, cancel_futures=True)
+        self.work.shutdown(wait=False, cancel_futures=True)
 
     async def _end_sessions(self) -> None:
         """Idle sessions (and ones past the grace time) are told 421 and closed before the pools
@@ -212,9 +212,8 @@ class Daemon:
         peer = writer.get_extra_info("peername") or ("", 0)
         sock = writer.get_extra_info("sockname") or ("", 0)
         ip = peer[0].removeprefix("::ffff:")
-        loop = asyncio.get_running_loop()
         try:
-            name = (await asyncio.wait_for(loop.run_in_executor(None, socket.gethostbyaddr, ip), RDNS_TIMEOUT))[0]
+            name = (await asyncio.wait_for(self.work.run(socket.gethostbyaddr, ip), RDNS_TIMEOUT))[0]
         except (TimeoutError, OSError):
             name = ""
         modifiers = opts.get("M", "")
@@ -233,11 +232,11 @@ class Daemon:
             if self.ctx.cfg["StatusFile"]:
                 from mta import stats
 
-                await asyncio.get_running_loop().run_in_executor(self.pool, lambda: stats.record(
+                await self.work.run(lambda: stats.record(
                     self.ctx.cfg["StatusFile"], cf=1))
             client = await self._client(writer, opts)
             ctx = self.ctx
-            rejected, pause = await asyncio.get_running_loop().run_in_executor(self.checks, answer.connect, ctx,
+            rejected, pause = await self.work.run(answer.connect, ctx,
                                                                                client)
             session = Session(ctx, client, tls_available=self.sslctx is not None, auth=self.auth,
                               rejected=rejected)
@@ -299,43 +298,60 @@ class Daemon:
             await self._outputs(ctx, session, session.receive(data), reader, writer)
 
     async def _outputs(self, ctx, session: Session, outputs: list, reader, writer) -> None:
-        loop = asyncio.get_running_loop()
         while outputs:
             out = outputs.pop(0)
             if isinstance(out, bytes):
                 writer.write(out)
                 continue
+            if out.kind in OFF_LOOP:  # this request and the ones right behind it: one trip to a thread
+                written, outputs = await self.work.run(self._answer_run, ctx, session, out, outputs)
+                writer.write(written)
+                continue
             await writer.drain()
-            result = await self._act(ctx, session, out, reader, writer, loop)
-            outputs.extend(session.resume(result))
+            outputs.extend(session.resume(await self._act(ctx, session, out, reader, writer)))
         await writer.drain()
 
-    async def _act(self, ctx, session: Session, action: Action, reader, writer, loop):
-        if action.kind in answer.HANDLERS:
-            return await loop.run_in_executor(self.checks, answer.answer, ctx, action)
+    def _answer_run(self, ctx, session: Session, action: Action, outputs: list) -> tuple[bytes, list]:
+        """In a thread: answer action and the requests that follow it without waiting on the
+        client, up to the end of one transaction (a pipelined MAIL, RCPTs, DATA and the message:
+        one trip per message, its replies sent before the next message is worked on).  The
+        session is this thread's alone meanwhile: its loop waits for this call."""
+        written = bytearray()
+        while True:
+            outputs.extend(session.resume(self._answer(ctx, action)))
+            while outputs and isinstance(outputs[0], bytes):
+                written += outputs.pop(0)
+            if action.kind == "queue" or not outputs or outputs[0].kind not in OFF_LOOP:
+                return bytes(written), outputs
+            action = outputs.pop(0)
+
+    def _answer(self, ctx, action: Action):
+        if action.kind != "queue":
+            return answer.answer(ctx, action)
+        q = action.arg
+        try:
+            entry = submit.smtp(ctx, q.client, q.envelope, q.proto)
+        except errors.MTAError as exc:
+            return exc
+        except OSError as exc:
+            return errors.TempFail(f"Insufficient disk space; try again later ({exc.strerror})",
+                                   status="4.3.1", code=452)
+        how = mode.plan(ctx.cfg, priority=entry.priority)  # QueueLA may queue it
+        if how == mode.NOW:  # the reply to DATA waits for the delivery
+            _deliver(ctx, entry.qid)
+        elif how == mode.BACKGROUND:
+            self.pool.submit(_deliver, ctx, entry.qid)
+        else:
+            attempt.announce_queued(ctx, entry)
+        return entry.qid
+
+    async def _act(self, ctx, session: Session, action: Action, reader, writer):
         if action.kind == "delay":
             await asyncio.sleep(action.arg)
             return None
-        if action.kind == "queue":
-            q = action.arg
-            try:
-                entry = await loop.run_in_executor(self.pool, submit.smtp, ctx, q.client, q.envelope, q.proto)
-            except errors.MTAError as exc:
-                return exc
-            except OSError as exc:
-                return errors.TempFail(f"Insufficient disk space; try again later ({exc.strerror})",
-                                       status="4.3.1", code=452)
-            how = mode.plan(ctx.cfg, priority=entry.priority)  # QueueLA may queue it
-            if how == mode.NOW:  # the reply to DATA waits for the delivery
-                await loop.run_in_executor(self.pool, _deliver, ctx, entry.qid)
-            elif how == mode.BACKGROUND:
-                loop.run_in_executor(self.pool, _deliver, ctx, entry.qid)
-            else:
-                await loop.run_in_executor(self.pool, attempt.announce_queued, ctx, entry)
-            return entry.qid
         if action.kind == "etrn":
             sel = schedule.Selection(recipients=((str(action.arg), False),))
-            loop.run_in_executor(self.pool, schedule.run_queue, ctx, sel)
+            self.pool.submit(schedule.run_queue, ctx, sel)
             return None
         if action.kind == "starttls":
             # Nothing the client sent in clear after STARTTLS may be obeyed: stop reading, then

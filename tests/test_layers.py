@@ -17,7 +17,7 @@ MTA = ROOT / "mta"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("fronts", ("mta.cli.",)),
     ("modes", ("mta.modes", "mta.check", "mta.identity", "mta.proctitle")),
-    ("daemon", ("mta.workers", "mta.smtpd")),
+    ("daemon", ("mta.workers", "mta.smtpd", "mta.offload")),
     ("delivery", ("mta.delivery", "mta.mailers.", "mta.notify", "mta.mailq", "mta.maildrop")),
     ("submit/router", ("mta.submit", "mta.router", "mta.smtp", "mta.policy", "mta.aliases", "mta.context")),
     ("queue/maps/config", ("mta.queue", "mta.maps", "mta.config", "mta.bdb", "mta.cdb", "mta.sdbm",
