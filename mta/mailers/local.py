@@ -117,16 +117,14 @@ class Lock:
 def dotlock(path: str):
     """Hold path.lock (pid inside, created whole); a lock whose holder is dead is taken over at
     once, any lock after DOTLOCK_STALE seconds (a pid may have been reused), as procmail does."""
-    lockpath, stale = path + ".lock", ""
+    lockpath = path + ".lock"
     for _ in range(DOTLOCK_TRIES * 4):
-        fd = _create_lock(lockpath)
+        fd, stale = _create_lock(lockpath), ""
+        if fd is None:
+            fd, stale = _take_over(lockpath)
         if fd is not None:
             break
-        broken = _break_stale(lockpath)
-        if broken is None:
-            time.sleep(0.25)
-        else:
-            stale = broken
+        time.sleep(0.25)
     else:
         raise errors.TempFail(f"Cannot lock {path}", status="4.2.0")
     try:
@@ -164,20 +162,21 @@ def _create_lock(lockpath: str) -> int | None:
     return fd
 
 
-def _break_stale(lockpath: str) -> str | None:
-    """Remove the lock if its holder is dead (or, without a pid, it is old); returns what it said
-    after the pid ('' for nothing), or None when it must be waited for.  Breakers take turns
-    under a flock on the spool directory, so none removes a lock another just made."""
+def _take_over(lockpath: str) -> tuple[int | None, str]:
+    """If the lock's holder is dead (or the lock is old), replace it by ours: (fd, what it said
+    after the pid); else (None, '').  Takers take turns under a flock on the spool directory and
+    create their lock before letting go, so a dead holder's record is used by one taker only,
+    and only by the next holder (a record is stale once anyone else held the lock)."""
     try:
         dfd = os.open(os.path.dirname(lockpath) or ".", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return None
+        return None, ""
     try:
         fcntl.flock(dfd, fcntl.LOCK_EX)
         try:
             fd = os.open(lockpath, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            return ""
+            return _create_lock(lockpath), ""
         try:
             st, text = os.fstat(fd), os.read(fd, 8192).decode("utf-8", "surrogateescape")
         finally:
@@ -185,12 +184,13 @@ def _break_stale(lockpath: str) -> str | None:
         first, _, rest = text.partition("\n")
         pid = int(first) if first.strip().isdigit() else 0
         if not ((pid and _dead(pid)) or time.time() - st.st_mtime > DOTLOCK_STALE):
-            return None  # a live holder (or a lock without a pid, for now): wait
+            return None, ""  # a live holder (or a lock without a pid, for now): wait
         if _is_file(lockpath, st):
             os.unlink(lockpath)
-        return rest
+        fd = _create_lock(lockpath)
+        return (fd, rest) if fd is not None else (None, "")
     except OSError:
-        return None
+        return None, ""
     finally:
         os.close(dfd)
 
