@@ -260,7 +260,7 @@ def run_queue(req) -> int:
         schedule.persistent(ctx, selection, interval)
     while True:
         maildrop.pickup(ctx.cfg)
-        schedule.run_queue(ctx, selection)
+        schedule.run_queue(ctx, selection, periodic=True)
         time.sleep(interval)
 
 

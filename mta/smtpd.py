@@ -436,7 +436,7 @@ def run_worker(ctx: Context, ctrl: socket.socket, listener_opts: list[dict[str, 
 
 def queue_run(ctx: Context) -> None:
     """One -qTIME run (in its own process, forked by the parent)."""
-    schedule.run_queue(ctx, schedule.Selection())
+    schedule.run_queue(ctx, schedule.Selection(), periodic=True)
 
 
 def stdio(ctx: Context, user: str) -> int:

@@ -158,3 +158,11 @@ def test_queue_flags_parse_as_sendmails_main():
     for bad in (["-q!Gslow"], ["-qGa", "-qGb"], ["-qL"]):
         with pytest.raises(cli.UsageError):
             cli.parse(bad)
+
+
+def test_group_interval_is_kept_across_runs(tmp_path):
+    group = config.QueueGroup("slow", str(tmp_path), interval=3600)
+    assert schedule._due(group) and not schedule._due(group)  # ran now: not again within the hour
+    old = time.time() - 7200
+    os.utime(tmp_path / ".lastrun", (old, old))
+    assert schedule._due(group)

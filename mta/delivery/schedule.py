@@ -214,9 +214,11 @@ def sorted_entries(qdir: str, selection: Selection, cfg=None) -> list[Entry]:
 ALL = Selection()
 
 
-def run_queue(ctx: Context, selection: Selection = ALL, *, persistent: bool = False) -> int:
+def run_queue(ctx: Context, selection: Selection = ALL, *, persistent: bool = False,
+              periodic: bool = False) -> int:
     """sendmail -q: one run over every queue group (or the -qG one); returns 0 unless the
-    queue is unreadable or the group unknown."""
+    queue is unreadable or the group unknown.  A periodic run (-qTIME, the daemon's) leaves out
+    a group with its own Interval until that much time has passed since the group last ran."""
     started = time.monotonic()
     cfg = ctx.cfg
     if not persistent and load.should_queue(cfg, cfg["RecipientFactor"]):
@@ -231,12 +233,31 @@ def run_queue(ctx: Context, selection: Selection = ALL, *, persistent: bool = Fa
     for group in chosen:
         if _runners(cfg, group) == 0 and not selection.group:
             continue  # Runners=0: never run, except when named with -qG
+        if periodic and group.interval and not _due(group):
+            continue
         tally.add(run_group(ctx, group, selection))
     from mta.mailers import esmtp
 
     esmtp.close_cache()  # QUIT cached sessions; the next run asks DNS and hosts afresh
     summarize(ctx, tally, time.monotonic() - started)
     return errors.EX_OK
+
+
+def _due(group: config.QueueGroup) -> bool:
+    """Has the group's Interval passed since its last periodic run?  The time is the mtime of
+    .lastrun in its first directory (runs are separate processes; mailq and runs ignore it)."""
+    stamp = os.path.join(directories(group)[0], ".lastrun")
+    try:
+        if time.time() - os.stat(stamp).st_mtime < group.interval:
+            return False
+    except OSError:
+        pass
+    try:
+        with open(stamp, "a"):
+            os.utime(stamp)
+    except OSError:
+        pass
+    return True
 
 
 def run_group(ctx: Context, group: config.QueueGroup, selection: Selection) -> Tally:
@@ -474,7 +495,7 @@ def persistent(ctx: Context, selection: Selection, interval: int) -> None:
     """-qp: run, sleep interval (at least 5 s after a run that found nothing), run again."""
     while True:
         before = time.monotonic()
-        run_queue(ctx, selection, persistent=True)
+        run_queue(ctx, selection, persistent=True, periodic=True)
         idle = time.monotonic() - before < 0.5
         time.sleep(max(interval, 5 if idle else 1))
 

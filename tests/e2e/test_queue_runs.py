@@ -111,6 +111,8 @@ def test_two_parallel_runners_never_send_one_message_twice(inst, sink):
     assert not inst.qfs()
     summaries = re.findall(r"queue run: \S+: (\d+) delivered", inst.log())
     assert len(summaries) == 2 and sum(map(int, summaries)) == 30
+    senders = set(re.findall(r"\[(\d+)\]: \w+: to=<user", inst.log()))
+    assert len(senders) >= 3, senders  # the runners were separate processes
 
 
 def test_queue_la_refuses_a_run(inst, sink):
