@@ -20,7 +20,6 @@ decides, as Sendmail's setgid mailq.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
@@ -28,7 +27,6 @@ import os
 import pwd
 import socket
 import struct
-import subprocess
 import sys
 import time
 
@@ -334,6 +332,8 @@ def listing(cfg: config.Config, uid: int, asked: list) -> tuple[int, str]:
         return errors.EX_USAGE, "Bad queue listing request\n"
     if not may_list(cfg, uid, cfg["QueueDirectory"]):
         return errors.EX_NOPERM, "You are not permitted to see the queue\n"
+    import subprocess  # lazily: `sendmail -t` imports this module
+
     program = [sys.executable, "-s", os.path.abspath(sys.argv[0])]
     out = subprocess.run([*program, *args], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
     return out.returncode, out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
@@ -342,6 +342,9 @@ def listing(cfg: config.Config, uid: int, asked: list) -> tuple[int, str]:
 async def serve(get_cfg, pool) -> None:
     """The daemon's side, for its lifetime (cancel to stop): pick up at start, when kicked and
     every minute; answer list requests.  ``get_cfg()`` is the daemon's current config."""
+    import asyncio  # lazily: `sendmail -t` imports this module
+    import subprocess
+
     where = directory(get_cfg())
     if os.geteuid() != 0 or not os.path.isdir(where):
         return
