@@ -59,7 +59,8 @@ bench: venv
 	sh scripts/install-bench-deps
 	$(BIN)/python bench/submit.py
 	$(BIN)/python bench/makemap.py
-	$(BIN)/python bench/smtpd.py
+	$(BIN)/python bench/accept.py
+	$(BIN)/pip install -q py-spy && $(BIN)/python bench/profile.py
 	$(BIN)/python bench/queue_flush.py
 
 # sdist + wheel in dist/, each with a detached .asc signature when RELEASE_KEY names a gpg key
