@@ -5,10 +5,10 @@ Formats (MailboxFormat, ext): ``mbox`` (default: MailSpoolDirectory/USER, a 'Fro
 ``maildir`` (MailSpoolDirectory/USER/{tmp,new,cur}) and ``mh`` (numbered files in
 MailSpoolDirectory/USER/).  Locking for mbox and mmdf is what mutt and procmail use together:
 a USER.lock dotlock (holding our pid) beside the mailbox plus an fcntl lock on it; a lock whose
-holder is dead is taken over at once.  A new mbox or mmdf mailbox is created as Debian's are,
-0660 USER:mail (0600 when we are not root, or there is no mail group); an existing one keeps
-its mode.  An MH delivery adds the message to the folder's unseen sequence in .mh_sequences, as
-nmh's rcvstore does.
+holder is dead is taken over at once.  A new mbox or mmdf mailbox is created as procmail and
+mail.local make it: 0660 USER:mail in a spool of group mail (Debian's /var/mail, 2775 root:mail),
+else 0600 USER:USER; an existing one keeps its mode.  An MH delivery adds the message to the
+folder's unseen sequence in .mh_sequences, as nmh's rcvstore does.
 Crash safety: before appending, the mailbox's end is repaired (a message a killed delivery left
 half-written is cut off) and the size we start from is recorded in the lock, so the next
 delivery cuts back a write we were killed in.  A write error truncates back and defers.
@@ -213,19 +213,24 @@ def _is_file(path: str, st: os.stat_result) -> bool:
     return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
-def _mail_gid() -> int | None:
+def _spool_mail_gid(path: str) -> int | None:
+    """The mail group's id when the spool directory is Debian's kind (group mail, setgid or
+    group-writable: /var/mail 2775 root:mail), so a new mailbox is USER:mail 0660 as procmail
+    and mail.local make it there; None elsewhere (USER:USER 0600)."""
     try:
-        return grp.getgrnam("mail").gr_gid
-    except KeyError:
+        gid = grp.getgrnam("mail").gr_gid
+        st = os.stat(os.path.dirname(path) or ".")
+    except (KeyError, OSError):
         return None
+    return gid if st.st_gid == gid and st.st_mode & (stat.S_ISGID | stat.S_IWGRP) else None
 
 
 def _open_mailbox(path: str, owner) -> int:
     flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-        gid = _mail_gid()
-        if os.geteuid() == 0:  # Debian's mailboxes: USER:mail 0660
+        if os.geteuid() == 0:
+            gid = _spool_mail_gid(path)
             os.fchown(fd, owner.pw_uid, owner.pw_gid if gid is None else gid)
             if gid is not None:
                 os.fchmod(fd, 0o660)

@@ -229,13 +229,21 @@ def test_missing_include_defers_the_recipient(inst):
     assert not inst.qfs() and b"Subject: to inc" in inst.mbox("mtaalice")
 
 
-def test_new_mbox_is_user_mail_0660_and_an_existing_mode_is_kept(inst, users):
-    mail_gid = grp.getgrnam("mail").gr_gid
+def test_new_mbox_mode_follows_the_spool_and_an_existing_mode_is_kept(inst, users):
+    """In a spool like Debian's /var/mail (2775 root:mail) a new mailbox is USER:mail 0660, as
+    procmail and mail.local make it; in another spool USER:USER 0600; a mode set later stays."""
+    pw, mail_gid = users["mtaalice"], grp.getgrnam("mail").gr_gid
     assert inst.run("-Am", "-odi", "mtaalice", stdin=b"Subject: a\n\nx\n").returncode == 0
     st = os.stat(inst.mail / "mtaalice")
-    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (users["mtaalice"].pw_uid, mail_gid, 0o660)
-    os.chmod(inst.mail / "mtaalice", 0o600)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (pw.pw_uid, pw.pw_gid, 0o600)
+    (inst.mail / "mtaalice").unlink()
+    os.chown(inst.mail, 0, mail_gid)
+    os.chmod(inst.mail, 0o2775)
     assert inst.run("-Am", "-odi", "mtaalice", stdin=b"Subject: b\n\nx\n").returncode == 0
+    st = os.stat(inst.mail / "mtaalice")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (pw.pw_uid, mail_gid, 0o660)
+    os.chmod(inst.mail / "mtaalice", 0o600)
+    assert inst.run("-Am", "-odi", "mtaalice", stdin=b"Subject: c\n\nx\n").returncode == 0
     assert stat.S_IMODE(os.stat(inst.mail / "mtaalice").st_mode) == 0o600
 
 

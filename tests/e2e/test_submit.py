@@ -38,7 +38,7 @@ def test_mta_mode_mbox_bytes_and_log(inst, users):
     assert m, got
     qid = m.group("qid")
     box = os.stat(inst.mail / "mtaalice")
-    assert box.st_uid == users["mtaalice"].pw_uid and stat.S_IMODE(box.st_mode) == 0o660  # USER:mail
+    assert box.st_uid == users["mtaalice"].pw_uid and stat.S_IMODE(box.st_mode) == 0o600
     log = inst.log()
     assert re.search(rf" sendmail\[\d+\]: {qid}: from=<sender@example\.test>, size=\d+, class=0, nrcpts=1, "
                      rf"msgid=<\d{{12}}\.{qid}@test\.example>, relay=root@localhost\n", log), log
