@@ -666,3 +666,39 @@ def test_slowdowns_and_idle_timeouts(inst):
         assert "during message collect" in inst.log()
     finally:
         d.stop()
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+
+
+def _workers(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            out += [int(p) for p in fh.read().split()]
+    return out
+
+
+def test_unterminated_data_line_does_not_grow_the_daemon(inst):
+    """30 MiB without a line end after DATA, MaxMessageSize 2000: the worker's memory stays flat
+    (it held all of it before), and the message is refused with 552."""
+    inst.write_cf("O MaxMessageSize=2000\nO DaemonWorkers=1")
+    d = Daemon(inst)
+    try:
+        c = Raw(inst.port)
+        c.cmd("EHLO big.example")
+        c.cmd("MAIL FROM:<a@example.test>")
+        c.cmd("RCPT TO:<mtaalice@test.example>")
+        assert c.cmd("DATA").startswith("354")
+        [worker] = _workers(d.proc.pid)
+        before = _peak_rss_kib(worker)
+        chunk = b"x" * 65536
+        for _ in range(480):
+            c.sock.sendall(chunk)
+        assert c.cmd(b"\r\n.\r\n") == "552 5.2.3 Message exceeds maximum fixed size (2000)\r\n"
+        assert _peak_rss_kib(worker) - before < 8 * 1024
+        c.cmd("QUIT")
+    finally:
+        d.stop()
