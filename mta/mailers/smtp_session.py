@@ -247,8 +247,8 @@ class Session:
         if self.ext.has("SMTPUTF8") and not (sender + "".join(rcpts)).isascii():
             options.append("SMTPUTF8")
         with_dsn = dsn is not None and self.ext.has("DSN")
-        mail = client.command("MAIL", " ".join([f"FROM:<{sender}>", *options, *(dsn[0] if with_dsn else [])]))
-        cmds = [client.command("RCPT", " ".join([f"TO:<{r}>", *(dsn[1][i] if with_dsn else [])]))
+        mail = client.command("MAIL", " ".join([f"From:<{sender}>", *options, *(dsn[0] if with_dsn else [])]))
+        cmds = [client.command("RCPT", " ".join([f"To:<{r}>", *(dsn[1][i] if with_dsn else [])]))
                 for i, r in enumerate(rcpts)]
         t = client.Transaction(self.ext, mail, cmds, payload)
         t.dsn = with_dsn

@@ -132,8 +132,8 @@ def test_pipelining_sends_mail_rcpt_data_in_one_write(inst):
         r = inst.run("-odi", "a@remote.test", "b@remote.test", stdin=b"Subject: piped\n\nx\n", timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_for(lambda: len(reads) == 3, 10), reads
-    assert reads[0] == (b"MAIL FROM:<root@test.example>\r\n"
-                        b"RCPT TO:<a@remote.test>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\n"), reads
+    assert reads[0] == (b"MAIL From:<root@test.example>\r\n"
+                        b"RCPT To:<a@remote.test>\r\nRCPT To:<b@remote.test>\r\nDATA\r\n"), reads
     assert reads[2] == b"QUIT\r\n"
 
 
@@ -216,7 +216,8 @@ def test_fallback_mx_host_when_mx_hosts_fail_and_when_dns_is_down(inst, postfix)
 def test_dead_host_costs_one_timeout_per_run(inst, postfix, tmp_path):
     records = ["@ MX 10 mx1", "@ MX 20 mx2", f"mx1 A {SILENT}", "mx2 A 127.0.0.1"]
     hoststat = tmp_path / "hoststat"
-    with _world(inst, records, postfix.port, f"O HostStatusDirectory={hoststat}\nO ConnectionCacheSize=0"), \
+    extra = f"O HostStatusDirectory={hoststat}\nO ConnectionCacheSize=0\nO Timeout.initial=5s"
+    with _world(inst, records, postfix.port, extra), \
             _silent(postfix.port):
         for n in range(3):
             _queue(inst, [f"r{n}@remote.test"], f"m{n}")
@@ -224,13 +225,13 @@ def test_dead_host_costs_one_timeout_per_run(inst, postfix, tmp_path):
         assert inst.run("-q", timeout=120).returncode == 0
         first = time.monotonic() - start
         assert len(postfix.wait_messages(3)) == 3
-        assert 3 <= first < 6, first  # one greeting timeout, not three
+        assert 5 <= first < 12, first  # one greeting timeout, not three
         assert len(_sessions(postfix.log())) == 3
         # the next run knows from the host status directory: no timeout at all
         _queue(inst, ["r9@remote.test"], "m9")
         start = time.monotonic()
         assert inst.run("-q", timeout=120).returncode == 0
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 5
         assert len(postfix.wait_messages(4)) == 4
         assert "mx1.remote.test" in inst.run("-bh").stdout.decode()
 
@@ -330,7 +331,7 @@ def test_certificate_verification_and_tls_srv_verify(inst, certs, tmp_path):  # 
 @needs_peers
 def test_single_thread_delivery_leaves_a_busy_host_to_its_holder(inst, postfix, tmp_path):
     records = ["@ MX 10 mx1", "@ MX 20 mx2", f"mx1 A {SILENT}", "mx2 A 127.0.0.1"]
-    extra = f"O HostStatusDirectory={tmp_path}/hoststat\nO SingleThreadDelivery=True"
+    extra = f"O HostStatusDirectory={tmp_path}/hoststat\nO SingleThreadDelivery=True\nO Timeout.initial=15s"
     with _world(inst, records, postfix.port, extra), _silent(postfix.port):
         env = {**os.environ, "TZ": "UTC"}
         slow = subprocess.Popen([str(BIN / "sendmail"), "-C", str(inst.cf), "-odi", "a@remote.test"],
@@ -338,10 +339,9 @@ def test_single_thread_delivery_leaves_a_busy_host_to_its_holder(inst, postfix, 
         slow.stdin.write(b"Subject: slow\n\nx\n")
         slow.stdin.close()
         time.sleep(1)  # it now holds mx1, waiting for a greeting that never comes
-        start = time.monotonic()
         r = inst.run("-odi", "b@remote.test", stdin=b"Subject: quick\n\nx\n", timeout=60)
-        assert r.returncode == 0 and time.monotonic() - start < 2.5  # went straight to mx2
-        assert slow.wait(30) == 0
+        assert r.returncode == 0 and slow.poll() is None  # done while the other still waits on mx1
+        assert slow.wait(60) == 0
         assert sorted(m["Subject"] for m in postfix.wait_messages(2)) == ["quick", "slow"]
 
 
