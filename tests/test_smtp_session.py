@@ -283,3 +283,12 @@ def test_fuzz_whole_and_byte_by_byte_agree(ctx, data):
 def test_fuzz_raw_bytes_only_replies(ctx, data):
     events, _most = record_all(ctx, [b"EHLO x\r\n" + data])
     assert all(isinstance(e, bytes) and e[:3].isdigit() for e in events if isinstance(e, bytes))
+
+
+@pytest.mark.parametrize("verb,flag", [("VRFY", "needvrfyhelo"), ("EXPN", "needexpnhelo")])
+def test_vrfy_expn_want_helo_first_with_debians_privacy_options(ctx, verb, flag):
+    """Debian's confPRIVACY_FLAGS have needvrfyhelo and needexpnhelo (srvrsmtp.c's reply)."""
+    ctx.cfg.options["PrivacyOptions"] = (flag, "authwarnings")
+    lines = drive(ctx, [f"{verb} root\r\nHELO c\r\n{verb} root\r\n".encode()])
+    assert lines[0] == "503 5.0.0 I demand that you introduce yourself first"
+    assert lines[2].startswith("250 2.1.5 <root")

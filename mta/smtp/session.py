@@ -415,6 +415,8 @@ class Session:
                 return self._bad(502, "5.7.0", "Sorry, we do not allow this operation")
         elif "novrfy" in privacy or "goaway" in privacy or not privacy:
             return [reply(252, "2.5.2", "Cannot VRFY user; try RCPT to attempt delivery (or try finger)")]
+        if self.state == "connected" and f"need{verb.lower()}helo" in privacy:  # needvrfyhelo, needexpnhelo
+            return self._bad(503, "5.0.0", "I demand that you introduce yourself first")
         try:
             addr = address.parse(arg)
         except errors.AddressError as exc:
