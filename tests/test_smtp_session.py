@@ -218,6 +218,8 @@ def test_helo_vrfy_etrn_limits(ctx):
     _lines, waits = converse(ctx, b"HELO a\r\n" + b"VRFY root\r\n" * 7)
     assert waits == [1, 2]  # MAXVRFYCOMMANDS 6
     assert "command=VRFY, count=6" in log_of(ctx)
+    _lines, waits = converse(ctx, b"HELO a\r\n" + b"VRFY root\r\n" * 5 + b"EXPN root\r\n")
+    assert waits == [1] and "command=EXPN, count=6" in log_of(ctx)
 
 
 def test_bad_rcpt_throttle(ctx):

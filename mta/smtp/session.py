@@ -187,7 +187,8 @@ class Session:
         if limit <= 0 or n < limit:
             return 0
         if n == limit:
-            self.log(f"{self.client.relay_text}: possible SMTP attack: command={counter}, count={n}")
+            cname = counter if counter == "HELO/EHLO" else name  # VRFY and EXPN share one counter
+            self.log(f"{self.client.relay_text}: possible SMTP attack: command={cname}, count={n}")
         if self.cfg["MaxDaemonChildren"]:
             return -1  # STOP_ATTACK
         return min(max(1 << min(n - limit, 8), n // limit), MAX_TIMEOUT)
