@@ -5,7 +5,8 @@ The layer between the queue and the mailers, split as Postfix splits qmgr from l
              parallel runners, load-average checks, queue groups (``sendmail -q``, ``-qTIME``)
   attempt    one delivery attempt of one entry under its flock: route, hand to mailers, log,
              bounce, keep or remove
-  render     what a mailer is given: headers for its F= flags, $g, DSN parameters
+  handoff    which mailer module runs for which recipients (SMTP per host, programs, local, file)
+  render     what a mailer is given: headers for its F= flags, $g, argv, DSN parameters
   mode       DeliveryMode (interactive, background, queue-only, defer): decided here, once
 Imports go one way: fronts -> modes -> daemon/delivery -> submit/router -> queue/maps/config.
 """
