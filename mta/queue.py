@@ -370,35 +370,37 @@ def read(qdir: str, qid: str) -> Entry:
     return entry
 
 
+_HEAD = 4096  # most control files are shorter: one read() holds the whole file
+
+
 def read_numbers(qdir: str, qid: str, letter: str = "q") -> tuple[int, int] | None:
     """(priority, creation time) from the top of a control file, for sorting a listing without
-    reading whole entries; None for a file that is unreadable, torn (no closing '.') or whose
+    parsing whole entries; None for a file that is unreadable, torn (no closing '.') or whose
     numbers are not numbers - the entries a full read would refuse too."""
     try:
         fd = os.open(qf_path(qdir, qid, letter), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
-        head = os.read(fd, 1024)
-        size = os.fstat(fd).st_size
-        tail = head[-2:] if size <= len(head) else os.pread(fd, 2, size - 2)
+        head = os.read(fd, _HEAD)
+        tail = head[-2:] if len(head) < _HEAD else os.pread(fd, 2, os.fstat(fd).st_size - 2)
     except OSError:
         return None
     finally:
         os.close(fd)
     if not head.startswith(b"V") or tail != b".\n":
         return None
-    numbers = {b"P": 0, b"T": 0}
-    for line in head.split(b"\n")[1:]:
-        kind = line[:1]
-        if kind in b"TKNP" and kind:
-            if not line[1:].isdigit() and line[1:] != b"":
-                return None
-            if kind in numbers:
-                numbers[kind] = int(line[1:] or 0)
-        elif kind in (b"S", b"R", b"H", b"$"):  # past the numbers, which queueup() writes first
-            break
-    return numbers[b"P"], numbers[b"T"]
+    numbers = []
+    for kind in (b"\nP", b"\nT"):  # queueup() writes T, K, N, P first; no other line starts so
+        start = head.find(kind)
+        if start < 0:
+            numbers.append(0)
+            continue
+        value = head[start + 2:head.find(b"\n", start + 2)]
+        if not value.isdigit() and value:
+            return None
+        numbers.append(int(value or 0))
+    return numbers[0], numbers[1]
 
 
 def read_listed(qdir: str, qid: str, letter: str = "q") -> tuple[str, int, bool]:
@@ -412,14 +414,16 @@ def read_listed(qdir: str, qid: str, letter: str = "q") -> tuple[str, int, bool]
             locked = False
         except BlockingIOError:
             locked = True
-        text = from_bytes(os.pread(fd, os.fstat(fd).st_size + 1, 0))
+        data = os.read(fd, _HEAD)
+        if len(data) == _HEAD:
+            data += os.pread(fd, os.fstat(fd).st_size + 1, _HEAD)
     finally:
         os.close(fd)
     try:
         size = os.stat(qf_path(qdir, qid, "d")).st_size
     except OSError:
         size = -1
-    return text, size, locked
+    return from_bytes(data), size, locked
 
 
 def read_body(qdir: str, qid: str) -> str:
