@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from mta import config, errors
+from mta import config, errors, log
 from mta.context import Context
 
 
@@ -253,19 +253,15 @@ def run_queue(req) -> int:
     from mta import proctitle, workers
 
     workers.daemonize()  # sendmail -q15m / -qp: a queue-runner daemon in the background
-    proctitle.sendmail(ctx.cfg, f"Queue runner@{_hms(interval)} for {ctx.qdir}")
+    proctitle.sendmail(ctx.cfg, f"Queue runner@{log.pintvl(interval)} for {ctx.qdir}")
     kind = "persistent queueing" if req.queue_persistent else "queueing"
-    ctx.log.line(f"starting daemon ({config.VERSION}): {kind}@{_hms(interval)}")
+    ctx.log.line(f"starting daemon ({config.VERSION}): {kind}@{log.pintvl(interval)}")
     if req.queue_persistent:
         schedule.persistent(ctx, selection, interval)
     while True:
         maildrop.pickup(ctx.cfg)
         schedule.run_queue(ctx, selection, periodic=True)
         time.sleep(interval)
-
-
-def _hms(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def host_status(req) -> int:

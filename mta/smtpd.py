@@ -23,7 +23,7 @@ import ssl
 import sys
 import time
 
-from mta import VERSION, config, errors, maildrop, offload, submit
+from mta import VERSION, config, errors, log, maildrop, offload, submit
 from mta.context import Context
 from mta.delivery import attempt, mode, schedule
 from mta.policy import Client
@@ -396,12 +396,8 @@ async def _close(writer) -> None:
         pass
 
 
-def _hms(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def starting_line(ctx: Context, queue_interval: int) -> str:
-    mode = "SMTP+queueing@" + _hms(queue_interval) if queue_interval else "SMTP"
+    mode = "SMTP+queueing@" + log.pintvl(queue_interval) if queue_interval else "SMTP"
     return f"starting daemon ({VERSION}): {mode}"
 
 
