@@ -159,12 +159,10 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: read the config (and so the maps) again; sessions under way keep theirs."""
-        try:
-            cfg = config.load(self.ctx.cfg.path, self.overrides)
-        except errors.MTAError as exc:
-            self.ctx.log.line(f"SIGHUP: config not reloaded: {exc.text}")
+        ctx = reloaded(self.ctx, self.overrides)
+        if ctx is None:
             return
-        self.ctx = Context.create(cfg, self.ctx.log.ident)
+        self.ctx = ctx
         self._load_security()
         self.ctx.log.line("restarting on SIGHUP: configuration re-read")
 
@@ -394,6 +392,16 @@ async def _close(writer) -> None:
         await asyncio.wait_for(writer.wait_closed(), 5)
     except (TimeoutError, OSError, ssl.SSLError):
         pass
+
+
+def reloaded(ctx: Context, overrides) -> Context | None:
+    """SIGHUP: a context on the config read again, or None (logged) when it cannot be read."""
+    try:
+        cfg = config.load(ctx.cfg.path, overrides)
+    except errors.MTAError as exc:
+        ctx.log.line(f"SIGHUP: config not reloaded: {exc.text}")
+        return None
+    return Context.create(cfg, ctx.log.ident)
 
 
 def starting_line(ctx: Context, queue_interval: int) -> str:

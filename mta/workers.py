@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 
-from mta import config, errors, smtpd
+from mta import errors, smtpd
 from mta.context import Context
 from mta.delivery import load
 from mta.mailers import table
@@ -163,12 +163,10 @@ class Pool:
                 self._reap()
 
     def _reload(self) -> None:
-        try:
-            cfg = config.load(self.ctx.cfg.path, self.overrides)
-        except errors.MTAError as exc:
-            self.ctx.log.line(f"SIGHUP: config not reloaded: {exc.text}")
+        ctx = smtpd.reloaded(self.ctx, self.overrides)
+        if ctx is None:
             return
-        self.ctx = Context.create(cfg, self.ctx.log.ident)
+        self.ctx = ctx
         for worker in self.workers.values():
             _signal(worker.pid, signal.SIGHUP)
         self.ctx.log.line("restarting on SIGHUP: configuration re-read")
