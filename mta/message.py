@@ -45,10 +45,6 @@ class Message:
         lname = name.lower()
         return next((h for h in self.headers if h.name.lower() == lname), None)
 
-    def get_all(self, name: str) -> list[Header]:
-        lname = name.lower()
-        return [h for h in self.headers if h.name.lower() == lname]
-
     def remove(self, name: str) -> None:
         lname = name.lower()
         self.headers = [h for h in self.headers if h.name.lower() != lname]
