@@ -1,9 +1,8 @@
 """Remote delivery through MX records, with a real DNS server (dnspython) and real SMTP peers."""
 
-import socket
-
 import pytest
 
+from tests.conftest import free_port
 from tests.dns_server import Server
 from tests.smtp_sink import Sink, serve
 
@@ -16,9 +15,7 @@ def world(inst):
                   ("mx1.remote.test", "A"): ["127.0.0.5"], ("mx2.remote.test", "A"): ["127.0.0.1"],
                   ("nullmx.test", "MX"): ["0 ."], ("plain.test", "A"): ["127.0.0.1"]})
     sink = Sink()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = serve(port, sink)
     inst.write_cf(f"O NameServers={dns.address}\nMesmtp, P=[IPC], F=mDFMuXa, A=TCP $h {port}")
     yield sink
