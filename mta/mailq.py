@@ -59,12 +59,7 @@ def entry_text(qid: str, qf: str, size: int, verbose: bool, locked: bool, marks:
     """One entry's lines, printed straight from its qf text as print_single_queue reads it (no
     Entry is built: mailq lists 100,000 of these).  None for a torn file or one whose numbers
     are not numbers (parse_entry refuses those too; a queue run moves them aside)."""
-    lines: list[str] = []
-    for raw in qf.split("\n"):
-        if raw[:1] in (" ", "\t") and lines:
-            lines[-1] += "\n" + raw
-        else:
-            lines.append(raw)
+    lines = queue.unfold(qf)
     if not lines or lines[0][:1] != "V" or "." not in lines:
         return None
     numbers = {"T": 0, "K": 0, "N": 0, "P": 0}

@@ -171,14 +171,20 @@ _NUMBER = re.compile(r"-?[0-9]{1,19}")
 _NUMBERS = {"T": "ctime", "K": "last_try", "N": "tries", "P": "priority"}
 
 
-def parse_entry(qid: str, text: str) -> Entry:
-    """Read qf text; raises BadQueueFile for a torn, unknown-version or bogus file."""
+def unfold(text: str) -> list[str]:
+    """qf text as its lines, each continuation line (space or tab first) joined to the one before."""
     lines: list[str] = []
     for raw in text.split("\n"):
         if raw[:1] in (" ", "\t") and lines:
             lines[-1] += "\n" + raw
         else:
             lines.append(raw)
+    return lines
+
+
+def parse_entry(qid: str, text: str) -> Entry:
+    """Read qf text; raises BadQueueFile for a torn, unknown-version or bogus file."""
+    lines = unfold(text)
     if not lines or not lines[0].startswith("V"):
         raise BadQueueFile(f"{qid}: not a version 8 queue file", "unsupported queue file version")
     e = Entry(qid)
