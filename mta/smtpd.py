@@ -26,6 +26,7 @@ import time
 from mta import VERSION, config, errors, log, maildrop, offload, submit
 from mta.context import Context
 from mta.delivery import attempt, mode, schedule
+from mta.mailers import esmtp
 from mta.policy import Client
 from mta.smtp import answer
 from mta.smtp.session import Action, Session, reply
@@ -384,6 +385,8 @@ def _deliver(ctx: Context, qid: str) -> None:
         attempt.deliver(ctx, qid)
     except Exception as exc:
         ctx.log.line(f"SYSERR: delivery failed: {type(exc).__name__}: {exc}", qid)
+    finally:
+        esmtp.forget_hosts()  # a run of its own, as Sendmail's child: the next message tries again
 
 
 async def _close(writer) -> None:

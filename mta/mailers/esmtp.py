@@ -9,12 +9,15 @@ and DNS memories forgotten).  A failed STARTTLS handshake is followed by a new c
 clear, unless the access map's ``TLS_Srv:`` asks for VERIFY or ENCR there; ``TLS_Rcpt:``
 requirements hold back the recipients they name.  A host that failed is not tried again within
 the run, nor across runs within Timeout.hoststatus when HostStatusDirectory keeps the statuses
-(``mta.hoststat``); SingleThreadDelivery lets one process at a time talk to a host.
+(``mta.hoststat``); SingleThreadDelivery lets one process at a time talk to a host.  "The run"
+is the calling thread's: a queue run is one thread, and each delivery the daemon makes of a
+message it just accepted is a run of its own (``forget_hosts``), as Sendmail's child is.
 """
 
 from __future__ import annotations
 
 import atexit
+import threading
 import time
 
 from mta import dns, errors, hoststat
@@ -45,7 +48,19 @@ def settings(cfg, maps=None, transcript=None, traffic=None, flags: str = "") -> 
 # -- the connection cache and the host status ------------------------------------------------------
 
 _cache: dict[tuple[str, int], Session] = {}
-_down: dict[str, tuple[float, Outcome]] = {}
+_runs = threading.local()  # .down: host -> (when, outcome), the failures this run remembers
+
+
+def _down() -> dict[str, tuple[float, Outcome]]:
+    down = getattr(_runs, "down", None)
+    if down is None:
+        down = _runs.down = {}
+    return down
+
+
+def forget_hosts() -> None:
+    """End of one delivery run in this thread: the next starts without this one's host failures."""
+    _down().clear()
 
 
 def close_cache() -> None:
@@ -53,7 +68,7 @@ def close_cache() -> None:
     while _cache:
         _key, session = _cache.popitem()
         session.close()
-    _down.clear()
+    forget_hosts()
     dns.forget()
 
 
@@ -90,8 +105,9 @@ def _keep(session: Session, s: Settings) -> None:
 def _known_down(host: str, s: Settings) -> Outcome | None:
     """A failure of this host remembered from earlier in the run, or from the status directory."""
     key = host.lower()
-    if key in _down and time.monotonic() - _down[key][0] < s.hoststat_timeout:
-        return _down[key][1]
+    down = _down()
+    if key in down and time.monotonic() - down[key][0] < s.hoststat_timeout:
+        return down[key][1]
     st = hoststat.status(s.hoststat_dir, host) if s.hoststat_dir else None
     if st and st.exitstat == errors.EX_TEMPFAIL and time.time() - st.when < s.hoststat_timeout:
         text = st.reply or f"Deferred: {host} was down"
@@ -101,9 +117,9 @@ def _known_down(host: str, s: Settings) -> Outcome | None:
 
 def _mark(host: str, s: Settings, outcome: Outcome | None) -> None:
     if outcome is not None:
-        _down[host.lower()] = (time.monotonic(), outcome)
+        _down()[host.lower()] = (time.monotonic(), outcome)
     else:
-        _down.pop(host.lower(), None)
+        _down().pop(host.lower(), None)
     if s.hoststat_dir:
         hoststat.record(s.hoststat_dir, host, exitstat=errors.EX_TEMPFAIL if outcome else 0,
                         status=outcome.status if outcome else "", reply=outcome.text if outcome else "")

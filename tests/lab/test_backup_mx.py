@@ -52,9 +52,6 @@ def send_to_st3(lab, subject: str) -> None:
     assert r.returncode == 0, r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="the daemon remembers a refused MX host in-process (mta/mailers/esmtp.py "
-                   "_down) until Timeout.hoststatus, across deliveries: Sendmail's delivery runs in a child "
-                   "of its own, so without HostStatusDirectory it tries the host again for the next message")
 def test_backup_daemon_tries_the_primary_again_for_new_mail(backup_only):
     """After st5 is back, the next message st3's daemon accepts for st5 goes there at once."""
     lab = backup_only.lab
