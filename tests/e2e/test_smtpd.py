@@ -276,19 +276,25 @@ def test_pid_file_sighup_and_sigterm(inst):
         d.stop(signal.SIGKILL)
 
 
-def test_sigkill_during_pipelined_transactions_loses_nothing(inst, users):
-    inst.write_cf("O DeliveryMode=queueonly")
-    d = Daemon(inst)
-    acked, seen = set(), 0
-    s = socket.create_connection(("127.0.0.1", inst.port), timeout=20)
+def pipelined_burst(port: int, n: int):
+    """A connection that has sent n pipelined transactions to mtabob; the replies are read from
+    the file returned."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
     f = s.makefile("rb")
     f.readline()
     s.sendall(b"EHLO burst.example\r\n")
     while f.readline()[3:4] == b"-":
         pass
-    burst = b"".join(b"MAIL FROM:<b@example.test>\r\nRCPT TO:<mtabob@test.example>\r\nDATA\r\n"
-                     b"Subject: burst %d\r\n\r\nbody\r\n.\r\n" % i for i in range(100))
-    s.sendall(burst)
+    s.sendall(b"".join(b"MAIL FROM:<b@example.test>\r\nRCPT TO:<mtabob@test.example>\r\nDATA\r\n"
+                       b"Subject: burst %d\r\n\r\nbody\r\n.\r\n" % i for i in range(n)))
+    return f
+
+
+def test_sigkill_during_pipelined_transactions_loses_nothing(inst, users):
+    inst.write_cf("O DeliveryMode=queueonly")
+    d = Daemon(inst)
+    acked, seen = set(), 0
+    f = pipelined_burst(inst.port, 100)
     killed = False
     try:
         while True:

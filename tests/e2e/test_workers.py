@@ -8,11 +8,10 @@ import os
 import re
 import signal
 import smtplib
-import socket
 import time
 
 from tests.conftest import wait_for
-from tests.e2e.test_smtpd import Daemon, Raw, subjects
+from tests.e2e.test_smtpd import Daemon, Raw, pipelined_burst, subjects
 
 
 def children(pid: int) -> set[int]:
@@ -126,14 +125,7 @@ def test_a_killed_worker_is_replaced_and_nothing_acknowledged_is_lost(inst, user
     d = Daemon(inst)
     try:
         before = workers_of(d, 2)
-        s = socket.create_connection(("127.0.0.1", inst.port), timeout=20)
-        f = s.makefile("rb")
-        f.readline()
-        s.sendall(b"EHLO burst.example\r\n")
-        while f.readline()[3:4] == b"-":
-            pass
-        s.sendall(b"".join(b"MAIL FROM:<b@example.test>\r\nRCPT TO:<mtabob@test.example>\r\nDATA\r\n"
-                           b"Subject: burst %d\r\n\r\nbody\r\n.\r\n" % i for i in range(60)))
+        f = pipelined_burst(inst.port, 60)
         acked: set[str] = set()
         try:
             while True:
