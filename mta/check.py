@@ -106,12 +106,12 @@ def map_verdict(decl: config.MapDecl) -> tuple[str, str]:
 
 
 def mailer_verdict(mailer: config.Mailer) -> tuple[str, str]:
-    """What the mailer table makes of an M line (mta.mailers.table)."""
+    """The verdict of the delivery layer's mailer table (mta.mailers.table) on an M line."""
     from mta.mailers import table
 
     kind, why = table.kind_of(mailer)
     if kind == table.UNUSABLE:
-        return MISSING, why + "; its recipients bounce with 5.3.5"
+        return MISSING, why
     if kind == table.SMTP:
         if "%" in mailer.flags:
             return DIFFERENT, "SMTP; F=% (hold until ETRN) is not implemented: delivered at once"

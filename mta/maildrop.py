@@ -271,10 +271,12 @@ def _take(cfg: config.Config, where: str, name: str, fd: int, limit: int, delive
 
 
 def _with_option(cfg: config.Config, name: str, value: str) -> config.Config:
-    copy = config.Config(**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
-    copy.options = dict(cfg.options)
-    copy.set_option(name, value)
-    return copy
+    import copy
+
+    other = copy.copy(cfg)
+    other.options = dict(cfg.options)
+    other.set_option(name, value)
+    return other
 
 
 def _fsync_dir(where: str) -> None:

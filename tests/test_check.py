@@ -31,7 +31,9 @@ def test_each_feature_option_map_and_mailer_gets_one_verdict():
         ": read and ignored" if "Timeout.ident" not in config.OPTIONS else "")
     assert v["Kaccess hash -T<TMPF> /etc/mail/access"] == "honoured: the access map (policy)"
     assert v["Karith arith"].startswith("honoured differently: not used")
-    assert any(k.startswith("Mlocal,") for k in v) and any(k.startswith("Mrelay,") for k in v)
+    local = next(verdict for k, verdict in v.items() if k.startswith("Mlocal,"))
+    assert local.startswith("honoured: runs /usr/sbin/sensible-mda with A=sensible-mda $g $u $h"), local
+    assert any(k.startswith("Mrelay,") for k in v)
     assert missing == sum(1 for line in v.values() if line.startswith("not implemented"))
     assert text.splitlines()[-1].endswith(f", {missing} not implemented")
 

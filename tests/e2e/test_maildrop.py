@@ -46,10 +46,10 @@ def test_user_mail_waits_for_the_daemon_then_is_delivered_as_that_user(locked, u
         assert "From mtabob " in box and "Return-Path: <mtabob>" in box and "From: mtabob" in box
         assert dropped(inst) == []
         # with the daemon up, the socket brings the next one at once
-        r = inst.run("-f", "ceo@example.com", "mtaalice", stdin=b"Subject: forged\n\nx\n", cf=inst.submit,
+        r = inst.run("-i", "-f", "ceo@example.com", "mtaalice", stdin=b"Subject: forged\n\n.\nx\n", cf=inst.submit,
                      user="mtabob")
         assert r.returncode == 0
-        assert wait_for(lambda: b"Subject: forged" in inst.mbox("mtaalice"), 10)
+        assert wait_for(lambda: b"Subject: forged\n\n.\nx\n" in inst.mbox("mtaalice"), 10)  # -i kept the dot
         assert "X-Authentication-Warning: test.example: mtabob set sender to <ceo@example.com> using -f" in \
             inst.mbox("mtaalice").decode()
     finally:
