@@ -9,6 +9,7 @@ and the environment beyond it is left alone.  Linux only: elsewhere both do noth
 
 from __future__ import annotations
 
+PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 COMM_LEN = 16  # TASK_COMM_LEN, with its NUL
 ARG_START = 48  # field of /proc/PID/stat (from 1) holding arg_start; arg_end follows
@@ -25,6 +26,19 @@ def set_name(name: str) -> bool:
         return _libc().prctl(PR_SET_NAME, name.encode()[:COMM_LEN - 1], 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def die_with_parent(parent: int, sig: int = 15) -> None:
+    """This child gets ``sig`` (SIGTERM) when its parent ends, so no worker outlives the daemon
+    (an orphan would go on serving after `/etc/init.d/sendmail stop`)."""
+    import os
+
+    try:
+        _libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before we asked
+        os.kill(os.getpid(), sig)
 
 
 def _arg_area() -> tuple[int, int] | None:

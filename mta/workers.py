@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 
-from mta import errors, smtpd
+from mta import errors, proctitle, smtpd
 from mta.context import Context
 from mta.delivery import load
 from mta.mailers import table
@@ -228,20 +228,22 @@ class Pool:
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             ours.close()
-            os._exit(self._worker_main(theirs))
+            os._exit(self._worker_main(theirs, parent))
         theirs.close()
         ours.setblocking(False)
         self.workers[pid] = Worker(pid, ours)
         self.sel.register(ours, selectors.EVENT_READ, ("ctrl", pid))
 
-    def _worker_main(self, ctrl: socket.socket) -> int:
+    def _worker_main(self, ctrl: socket.socket, parent: int) -> int:
         """In the child: forget the parent's loop and signals, then serve what the parent hands over."""
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        proctitle.die_with_parent(parent)
         self.sel.close()
         for w in self.workers.values():
             w.ctrl.close()

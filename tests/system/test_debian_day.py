@@ -67,7 +67,8 @@ def daemon_pid(root) -> int:
 
 def mta_daemons(root) -> list[int]:
     """The sendmail-mta processes not started by another (the daemon, not its workers)."""
-    rows = [line.split() for line in root.run("ps -o pid=,ppid= -C sendmail-mta").stdout.decode().splitlines()]
+    rows = [line.split() for line in root.run("ps -o pid=,ppid=,stat= -C sendmail-mta").stdout.decode().splitlines()]
+    rows = [(p, pp) for p, pp, stat in rows if not stat.startswith("Z")]  # not yet reaped by our PID 1
     pids = {int(p) for p, _ in rows}
     return sorted(int(p) for p, pp in rows if int(pp) not in pids)
 
@@ -158,3 +159,187 @@ def test_status_and_process_names(root):
     assert r.returncode == 0 and re.search(r"MTA: \d+ /usr/sbin/sendmail-mta -Am -L sm-mta -bd -q10m", out(r)), out(r)
     assert str(daemon_pid(root)) in root.run("pgrep sendmail").stdout.decode().split()
     assert mta_daemons(root) == [daemon_pid(root)]
+
+
+PROCMAILRC = "MAILDIR=$HOME/Mail\n:0\n* ^Subject:.*\\[lists\\]\nlists\n"
+SMTP_PROBE = """python3 - <<'EOF'
+import smtplib
+s = smtplib.SMTP('127.0.0.1', 25, timeout=30)
+s.ehlo('probe.example.test')
+s.mail('root@debian-test.example.test')
+code, text = s.rcpt('%s')
+print(code, text.decode())
+s.quit()
+EOF"""
+
+
+def smtp_rcpt_code(root, rcpt: str) -> int:
+    r = root.run(SMTP_PROBE % rcpt)
+    print("probe", rcpt, out(r))
+    return int(r.stdout.decode().split()[0]) if r.stdout.split() else 0
+
+
+def test_procmailrc_files_a_message_into_a_folder(root):
+    home = root.path(f"/home/{USER}")
+    (home / ".procmailrc").write_text(PROCMAILRC)
+    root.run(f"chown {USER}: /home/{USER}/.procmailrc && chmod 644 /home/{USER}/.procmailrc && "
+             f"install -d -o {USER} -g {USER} -m 700 /home/{USER}/Mail", check=True)
+    r = root.run(f"echo 'for the folder' | mail -s '[lists] weekly' {USER}")
+    assert r.returncode == 0, out(r)
+    folder = home / "Mail" / "lists"
+    assert wait_for(lambda: folder.exists() and "Subject: [lists] weekly" in folder.read_text(errors="replace")), (
+        root.run("mailq; ls -la /home/alice /home/alice/Mail"), mailbox(root))
+    assert "[lists] weekly" not in mailbox(root)
+
+
+def test_a_user_sends_with_mail(root):
+    r = root.run("echo 'hello from alice' | mail -s 'alice says hi' root", user=USER)
+    assert r.returncode == 0, out(r)
+    assert wait_for(lambda: "Subject: alice says hi" in mailbox(root, "root")), out(
+        root.run("ls -la /var/spool/mqueue-drop"))
+    box = mailbox(root, "root")
+    assert f"From {USER} " in box and f"From: {USER}" in box
+    assert root.run("test -r /var/spool/mqueue-client/.", user=USER).returncode != 0  # still smmsp's
+
+
+def test_mailq_as_root_and_as_a_user_then_runq(root):
+    r = root.run(f"echo 'Subject: held' | sendmail -Am -odq {USER}")
+    assert r.returncode == 0, out(r)
+    as_root = root.run("mailq")
+    assert as_root.returncode == 0 and "MTA Queue status..." in out(as_root) and "Total requests: 1" in out(
+        as_root), out(as_root)
+    qid = re.search(r"^(\w{14})\s+\d+", out(as_root), re.M).group(1)
+    as_user = root.run("mailq", user=USER)
+    assert as_user.returncode == 0 and qid in out(as_user) and "Total requests: 1" in out(as_user), out(as_user)
+    r = root.run("runq")
+    assert r.returncode == 0, out(r)
+    assert wait_for(lambda: "Subject: held" in mailbox(root))
+    assert "Total requests: 1" not in out(root.run("mailq"))
+
+
+def test_cron_msp_run_delivers_the_msp_queue(root):
+    # an entry of the MSP queue as Debian's MSP (RunAsUser=smmsp) leaves it: smmsp's own
+    r = root.run(f"echo 'Subject: via the MSP queue' | sendmail -Ac -odq {USER}", user="smmsp")
+    assert r.returncode == 0, out(r)
+    assert root.run("ls /var/spool/mqueue-client | grep -q '^qf'").returncode == 0
+    cron = root.run("grep -h 'cron-msp' /etc/cron.d/sendmail | sed 's/^[^a-z]*smmsp[[:space:]]*//'").stdout.decode()
+    assert "/usr/share/sendmail/sendmail cron-msp" in cron, cron
+    r = root.run(cron.strip(), user="smmsp")
+    assert r.returncode == 0, out(r)
+    assert wait_for(lambda: "Subject: via the MSP queue" in mailbox(root))
+    assert root.run("ls /var/spool/mqueue-client | grep -q '^qf'").returncode != 0
+
+
+def test_make_etc_mail_and_sendmailconfig_reload(root):
+    r = root.run("make -C /etc/mail")
+    assert r.returncode == 0, out(r)
+    pid = daemon_pid(root)
+    root.run("echo newname.example.test >> /etc/mail/local-host-names", check=True)
+    r = root.run("yes '' | sendmailconfig", timeout=300)
+    assert r.returncode == 0, out(r)
+    assert wait_for(lambda: smtp_rcpt_code(root, f"{USER}@newname.example.test") == 250, 20)
+    assert daemon_pid(root) == pid  # SIGHUP re-read the config and maps in place
+
+
+def test_init_script_reload_restart_stop_status(root):
+    pid = daemon_pid(root)
+    assert root.run("/etc/init.d/sendmail reload").returncode == 0
+    assert daemon_pid(root) == pid
+    r = root.run("/etc/init.d/sendmail restart")
+    assert r.returncode == 0, out(r)
+    new = daemon_pid(root)
+    assert new and new != pid and root.run(f"test -d /proc/{pid}").returncode != 0
+    assert mta_daemons(root) == [new], out(root.run("ps -ef"))
+    r = root.run("/etc/init.d/sendmail stop")
+    assert r.returncode == 0, out(r)
+    assert root.run("pgrep -x sendmail-mta").returncode != 0
+    assert not cat(root, "/run/sendmail/mta/sendmail.pid")
+    assert root.run("/etc/init.d/sendmail status").returncode == 3
+
+
+def test_a_user_mails_while_the_mta_is_stopped_and_it_is_delivered_after_start(root):
+    r = root.run("echo 'queued while down' | mail -s 'while stopped' root", user=USER)
+    assert r.returncode == 0, out(r)
+    assert root.run("ls /var/spool/mqueue-drop | grep -q '^d'").returncode == 0
+    q = root.run("mailq", user=USER)  # Debian's helper script: its exit status is always 0
+    assert "Permission denied" in out(q) and "Total requests: 0" not in out(q), out(q)
+    q = root.run("sendmail -bp", user=USER)
+    assert q.returncode == 77 and "Permission denied" in out(q), out(q)
+    r = root.run("/etc/init.d/sendmail start")
+    assert r.returncode == 0, out(r)
+    assert wait_for(lambda: "Subject: while stopped" in mailbox(root, "root"))
+    assert root.run("ls /var/spool/mqueue-drop | grep -q '^d'").returncode != 0
+
+
+def unit(root) -> dict[str, str]:
+    text = root.path("/lib/systemd/system/sendmail.service").read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_systemd_unit_semantics(root):
+    """What systemd does with the unit, step by step: ExecStartPre, ExecStart (Type=forking:
+    the command returns, PIDFile names the daemon), ExecReload with $MAINPID, then SIGTERM."""
+    u = unit(root)
+    assert u["Type"] == "forking" and u["PIDFile"] == "/run/sendmail/mta/sendmail.pid"
+    assert root.run("/etc/init.d/sendmail stop").returncode == 0
+    assert root.run(u["ExecStartPre"]).returncode == 0
+    r = root.run(u["ExecStart"], timeout=30)
+    assert r.returncode == 0, out(r)
+    assert wait_for(lambda: daemon_pid(root) > 0, 10)
+    main = daemon_pid(root)
+    assert cat(root, f"/proc/{main}/comm").strip() == "sendmail-mta"
+    assert root.run(u["ExecReload"].replace("$MAINPID", str(main))).returncode == 0
+    time.sleep(1)
+    assert daemon_pid(root) == main and root.run(f"test -d /proc/{main}").returncode == 0
+    root.run(f"kill -TERM {main}", check=True)
+    assert wait_for(lambda: root.run(f"test -d /proc/{main}").returncode != 0, 30)
+    assert root.run("/etc/init.d/sendmail start").returncode == 0
+
+
+def test_a_security_update_of_sendmail_bin_cannot_slip_in(root):
+    """Conflicts: an upgrade never installs sendmail-bin; asking for it removes us, in words."""
+    r = root.run("apt-get -s upgrade")
+    assert r.returncode == 0 and "sendmail-bin" not in out(r)
+    r = root.run("apt-get -s install sendmail-bin")
+    assert "The following packages will be REMOVED:\n  sendmail-py" in out(r), out(r)
+
+
+def test_reinstall_keeps_the_service(root):
+    r = root.run(f"apt-get install -y --reinstall {DEB_INSIDE}")
+    assert r.returncode == 0, out(r)
+    assert wait_for(lambda: daemon_pid(root) > 0)
+    assert root.run("/etc/init.d/sendmail status").returncode == 0
+    assert mta_daemons(root) == [daemon_pid(root)]
+
+
+def test_back_to_sendmail_bin_and_forth_again(root):
+    ours = daemon_pid(root)
+    r = root.run("apt-get install -y sendmail-bin")
+    assert r.returncode == 0, out(r)
+    assert "Removing sendmail-py" in out(r) and "conffile" not in out(r).lower(), out(r)
+    assert "sendmail-py" not in root.path("/etc/init.d/sendmail").read_text()
+    assert root.run(f"test -d /proc/{ours}").returncode != 0
+    assert wait_for(lambda: daemon_pid(root) > 0)
+    exe = root.run(f"readlink /proc/{daemon_pid(root)}/exe").stdout.decode().strip()
+    assert exe == "/usr/libexec/sendmail/sendmail", exe
+    r = root.run(f"echo 'under Debian again' | mail -s 'debian again' {USER}")
+    assert r.returncode == 0
+    assert wait_for(lambda: "Subject: debian again" in mailbox(root) + (
+        root.path(f"/home/{USER}/Mail/lists").read_text(errors="replace")
+        if root.path(f"/home/{USER}/Mail/lists").exists() else ""), 60)
+    debian = daemon_pid(root)
+    r = root.run(f"apt-get install -y {DEB_INSIDE}")
+    assert r.returncode == 0, out(r)
+    assert wait_for(lambda: daemon_pid(root) not in (0, debian))
+    assert "python3" in root.run(f"readlink /proc/{daemon_pid(root)}/exe").stdout.decode()
+    r = root.run(f"echo 'ours again' | mail -s 'ours again' {USER}")
+    assert r.returncode == 0 and wait_for(lambda: "Subject: ours again" in mailbox(root))
+
+
+def test_check_reports_on_the_live_etc_mail(root):
+    r = root.run("sendmail-py check")
+    assert r.returncode in (0, 1), out(r)
+    assert "/etc/mail/sendmail.mc:" in out(r) and "/etc/mail/sendmail.cf:" in out(r)
+    assert re.search(r"^\d+ honoured, \d+ honoured differently, \d+ not implemented$", out(r), re.M)
+    d = root.run("sendmail -d0.1 -bv root")
+    assert d.returncode == 0 and "(canonical domain name) $j = debian-test.example.test" in out(d), out(d)
