@@ -16,7 +16,7 @@ MTA = ROOT / "mta"
 # Top to bottom; a module may import from its own layer (without a cycle) and the ones below.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("fronts", ("mta.cli.",)),
-    ("modes", ("mta.modes", "mta.check", "mta.identity", "mta.proctitle")),
+    ("modes", ("mta.modes", "mta.check", "mta.identity")),
     ("daemon", ("mta.workers", "mta.smtpd", "mta.offload")),
     ("delivery", ("mta.delivery", "mta.mailers.", "mta.notify", "mta.mailq", "mta.maildrop")),
     ("submit/router", ("mta.submit", "mta.router", "mta.smtp", "mta.policy", "mta.aliases", "mta.context")),
@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                            "mta.address", "mta.access", "mta.dns", "mta.dsn", "mta.pgp", "mta.authdb",
                            "mta.groupcommit", "mta.metrics",
                            "mta.mailers", "mta.mailers.table")),  # Outcome; the mailer table
-    ("record/errors", ("mta.record", "mta.errors", "mta.__init__")),
+    ("record/errors", ("mta.record", "mta.errors", "mta.proctitle", "mta.__init__")),
 ]
 
 
