@@ -292,7 +292,8 @@ def test_systemd_unit_semantics(root):
     time.sleep(1)
     assert daemon_pid(root) == main and root.run(f"test -d /proc/{main}").returncode == 0
     root.run(f"kill -TERM {main}", check=True)
-    assert wait_for(lambda: root.run(f"test -d /proc/{main}").returncode != 0, 30)
+    # systemd waits TimeoutStopSec for the daemon to finish what it has under way
+    assert wait_for(lambda: root.run(f"test -d /proc/{main}").returncode != 0, int(u["TimeoutStopSec"]))
     assert root.run("/etc/init.d/sendmail start").returncode == 0
 
 
