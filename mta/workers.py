@@ -19,6 +19,7 @@ the parent but the connection itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import selectors
@@ -303,21 +304,29 @@ class Pool:
         self.runner_pid = pid
 
     def _stop(self) -> None:
+        """SIGTERM to every child (workers drain their transactions, the queue run ends), then
+        wait for them, never past the grace: a child still there is killed, so the daemon is
+        gone in bounded time whatever a child is stuck on (its mail is still in the queue)."""
         for sock, _opts in self.listeners:
             sock.close()
-        for worker in list(self.workers.values()):
-            _signal(worker.pid, signal.SIGTERM)
+        children = set(self.workers) | ({self.runner_pid} if self.runner_pid else set())
+        for pid in children:
+            _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + smtpd.SHUTDOWN_GRACE + 5
-        while self.workers and time.monotonic() < deadline:
+        while children and time.monotonic() < deadline:
             try:
-                pid, _status = os.waitpid(-1, 0)
+                pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
-            self.workers.pop(pid, None)
-        for worker in self.workers.values():
-            _signal(worker.pid, signal.SIGKILL)
-        if self.runner_pid:
-            _signal(self.runner_pid, signal.SIGTERM)
+            if pid:
+                children.discard(pid)
+            else:
+                time.sleep(0.05)
+        for pid in children:
+            _signal(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.workers.clear()
         self.ctx.log.line("stopping daemon, reason=signal")
         smtpd.remove_pidfile(self.ctx)
 
