@@ -244,6 +244,7 @@ class Pool:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop has its handler: a reload must not kill us
         proctitle.die_with_parent(parent)
         self.sel.close()
         for w in self.workers.values():

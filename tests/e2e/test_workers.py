@@ -102,6 +102,10 @@ def test_sighup_reaches_every_worker_and_keeps_connections(inst, users):
     d = Daemon(inst)
     try:
         workers_of(d, 2)
+        ready = [Raw(inst.port) for _ in range(2)]  # one on each worker: both loops are up
+        assert all(r.greeting.startswith("220 ") for r in ready)
+        for r in ready:
+            r.close()
         c = smtplib.SMTP("127.0.0.1", inst.port, timeout=20)
         c.ehlo("x.example")
         c.mail("a@example.test")
