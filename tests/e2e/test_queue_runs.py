@@ -327,7 +327,7 @@ def test_persistent_runner_keeps_running(inst, sink):
         assert wait_for(lambda: len(sink.messages) == 1, 20)
         plant(inst.mqueue, 2)
         assert wait_for(lambda: len(sink.messages) == 2, 20) and not inst.qfs()
-        assert len(re.findall(r"queue run: ", inst.log())) >= 2
+        assert wait_for(lambda: len(re.findall(r"queue run: ", inst.log())) >= 2, 20), inst.log()
     finally:
         if pid:
             os.kill(pid, 15)
