@@ -55,6 +55,8 @@ FEATURES = {
     "delay_checks": (HONOURED, "sender checks (From:, resolvable domain) at each RCPT; Spam: FRIEND skips them"),
     "accept_unresolvable_domains": (HONOURED, "senders whose domain does not resolve are accepted"),
     "accept_unqualified_senders": (HONOURED, "senders without a domain are accepted from remote clients"),
+    "queuegroup": (MISSING, "the queuegroup rule set (access qgrp: entries) is not run; a recipient's "
+                            "queue group is its mailer's Q= (QUEUE_GROUP lines are honoured)"),
     "loose_relay_check": (HONOURED, "u%h@domain for a class R domain is not checked again as u@h"),
 }
 
@@ -191,6 +193,10 @@ def cf_items(path: str) -> list[Item]:
             items.append(Item(path, lineno, short, *map_verdict(config._parse_map(body))))
         elif kind == "M":
             items.append(Item(path, lineno, short, *mailer_verdict(config._parse_mailer(body))))
+        elif kind == "Q":
+            items.append(Item(path, lineno, short, HONOURED, "queue group: its directories, runners and "
+                              "recipients limit; a recipient is queued here when its mailer says Q= "
+                              "(the queuegroup rule set is not run)"))
     return items
 
 

@@ -216,7 +216,8 @@ def finish(ctx: Context, done: submit.Submitted) -> None:
     for owner, errs in done.failed_by_owner().items():
         attempt.bounce(ctx, done.entry, errs, body=done.body, to=owner)
     if not mode.queue_only(ctx.cfg):
-        attempt.deliver(ctx, done.entry.qid)
+        for entry in [done.entry, *done.others]:  # split by queue group: each in its directory
+            attempt.deliver(ctx.at(entry.qdir) if entry.qdir else ctx, entry.qid)
 
 
 def pickup(cfg: config.Config, deliver=finish) -> int:

@@ -96,15 +96,14 @@ def submit(req) -> int:
 
 
 def print_queue(req) -> int:
-    from mta import mailq
-    from mta.delivery import schedule
+    from mta import mailq, qgroups
 
     ctx = _context(req)
     sel = _selection(req)
     if req.delete:
         return _manage(req, ctx, sel, None)
     cfg = ctx.cfg
-    dirs = [d for g, d in schedule.all_directories(cfg) if not sel.group or g.name == sel.group]
+    dirs = [d for g, d in qgroups.all_directories(cfg) if not sel.group or g.name == sel.group]
     show = {"selection": sel, "verbose": req.verbose, "min_age": cfg["MinQueueAge"]}
     msp_dir = ctx.qdir if cfg.is_msp else config.msp_queue_dir(cfg)
     if os.geteuid() != 0 and not req.json and not all(

@@ -13,6 +13,8 @@ This is the only module that touches spool files.  Promises:
     instead of ``qf<id>``; normal runs and listings see only qf files (Sendmail's hold).
   * A queue directory with ``qf/``, ``df/`` and ``xf/`` subdirectories keeps each kind of file
     there (control files of every letter in qf/), as Sendmail does.
+  * An entry split from another (queue groups, mta.qgroups) shares its df: ``share_data`` makes a
+    hard link (a durable copy across file systems), as dup_df does.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Entry:
     body_size: int = -1  # df size, filled in when read from a directory
     quarantine: str = ""  # q: the reason it is held (file hf<id>); empty for a normal entry
     unsafe: bool = False  # the qf is owned by someone else than us or root: no programs, no files
+    qdir: str = ""  # the queue directory it was stored in or read from ('' when not known)
 
     def header(self, name: str) -> Header | None:
         lname = name.lower()
@@ -302,6 +305,7 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
     On failure nothing of a new entry is left behind (no df, tf or qf) and the error names no
     path, for it goes back to an SMTP client; a rewrite (body None) keeps the qf it had."""
     stage = "data"
+    entry.qdir = qdir
     try:
         if body is not None:
             _write_file(qf_path(qdir, entry.qid, "d"), to_bytes(body), mode)
@@ -319,10 +323,33 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
         for letter in ("tqd" if body is not None else "t"):
             with contextlib.suppress(OSError):
                 os.unlink(qf_path(qdir, entry.qid, letter))
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise errors.TempFail(f"Error writing {stage} file: {exc.strerror}", status="4.3.1",
-                                  code=452) from exc
-        raise errors.CantCreate(f"queueup: cannot create {stage} file: {exc.strerror}") from exc
+        raise _write_error(stage, exc) from exc
+
+
+def _write_error(stage: str, exc: OSError) -> errors.MTAError:
+    """What a failed write of a new entry tells the submitter (no paths: it may go over SMTP)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return errors.TempFail(f"Error writing {stage} file: {exc.strerror}", status="4.3.1", code=452)
+    return errors.CantCreate(f"queueup: cannot create {stage} file: {exc.strerror}")
+
+
+def share_data(src_qdir: str, src_qid: str, qdir: str, qid: str, mode: int = 0o600) -> None:
+    """The df of an entry split from another (dup_df): a hard link to its df, or a durable copy
+    when the two directories are on different file systems; the directory is fsynced."""
+    src, dst = qf_path(src_qdir, src_qid, "d"), qf_path(qdir, qid, "d")
+    try:
+        try:
+            os.link(src, dst)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            with open(src, "rb") as fh:
+                _write_file(dst, fh.read(), mode)
+        groupcommit.sync_dir(file_dir(qdir, "d"))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(dst)
+        raise _write_error("data", exc) from exc
 
 
 def low_on_space(qdir: str, size: int, min_blocks: int) -> int | None:
@@ -359,6 +386,7 @@ def read(qdir: str, qid: str) -> Entry:
             entry = parse_entry(qid, from_bytes(fh.read()))
             owner = os.fstat(fh.fileno()).st_uid
             entry.unsafe = owner not in (0, os.geteuid())
+            entry.qdir = qdir
     except OSError as exc:
         raise errors.IOFailure(f"{qid}: cannot open: {exc.strerror}") from exc
     try:

@@ -329,20 +329,21 @@ class Daemon:
             return answer.answer(ctx, action)
         q = action.arg
         try:
-            entry = submit.smtp(ctx, q.client, q.envelope, q.proto)
+            entries = submit.smtp(ctx, q.client, q.envelope, q.proto)
         except errors.MTAError as exc:
             return exc
         except OSError as exc:
             return errors.TempFail(f"Insufficient disk space; try again later ({exc.strerror})",
                                    status="4.3.1", code=452)
-        how = mode.plan(ctx.cfg, priority=entry.priority)  # QueueLA may queue it
-        if how == mode.NOW:  # the reply to DATA waits for the delivery
-            _deliver(ctx, entry.qid)
-        elif how == mode.BACKGROUND:
-            self.pool.submit(_deliver, ctx, entry.qid)
-        else:
-            attempt.announce_queued(ctx, entry)
-        return entry.qid
+        for entry in entries:  # one per queue group (and recipients limit) it was split into
+            how = mode.plan(ctx.cfg, priority=entry.priority)  # QueueLA may queue it
+            if how == mode.NOW:  # the reply to DATA waits for the delivery
+                _deliver(ctx.at(entry.qdir), entry.qid)
+            elif how == mode.BACKGROUND:
+                self.pool.submit(_deliver, ctx.at(entry.qdir), entry.qid)
+            else:
+                attempt.announce_queued(ctx, entry)
+        return entries[0].qid
 
     async def _act(self, ctx, session: Session, action: Action, reader, writer):
         if action.kind == "delay":
@@ -482,11 +483,12 @@ def _act_inline(ctx: Context, session: Session, action: Action):
     if action.kind == "queue":
         q = action.arg
         try:
-            entry = submit.smtp(ctx, q.client, q.envelope, q.proto)
+            entries = submit.smtp(ctx, q.client, q.envelope, q.proto)
         except errors.MTAError as exc:
             return exc
-        attempt.after_queue(ctx, entry)
-        return entry.qid
+        for entry in entries:
+            attempt.after_queue(ctx, entry)
+        return entries[0].qid
     if action.kind == "etrn":
         schedule.run_queue(ctx, schedule.Selection(recipients=((str(action.arg), False),)))
     return None

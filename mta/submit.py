@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 
-from mta import address, errors, message, queue, router
+from mta import address, errors, message, qgroups, queue, router
 from mta.context import Context
 from mta.message import Header, Message
 from mta.queue import Entry, Recipient
@@ -45,6 +45,7 @@ class Submitted:
     body: str = ""
     queued: bool = False
     failed: list = factory(list)  # (address, MTAError, owner-LIST or '')
+    others: list = factory(list)  # the other entries it was split into (queue groups, r=)
 
     def failed_by_owner(self) -> dict[str, list]:
         """Failures grouped by who hears of them: a list's owner-LIST, or '' for the sender."""
@@ -106,21 +107,43 @@ def add_headers(ctx: Context, msg: Message, *, qid: str, when: float, sender: st
 
 def enqueue(ctx: Context, *, qid: str, sender: str, recipients: list[Recipient], msg: Message,
             when: float, macros: dict[str, str], flags: str = "", bodytype: str = "", envid: str = "",
-            proto: str = "", daemon: str = "", relay: str = "", quarantine: str = "") -> Entry:
-    """Store the message durably and log its from= line; returns the entry."""
+            proto: str = "", daemon: str = "", relay: str = "", quarantine: str = "") -> list[Entry]:
+    """Store the message durably and log its from= line; returns its entries: the one with qid
+    first, then one per other queue group and per group's recipients limit (qgroups.split)."""
     klass = precedence_class(ctx, msg)
     entry = Entry(qid, ctime=int(when), priority=msg.size - klass * ctx.cfg["ClassFactor"]
                   + len(recipients) * ctx.cfg["RecipientFactor"], flags=flags, bodytype=bodytype,
                   macros=macros, sender=sender, envid=envid, recipients=recipients, headers=msg.headers,
                   quarantine=quarantine)
-    queue.store(ctx.qdir, entry, msg.body, ctx.cfg["QueueFileMode"])
-    entry.body_size = len(message.to_bytes(msg.body))
+    pieces, splits = qgroups.split(ctx.cfg, entry, recipient_groups(ctx, recipients))
+    entries = qgroups.store(ctx.cfg, pieces, msg.body, ctx.cfg["QueueFileMode"], current=ctx.qdir)
+    size = len(message.to_bytes(msg.body))
+    for e in entries:
+        e.body_size = size
     _count_from(ctx, sender, msg.size)
     msgid = msg.get("Message-Id")
     ctx.log.sender(qid, sender=sender, size=msg.size, klass=klass, nrcpts=len(recipients),
                    msgid=msgid.value.strip() if msgid else "", bodytype=bodytype, proto=proto,
                    daemon=daemon, relay=relay)
-    return entry
+    if ctx.cfg["LogLevel"] > 8:
+        for split_qid, text in splits:
+            ctx.log.line(text, split_qid)
+    return entries
+
+
+def recipient_groups(ctx: Context, recipients: list[Recipient]) -> list[str | None]:
+    """Each recipient's queue group: the Q= of the mailer it routes to (None: no Q=, or no
+    route now).  Routing is done only when some mailer names a queue group."""
+    by_mailer = qgroups.mailer_groups(ctx.cfg)
+    if not by_mailer:
+        return [None] * len(recipients)
+    table = None if ctx.cfg.is_msp else ctx.aliases
+    out: list[str | None] = []
+    for r in recipients:
+        routes = router.resolve(ctx.cfg, table, r.addr, ctx.maps)
+        good = next((route for route in routes if not route.error), None)
+        out.append(by_mailer.get(good.mailer) if good else None)
+    return out
 
 
 def check_space(ctx: Context, qid: str, size: int) -> None:
@@ -178,8 +201,9 @@ def dead_letter(ctx: Context, sender: str, msg: Message, when: float) -> str | N
     return None
 
 
-def smtp(ctx: Context, client, envelope, proto: str) -> Entry:
-    """A message received over SMTP (daemon or -bs): queue it durably; returns the entry.
+def smtp(ctx: Context, client, envelope, proto: str) -> list[Entry]:
+    """A message received over SMTP (daemon or -bs): queue it durably; returns its entries
+    (the one whose ID the reply names first).
 
     The data is the unstuffed DATA with CRLF line ends; the queue keeps LF, as Sendmail does."""
     when = time.time()
@@ -258,16 +282,16 @@ def command_line(ctx: Context, sub: Submission, data: bytes) -> Submitted:
     macros = {"_": f"{login}@localhost", "daemon_flags": ""}
     try:
         check_space(ctx, qid, msg.size)
-        entry = enqueue(ctx, qid=qid, sender=sender, recipients=recipients, msg=msg, when=when,
-                        macros=macros, flags=flags, bodytype=sub.bodytype, envid=sub.envid,
-                        relay=f"{login}@localhost")
+        entry, *others = enqueue(ctx, qid=qid, sender=sender, recipients=recipients, msg=msg, when=when,
+                                 macros=macros, flags=flags, bodytype=sub.bodytype, envid=sub.envid,
+                                 relay=f"{login}@localhost")
     except errors.MTAError as exc:
         ctx.tell(exc.text)
         saved = dead_letter(ctx, sender, msg, when)
         if saved:
             ctx.tell(f"{saved}... Saved message in {saved}")
         return Submitted(exc.exitcode)
-    return Submitted(exitcode, entry, msg.body, queued=True, failed=failed)
+    return Submitted(exitcode, entry, msg.body, queued=True, failed=failed, others=others)
 
 
 def _check_recipients(ctx: Context, rcpts: list[str]) -> tuple[list[str], list, int]:

@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 
-from mta import errors, proctitle, smtpd
+from mta import errors, proctitle, qgroups, smtpd
 from mta.context import Context
 from mta.delivery import load
 from mta.mailers import table
@@ -130,7 +130,7 @@ class Pool:
         self.ctx.log.line(smtpd.starting_line(self.ctx, self.queue_interval))
         if self.ctx.cfg.ignored_rules:
             self.ctx.log.line(f"{self.ctx.cfg.path}: {self.ctx.cfg.ignored_rules} rule set lines ignored")
-        for notice in table.notices(self.ctx.cfg):  # their recipients bounce with 5.3.5
+        for notice in table.notices(self.ctx.cfg) + qgroups.notices(self.ctx.cfg):  # 5.3.5 bounces; no Q=
             self.ctx.log.line(f"{self.ctx.cfg.path}: {notice}")
         next_run = time.monotonic()
         while not self.stopping:

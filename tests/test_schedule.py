@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mta import config, errors, metrics, queue
+from mta import config, errors, metrics, qgroups, queue
 from mta.delivery import load, schedule
 from mta.queue import Entry, Recipient
 
@@ -76,7 +76,7 @@ def test_queue_groups_from_q_lines():
     slow = cfg.queue_groups["slow"]
     assert (slow.path, slow.flags, slow.runners, slow.nice, slow.interval, slow.jobs, slow.recipients) == (
         "/var/spool/mqueue/slow", "f", 3, 5, 3600, 50, 10)
-    assert [g.name for g in schedule.groups(cfg)] == ["mqueue", "slow"]
+    assert [g.name for g in qgroups.groups(cfg)] == ["mqueue", "slow"]
     with pytest.raises(errors.ConfigError):
         cfg_with("Qnopath, F=f")
 

@@ -278,10 +278,11 @@ def send(ctx: Context, notice: notify.Notice | None) -> None:
         return
     if notice.origin_qid:
         ctx.log.line(f"{notice.qid}: DSN: {notice.reason}", notice.origin_qid)
-    entry = submit.enqueue(ctx, qid=notice.qid, sender="<>", recipients=[notice.rcpt], msg=notice.msg,
-                           when=notice.when, macros={"_": "localhost"}, relay="[RESPONSE]")
+    entries = submit.enqueue(ctx, qid=notice.qid, sender="<>", recipients=[notice.rcpt], msg=notice.msg,
+                             when=notice.when, macros={"_": "localhost"}, relay="[RESPONSE]")
     if mode.plan(ctx.cfg, notice=True) == mode.NOW:
-        deliver(ctx, entry.qid)
+        for entry in entries:
+            deliver(ctx.at(entry.qdir), entry.qid)
 
 
 def bounce(ctx: Context, entry: Entry, failed: list[tuple[str, errors.MTAError]], *, body: str,
@@ -320,6 +321,8 @@ def announce_queued(ctx: Context, entry: Entry) -> None:
 def after_queue(ctx: Context, entry: Entry) -> int:
     """Deliver a fresh entry in this process as mode.plan() says: now, in a child, or not at all.
     A deferral is no error for the submitter: the entry is safely queued."""
+    if entry.qdir and entry.qdir != ctx.qdir:  # split into another queue group's directory
+        ctx = ctx.at(entry.qdir)
     how = mode.plan(ctx.cfg, verbose=bool(ctx.verbose), priority=entry.priority)
     if how == mode.QUEUE:
         announce_queued(ctx, entry)
@@ -360,6 +363,8 @@ def after_submit(ctx: Context, done: submit.Submitted) -> int:
     for owner, errs in done.failed_by_owner().items():
         bounce(ctx, done.entry, errs, body=done.body, to=owner)
     delivered = after_queue(ctx, done.entry)  # the good recipients go out now, whatever failed
+    for other in done.others:  # the entries of other queue groups, each in its own directory
+        delivered = after_queue(ctx, other) or delivered
     return done.exitcode or delivered
 
 

@@ -23,7 +23,7 @@ import random
 import sys
 import time
 
-from mta import config, errors, queue
+from mta import config, errors, qgroups, queue
 from mta.context import Context
 from mta.delivery import attempt, load
 from mta.queue import Entry
@@ -105,23 +105,7 @@ class Tally:
         return self.delivered + self.deferred + self.bounced + self.skipped
 
 
-# -- queue groups ----------------------------------------------------------------------------
-
-def groups(cfg) -> list[config.QueueGroup]:
-    """The default group mqueue (QueueDirectory, unless a Q line redefines it) and the Q lines."""
-    out = {"mqueue": config.QueueGroup("mqueue", cfg["QueueDirectory"])}
-    out.update(cfg.queue_groups)
-    return list(out.values())
-
-
-def directories(group: config.QueueGroup) -> list[str]:
-    """A group's queue directories: its path, or every q* directory its path's '*' matches."""
-    return config.queue_directories(group.path)
-
-
-def all_directories(cfg) -> list[tuple[config.QueueGroup, str]]:
-    return [(g, d) for g in groups(cfg) for d in directories(g)]
-
+# -- queue groups (mta.qgroups) ----------------------------------------------------------------
 
 def _runners(cfg, group: config.QueueGroup) -> int:
     n = group.runners if group.runners is not None else cfg["MaxRunnersPerQueue"]
@@ -225,7 +209,7 @@ def run_queue(ctx: Context, selection: Selection = ALL, *, persistent: bool = Fa
         _say(ctx, "Skipping queue run -- load average too high")
         ctx.log.line("runqueue: Skipping queue run -- load average too high")
         return errors.EX_OK
-    chosen = [g for g in groups(cfg) if not selection.group or g.name == selection.group]
+    chosen = [g for g in qgroups.groups(cfg) if not selection.group or g.name == selection.group]
     if not chosen:
         print(f"Queue group {selection.group} unknown", flush=True)
         return errors.EX_USAGE
@@ -246,7 +230,7 @@ def run_queue(ctx: Context, selection: Selection = ALL, *, persistent: bool = Fa
 def _due(group: config.QueueGroup) -> bool:
     """Has the group's Interval passed since its last periodic run?  The time is the mtime of
     .lastrun in its first directory (runs are separate processes; mailq and runs ignore it)."""
-    stamp = os.path.join(directories(group)[0], ".lastrun")
+    stamp = os.path.join(qgroups.directories(group)[0], ".lastrun")
     try:
         if time.time() - os.stat(stamp).st_mtime < group.interval:
             return False
@@ -265,7 +249,7 @@ def run_group(ctx: Context, group: config.QueueGroup, selection: Selection) -> T
     cfg = ctx.cfg
     jobs = _jobs(cfg, group)
     works: list[Work] = []
-    for qdir in directories(group):
+    for qdir in qgroups.directories(group):
         queue.sweep(qdir, ctx.log)  # bad qf aside to Qf, old orphans removed (durable)
         try:
             found, _n = gather(cfg, qdir, selection, limit=max(jobs - len(works), 0) if jobs else 0)
@@ -415,23 +399,23 @@ def summarize(ctx: Context, tally: Tally, seconds: float) -> None:
     """One summary per run: always in the log; on the terminal with -v or when stdout is a tty
     (a cron job's `sendmail -q` stays silent, as Sendmail's)."""
     text = summary_text(tally, seconds)
-    ctx.log.line(f"queue run: {ctx.qdir if len(all_directories(ctx.cfg)) == 1 else 'all queues'}: {text}")
+    ctx.log.line(f"queue run: {ctx.qdir if len(qgroups.all_directories(ctx.cfg)) == 1 else 'all queues'}: {text}")
     if ctx.verbose or sys.stdout.isatty():
         print(f"Queue run: {text}", flush=True)
     if ctx.cfg["MetricsFile"]:
         from mta import metrics
 
-        metrics.after_run(ctx.cfg, [d for _g, d in all_directories(ctx.cfg)], tally, seconds)
+        metrics.after_run(ctx.cfg, [d for _g, d in qgroups.all_directories(ctx.cfg)], tally, seconds)
 
 
 # -- queue management: quarantine (hold), release, delete ---------------------------------------
 
 def _selected(ctx: Context, selection: Selection):
     """(qdir, entry) for every selected entry of the chosen groups, in directory order."""
-    for group in groups(ctx.cfg):
+    for group in qgroups.groups(ctx.cfg):
         if selection.group and group.name != selection.group:
             continue
-        for qdir in directories(group):
+        for qdir in qgroups.directories(group):
             try:
                 works, _n = gather(ctx.cfg, qdir, selection, run=False)
             except errors.MTAError as exc:

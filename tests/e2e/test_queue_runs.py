@@ -17,7 +17,7 @@ import pytest
 from mta import queue
 from mta.message import Header
 from mta.queue import Entry, Recipient
-from tests.conftest import BIN, free_port, wait_for
+from tests.conftest import BIN, free_port, wait_for, wait_port
 from tests.smtp_sink import Sink, serve
 
 RUNNING = re.compile(r"^Running (\S+)/(\S+) \(sequence (\d+) of (\d+)\)$", re.M)
@@ -374,3 +374,64 @@ def test_mailq_of_held_entries_and_subdirectories_is_debians(inst):
         ours = inst.run("-bp", f"-OQueueDirectory={qdir}", *args).stdout.decode()
         assert ours == _debian_bp(inst.root, qdir, *args), args
         assert f"\t\t{qdir}/df (" in ours and ("QUARANTINE: held by admin" in ours) == ("-qQ" in args)
+
+
+def _grouped_cf(inst, extra: str = "") -> Path:
+    """The sink's relay mailer queues in group 'remote' (Q=), which holds 2 recipients an entry."""
+    remote = inst.mqueue / "remote"
+    remote.mkdir(exist_ok=True)
+    inst.write_cf(f"DS[127.0.0.1]\nQremote, P={remote}, r=2\n"
+                  f"Mrelay, P=[IPC], F=mDFMuXa8, Q=remote, A=TCP $h {inst.sink_port}\n{extra}")
+    return remote
+
+
+def _qfs(qdir: Path) -> list[str]:
+    return sorted(n[2:] for n in os.listdir(qdir) if n.startswith("qf"))
+
+
+def test_command_line_submission_is_split_by_queue_group_and_recipients(inst, sink):
+    remote = _grouped_cf(inst)
+    rcpts = ["mtaalice", "user1@far.test", "user2@far.test", "user3@far.test"]
+    r = inst.run("-odq", *rcpts, stdin=b"Subject: split\n\nthe body\n")
+    assert r.returncode == 0, r
+    (home,), there = _qfs(inst.mqueue), _qfs(remote)
+    assert len(there) == 2 and home not in there
+    assert [r.addr for r in queue.read(str(inst.mqueue), home).recipients] == ["mtaalice"]
+    assert sorted(len(queue.read(str(remote), q).recipients) for q in there) == [1, 2]
+    dfs = [os.stat(queue.qf_path(str(remote), q, "d")) for q in there]
+    assert {d.st_ino for d in dfs} == {os.stat(queue.qf_path(str(inst.mqueue), home, "d")).st_ino}
+    log = inst.log()
+    assert f"{home}: split: count=1, id={there[0]}" in log or f"{home}: split: count=1, id={there[1]}" in log
+    assert re.search(r": split: maxrcpts=2, rcpts=3, count=1, id=\S+", log)
+    listed = inst.run("-bp").stdout.decode()
+    assert f"\t\t{inst.mqueue} (1 request)\n" in listed and f"\t\t{remote} (2 requests)\n" in listed
+    assert "\t\tTotal requests: 3\n" in listed
+    assert inst.run("-q").returncode == 0
+    assert sorted(len(m.recipients) for m in sink.messages) == [1, 2]
+    assert inst.mbox("mtaalice").count(b"Subject: split") == 1
+    assert not _qfs(inst.mqueue) and not _qfs(remote) and not os.listdir(remote)
+    inst.run("-q")
+    assert len(sink.messages) == 2  # each entry delivered once
+
+
+def test_daemon_submission_is_split_by_queue_group(inst, sink):
+    import smtplib
+
+    remote = _grouped_cf(inst, f"O PidFile={inst.root}/sm.pid\nO DeliveryMode=q")
+    d = subprocess.Popen([str(BIN / "sendmail"), "-C", str(inst.cf), "-bD"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_port(inst.port, seconds=20)
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=20) as s:
+            refused = s.sendmail("sender@test.example", ["mtabob@test.example", "u1@far.test", "u2@far.test",
+                                                         "u3@far.test", "u4@far.test", "u5@far.test"],
+                                 b"Subject: smtp split\r\n\r\nbody\r\n")
+        assert refused == {}
+    finally:
+        d.terminate()
+        d.wait(timeout=20)
+    assert len(_qfs(inst.mqueue)) == 1 and len(_qfs(remote)) == 3
+    assert inst.run("-q").returncode == 0
+    assert sorted(len(m.recipients) for m in sink.messages) == [1, 2, 2]
+    assert inst.mbox("mtabob").count(b"Subject: smtp split") == 1
+
