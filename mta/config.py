@@ -21,16 +21,29 @@ DEFAULT_CF = "/etc/mail/sendmail.cf"
 DEFAULT_SUBMIT_CF = "/etc/mail/submit.cf"
 
 
-def interval(text: str) -> int:
-    """'5d', '4h', '15m', '30s', '1h30m', '90' (seconds) -> seconds."""
+def interval(text: str, default: str = "s") -> int:
+    """'5d', '4h', '15m', '30s', '1h30m', '90' (seconds, or the default unit) -> seconds."""
     text = text.strip()
     if not text:
         return 0
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     total = 0
     for number, unit in re.findall(r"(\d+)([smhdw]?)", text):
-        total += int(number) * units.get(unit or "s", 1)
+        total += int(number) * units.get(unit or default, 1)
     return total
+
+
+NOW = -1  # convtime's "now": Timeout.queuereturn=now returns entries at once, untried
+
+
+def _return_time(text: str) -> int:
+    """Timeout.queuereturn*: convtime(val, 'd') - "now" is NOW, a bare number is days."""
+    return NOW if text.strip().lower() == "now" else interval(text, "d")
+
+
+def _warn_time(text: str) -> int:
+    """Timeout.queuewarn*: convtime(val, 'h') - a bare number is hours."""
+    return interval(text, "h")
 
 
 def boolean(text: str) -> bool:
@@ -84,9 +97,10 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "NiceQueueRun": (0, int),
     "MaxQueueAge": (0, interval),
     "MetricsFile": ("", text_value),  # (ext): Prometheus textfile written after each queue run
-    "Timeout.queuereturn": (5 * 86400, interval),
-    "Timeout.queuewarn": (4 * 3600, interval),
-    **{f"Timeout.{t}.{c}": (None, interval) for t in ("queuewarn", "queuereturn")
+    "Timeout.queuereturn": (5 * 86400, _return_time),
+    "Timeout.queuewarn": (4 * 3600, _warn_time),
+    **{f"Timeout.{t}.{c}": (None, _warn_time if t == "queuewarn" else _return_time)
+       for t in ("queuewarn", "queuereturn")
        for c in ("normal", "urgent", "non-urgent", "dsn")},  # None: Timeout.queuewarn/queuereturn
     "Timeout.connect": (0, interval),
     "Timeout.iconnect": (0, interval),

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mta import config, errors, metrics, qgroups, queue
+from mta import config, errors, metrics, notify, qgroups, queue
 from mta.delivery import load, schedule
 from mta.queue import Entry, Recipient
 
@@ -166,3 +166,18 @@ def test_group_interval_is_kept_across_runs(tmp_path):
     old = time.time() - 7200
     os.utime(tmp_path / ".lastrun", (old, old))
     assert schedule._due(group)
+
+
+def test_queue_timeouts_now_and_units_as_convtime():
+    # convtime: "now" is NOW (return at once, no attempt); a bare number is days for
+    # queuereturn and hours for queuewarn (readcf's settimeout units)
+    cfg = cfg_with("O Timeout.queuereturn=3\nO Timeout.queuewarn=2\nO Timeout.queuereturn.non-urgent=now")
+    assert cfg.queue_timeout("queuereturn", 0) == 3 * 86400
+    assert cfg.queue_timeout("queuewarn", 0) == 2 * 3600
+    assert cfg.queue_timeout("queuereturn", -60) == config.NOW
+    cfg.set_option("Timeout.queuereturn", "NOW")
+    assert all(cfg.queue_timeout("queuereturn", p) == config.NOW for p in (-60, 0, 100))
+    cfg.set_option("Timeout.queuereturn.urgent", "0")
+    assert cfg.queue_timeout("queuereturn", 100) == 0
+    assert notify.return_text(config.NOW) == "too long" and notify.return_text(0) == "zero seconds"
+    assert notify.return_text(5 * 86400) == "5 days"

@@ -186,6 +186,9 @@ def _too_many_hops(ctx: Context, entry: Entry) -> list[Result] | None:
 
 
 def _deliver_locked(ctx: Context, entry: Entry, body: str) -> int:
+    if notify.returns_now(ctx.cfg, entry):  # Timeout.queuereturn=now: returned, never tried
+        _return(ctx, entry, body, notify.timeouts(ctx.cfg, entry)[1])
+        return errors.EX_UNAVAILABLE
     started = time.time()
     results = _too_many_hops(ctx, entry) or _attempt(ctx, entry, body)
     _log_results(ctx, entry, results, started)
@@ -208,6 +211,14 @@ def _deliver_locked(ctx: Context, entry: Entry, body: str) -> int:
         return exitcode
     _keep(ctx, entry, body, deferred, started)
     return exitcode
+
+
+def _return(ctx: Context, entry: Entry, body: str, return_after: int) -> None:
+    """Timeout.queuereturn: every recipient left is returned to the sender, the entry removed."""
+    text = f"Cannot send message for {notify.return_text(return_after)}"
+    bounce(ctx, entry, [(r.addr, errors.MTAError(f"{text}: {r.status}" if r.status else text,
+                                                 status="4.4.7", code=451)) for r in entry.recipients], body=body)
+    queue.remove(ctx.qdir, entry.qid)
 
 
 def _error_of(outcome: Outcome) -> errors.MTAError:
@@ -257,11 +268,8 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
     entry.last_try = int(started)
     age = time.time() - entry.ctime
     warn_after, return_after = notify.timeouts(ctx.cfg, entry)
-    if age >= return_after > 0:
-        text = f"Cannot send message for {log.pintvl_long(return_after)}"
-        bounce(ctx, entry, [(r.addr, errors.MTAError(f"{text}: {r.status}", status="4.4.7", code=451))
-                            for r in entry.recipients], body=body)
-        queue.remove(ctx.qdir, entry.qid)
+    if age >= return_after:  # Timeout.queuereturn (0: at the first deferral; now: for a DSN too)
+        _return(ctx, entry, body, return_after)
         return
     if age >= warn_after > 0 and "w" not in entry.flags and entry.sender != "<>":
         send(ctx, notify.warning(ctx.cfg, entry, statuses))

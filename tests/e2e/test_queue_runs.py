@@ -435,3 +435,32 @@ def test_daemon_submission_is_split_by_queue_group(inst, sink):
     assert sorted(len(m.recipients) for m in sink.messages) == [1, 2, 2]
     assert inst.mbox("mtabob").count(b"Subject: smtp split") == 1
 
+
+
+def test_queuereturn_now_returns_without_trying(inst, sink):
+    """op.me: "now" for Timeout.queuereturn returns entries at once during a queue run, without a
+    delivery attempt (deliver.c sendall); the DSN it sends is delivered as any other."""
+    qid = plant(inst.mqueue, 1, sender="root", subject="bounce me")
+    assert inst.run("-q", "-OTimeout.queuereturn=now").returncode == 0
+    assert not sink.messages and not inst.qfs()
+    root = inst.mbox("root").decode()
+    assert root.count("Subject: Returned mail: see transcript for details") == 1
+    assert "Cannot send message for too long" in root and "planted" not in root.split("\n\n")[0]
+    assert re.search(rf"{qid}: \S+: DSN: Cannot send message for too long", inst.log())
+
+
+def test_queuereturn_by_precedence_now_and_zero(inst):
+    """.non-urgent=now returns only the bulk entry, untried; =0 returns at the first deferral."""
+    inst.write_cf(_relay(free_port()))  # nothing listens: every attempt is deferred
+    bulk, normal = (plant(inst.mqueue, n, subject=f"{what} one", sender="root")
+                    for n, what in enumerate(("bulk", "normal")))
+    e = queue.read(str(inst.mqueue), bulk)
+    e.headers.append(Header("Precedence", "bulk"))
+    queue.store(str(inst.mqueue), e)
+    assert inst.run("-q", "-OTimeout.queuereturn.non-urgent=now").returncode == 0
+    assert inst.qfs() == [f"qf{normal}"] and queue.read(str(inst.mqueue), normal).tries == 1
+    assert "to=<user0@far.test>" not in inst.log()  # the bulk entry was never tried
+    assert inst.run("-q", "-OTimeout.queuereturn=0").returncode == 0
+    assert not inst.qfs()
+    root = inst.mbox("root").decode()
+    assert "Cannot send message for too long" in root and "Cannot send message for zero seconds" in root
