@@ -27,6 +27,7 @@ class Context:
     _maps: object = None
     _qdir: str = ""  # the queue directory in use, when not the cf's one (a queue group's, q*)
     run_quarantined: bool = False  # a -qQ run: quarantined entries are delivered too
+    run_lost: bool = False  # a -qL run: the entries are the lost ones (Qf files)
 
     @classmethod
     def create(cls, cfg: config.Config, ident: str | None = None, verbose: bool = False) -> Context:

@@ -40,14 +40,16 @@ def prtstr(text: str, limit: int) -> str:
 
 
 class Marks:
-    """The marks after an ID, besides '*' (locked): '-' too young (MinQueueAge), 'X' the load
-    average would queue it."""
+    """The marks after an ID, besides '*' (locked): '?' lost (a -qL listing), '-' too young
+    (MinQueueAge), 'X' the load average would queue it."""
 
-    def __init__(self, min_age: int, cfg):
-        self.min_age, self.cfg, self.now = min_age, cfg, time.time()
+    def __init__(self, min_age: int, cfg, lost: bool = False):
+        self.min_age, self.cfg, self.now, self.lost = min_age, cfg, time.time(), lost
         self.la = load.load_average() if cfg is not None else 0
 
     def of(self, tries: int, last_try: int, priority: int) -> str:
+        if self.lost:
+            return "?"
         if tries and self.min_age and self.now < last_try + self.min_age:
             return "-"
         if self.cfg is not None and load.should_queue(self.cfg, priority, self.la):
@@ -139,8 +141,8 @@ def listing(qdir: str, selection: schedule.Selection = ALL, *, verbose: bool = F
 
 def _entries(qdir: str, qids: list[str], head: str, selection, verbose: bool, min_age: int, cfg) -> Iterator[str]:
     yield head
-    marks = Marks(min_age, cfg)
-    letter = "h" if selection.quarantined else "q"
+    marks = Marks(min_age, cfg, selection.lost)
+    letter = selection.letter
     for qid in qids:
         try:
             qf, size, locked = queue.read_listed(qdir, qid, letter)
@@ -161,7 +163,7 @@ def _sorted_ids(cfg, qdir: str, selection, order: str, limit: int) -> tuple[list
     if selection.subset or kind in ("host", "modification"):
         works, n = schedule.gather(cfg, qdir, selection, run=False, limit=limit)
         return [w.entry.qid for w in schedule.sort(works, order)], n
-    letter = "h" if selection.quarantined else "q"
+    letter = selection.letter
     keys, n = [], 0
     for qid in queue.ids(qdir, letter):
         numbers = queue.read_numbers(qdir, qid, letter)

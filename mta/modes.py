@@ -52,7 +52,7 @@ def _selection(req):
         if kind in picks:
             picks[kind].append((text, negate))
     return schedule.Selection(tuple(picks["I"]), tuple(picks["R"]), tuple(picks["S"]), tuple(picks["Q"]),
-                              quarantined=req.queue_quarantined, group=req.queue_group)
+                              quarantined=req.queue_quarantined, group=req.queue_group, lost=req.queue_lost)
 
 
 def run(req) -> int:

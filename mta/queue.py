@@ -11,6 +11,8 @@ This is the only module that touches spool files.  Promises:
     over it), so two runners never hold one entry at once.
   * A quarantined entry (``Entry.quarantine``, qf line ``q<reason>``) is stored as ``hf<id>``
     instead of ``qf<id>``; normal runs and listings see only qf files (Sendmail's hold).
+    A lost entry (``Qf<id>``, see ``lose``) is read, locked and rewritten only by a -qL run
+    (``lost=True``; ``Entry.lost`` keeps it Qf).
   * A queue directory with ``qf/``, ``df/`` and ``xf/`` subdirectories keeps each kind of file
     there (control files of every letter in qf/), as Sendmail does.
   * An entry split from another (queue groups, mta.qgroups) shares its df: ``share_data`` makes a
@@ -120,6 +122,7 @@ class Entry:
     quarantine: str = ""  # q: the reason it is held (file hf<id>); empty for a normal entry
     unsafe: bool = False  # the qf is owned by someone else than us or root: no programs, no files
     qdir: str = ""  # the queue directory it was stored in or read from ('' when not known)
+    lost: bool = False  # read from a Qf file by a -qL run: kept as Qf when rewritten
 
     def header(self, name: str) -> Header | None:
         lname = name.lower()
@@ -312,7 +315,8 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
         stage = "control"
         tf = qf_path(qdir, entry.qid, "t")
         _write_file(tf, to_bytes(format_entry(entry)), mode)
-        final, other = ("h", "q") if entry.quarantine else ("q", "h")
+        final = _control_letter(entry)
+        other = "Q" if entry.lost and final == "h" else "q" if final == "h" else "h"
         os.rename(tf, qf_path(qdir, entry.qid, final))
         with contextlib.suppress(FileNotFoundError):  # quarantined or released: one name only
             os.unlink(qf_path(qdir, entry.qid, other))
@@ -324,6 +328,11 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
             with contextlib.suppress(OSError):
                 os.unlink(qf_path(qdir, entry.qid, letter))
         raise _write_error(stage, exc) from exc
+
+
+def _control_letter(entry: Entry) -> str:
+    """queue_letter(): hf for a quarantined entry, Qf for a lost one in a -qL run, else qf."""
+    return "h" if entry.quarantine else "Q" if entry.lost else "q"
 
 
 def _write_error(stage: str, exc: OSError) -> errors.MTAError:
@@ -366,8 +375,10 @@ def low_on_space(qdir: str, size: int, min_blocks: int) -> int | None:
     return None if needed <= vfs.f_bavail else vfs.f_bavail
 
 
-def _open_control(qdir: str, qid: str, flags: int = os.O_RDONLY) -> int:
-    """An fd on qf<id>, else on hf<id> (the entry is quarantined)."""
+def _open_control(qdir: str, qid: str, flags: int = os.O_RDONLY, lost: bool = False) -> int:
+    """An fd on qf<id>, else on hf<id> (the entry is quarantined); on Qf<id> only when lost."""
+    if lost:
+        return os.open(qf_path(qdir, qid, "Q"), flags | os.O_NOFOLLOW)
     try:
         return os.open(qf_path(qdir, qid), flags | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -380,13 +391,14 @@ def control_path(qdir: str, qid: str) -> str:
     return path if os.path.exists(path) else qf_path(qdir, qid, "h")
 
 
-def read(qdir: str, qid: str) -> Entry:
+def read(qdir: str, qid: str, lost: bool = False) -> Entry:
+    """The entry qid (its qf or hf; its Qf when lost, for a -qL run)."""
     try:
-        with open(_open_control(qdir, qid), "rb") as fh:
+        with open(_open_control(qdir, qid, lost=lost), "rb") as fh:
             entry = parse_entry(qid, from_bytes(fh.read()))
             owner = os.fstat(fh.fileno()).st_uid
             entry.unsafe = owner not in (0, os.geteuid())
-            entry.qdir = qdir
+            entry.qdir, entry.lost = qdir, lost
     except OSError as exc:
         raise errors.IOFailure(f"{qid}: cannot open: {exc.strerror}") from exc
     try:
@@ -461,7 +473,7 @@ def remove(qdir: str, qid: str) -> None:
     """Delete an entry: the qf first, so a crash can leave only an orphan df, never a qf alone.
     No fsync of the directory, as neither Sendmail nor Postfix does one: a removal acknowledges
     nothing, and a crash that undoes it can only deliver the message again, never lose it."""
-    for letter in ("q", "h", "d", "x", "j"):
+    for letter in ("q", "h", "Q", "d", "x", "j"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(qf_path(qdir, qid, letter))
 
@@ -478,12 +490,12 @@ def lose(qdir: str, qid: str, why: str = "", log=None) -> None:
 
 
 @contextlib.contextmanager
-def lock(qdir: str, qid: str):
-    """Hold flock(LOCK_EX) on the qf (or hf); raises Locked if another process holds it, or if
-    the file was replaced or removed while we were opening it (readqf's race check: we would
-    hold an old copy and deliver its recipients again)."""
+def lock(qdir: str, qid: str, lost: bool = False):
+    """Hold flock(LOCK_EX) on the qf (or hf; the Qf when lost); raises Locked if another process
+    holds it, or if the file was replaced or removed while we were opening it (readqf's race
+    check: we would hold an old copy and deliver its recipients again)."""
     try:
-        fd = _open_control(qdir, qid, os.O_RDWR)
+        fd = _open_control(qdir, qid, os.O_RDWR, lost)
     except OSError as exc:
         raise errors.TempFail(f"{qid}: cannot open: {exc.strerror}") from exc
     try:
@@ -515,7 +527,7 @@ def checkpoint(qdir: str, entry: Entry, mode: int = 0o600) -> None:
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-        os.rename(tf, qf_path(qdir, entry.qid, "h" if entry.quarantine else "q"))
+        os.rename(tf, qf_path(qdir, entry.qid, _control_letter(entry)))
         groupcommit.sync_dir(file_dir(qdir, "q"))
     except OSError:
         os.close(fd)
@@ -530,7 +542,7 @@ def _still_named(qdir: str, qid: str, fd: int) -> bool:
     st = os.fstat(fd)
     if st.st_nlink == 0:
         return False
-    for letter in ("q", "h"):
+    for letter in ("q", "h", "Q"):
         try:
             now = os.stat(qf_path(qdir, qid, letter), follow_symlinks=False)
         except FileNotFoundError:
@@ -568,9 +580,9 @@ def stat_mode(qdir: str, qid: str) -> int:
         return 0o600
 
 
-def is_locked(qdir: str, qid: str) -> bool:
+def is_locked(qdir: str, qid: str, lost: bool = False) -> bool:
     try:
-        with lock(qdir, qid):
+        with lock(qdir, qid, lost):
             return False
     except Locked:
         return True

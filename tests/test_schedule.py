@@ -155,7 +155,8 @@ def test_queue_flags_parse_as_sendmails_main():
     assert cli.parse(["-Qbad mail", "-qIabc"]).quarantining == "bad mail"
     assert cli.parse(["-Q", "-qQ"]).quarantining == ""
     assert cli.parse(["-qI1", "--delete"], prog="mailq").delete
-    for bad in (["-q!Gslow"], ["-qGa", "-qGb"], ["-qL"]):
+    assert cli.parse(["-qL"]).queue_lost and cli.parse(["-qL"], prog="mailq").queue_lost
+    for bad in (["-q!Gslow"], ["-qGa", "-qGb"]):
         with pytest.raises(cli.UsageError):
             cli.parse(bad)
 
@@ -181,3 +182,23 @@ def test_queue_timeouts_now_and_units_as_convtime():
     assert cfg.queue_timeout("queuereturn", 100) == 0
     assert notify.return_text(config.NOW) == "too long" and notify.return_text(0) == "zero seconds"
     assert notify.return_text(5 * 86400) == "5 days"
+
+
+def test_lost_entries_are_gathered_only_by_a_lost_selection(tmp_path):
+    qdir = str(tmp_path)
+    for qid in ("AAAAAAAA000001", "BBBBBBBB000002"):
+        queue.store(qdir, Entry(qid, sender="<s@x>", recipients=[Recipient("<a@x>")]), "body\n")
+    queue.lose(qdir, "BBBBBBBB000002", "test")
+    normal, _ = schedule.gather(None, qdir, schedule.Selection(), run=False)
+    lost, _ = schedule.gather(None, qdir, schedule.Selection(lost=True), run=False)
+    assert [w.entry.qid for w in normal] == ["AAAAAAAA000001"]
+    assert [w.entry.qid for w in lost] == ["BBBBBBBB000002"] and lost[0].entry.lost
+    entry = lost[0].entry
+    entry.tries = 1
+    queue.store(qdir, entry)  # a lost entry rewritten stays lost (queue_letter in QM_LOST)
+    assert sorted(os.listdir(qdir)) == ["QfBBBBBBBB000002", "dfAAAAAAAA000001", "dfBBBBBBBB000002",
+                                        "qfAAAAAAAA000001"]
+    with queue.lock(qdir, "BBBBBBBB000002", lost=True):
+        assert queue.read(qdir, "BBBBBBBB000002", lost=True).tries == 1
+    queue.remove(qdir, "BBBBBBBB000002")
+    assert sorted(os.listdir(qdir)) == ["dfAAAAAAAA000001", "qfAAAAAAAA000001"]

@@ -44,6 +44,7 @@ class Request:
     queue_select: list[tuple[str, str, bool]] = factory(list)  # (kind, text, negate)
     queue_quarantined: bool = False  # -qQ: work on quarantined (hf) entries
     queue_group: str = ""  # -qGname
+    queue_lost: bool = False  # -qL: work on lost (Qf) entries
     queue_persistent: bool = False  # -qp
     quarantining: str | None = None  # -Qreason; "" (a bare -Q) releases
     json: bool = False
@@ -74,9 +75,8 @@ def _queue_flag(req: Request, value: str) -> None:
             req.queue_select.append(("Q", rest, negate))
     elif letter in ("I", "R", "S"):
         req.queue_select.append((letter, rest, negate))
-    elif letter == "L":  # named, not silently run as an interval
-        raise UsageError("-qL (lost items) is not supported: lost queue files are the Qf* files "
-                         "in the queue directory")
+    elif letter == "L":  # lost items: the Qf files a run set aside
+        req.queue_lost = True
     elif letter == "f":
         req.queue_interval = ""
     elif letter == "p":

@@ -151,9 +151,9 @@ def _log_results(ctx: Context, entry: Entry, results: list[Result], started: flo
 def deliver(ctx: Context, qid: str) -> int:
     """Try to deliver queue entry qid now; returns a sysexits code for the worst outcome."""
     try:
-        with queue.lock(ctx.qdir, qid):
+        with queue.lock(ctx.qdir, qid, ctx.run_lost):
             try:
-                entry = queue.read(ctx.qdir, qid)
+                entry = queue.read(ctx.qdir, qid, ctx.run_lost)
                 body = queue.read_body(ctx.qdir, qid)
             except queue.BadQueueFile as exc:
                 queue.lose(ctx.qdir, qid, exc.why, ctx.log)

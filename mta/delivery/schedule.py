@@ -2,7 +2,7 @@
 
 As Sendmail's queue.c (gatherq, sortq, run_work_group, runner_work):
   * ``gather`` reads a queue directory in directory order, keeps what the Selection (-qI/-qR/-qS,
-    -qQ) picks, drops entries that are too young (MinQueueAge, MaxQueueAge; not for a -qX subset)
+    -qQ, -qL) picks, drops entries that are too young (MinQueueAge, MaxQueueAge; not for a -qX subset)
     or that the load average queues, and stops at MaxQueueRunSize (a group's Jobs) entries.
   * ``sort`` orders them by QueueSortOrder: priority, host, filename, time, random,
     modification, none.
@@ -36,8 +36,8 @@ SORT_ORDERS = {"p": "priority", "h": "host", "f": "filename", "t": "time", "r": 
 @record(frozen=True)
 class Selection:
     """-qI / -qR / -qS / -qQ substrings ('!' negates; one letter or'ed, letters and'ed), as
-    sendmail's queue run and mailq filter; ``quarantined`` (-qQ) works on hf entries only and
-    ``group`` (-qG) on one queue group."""
+    sendmail's queue run and mailq filter; ``quarantined`` (-qQ) works on hf entries only,
+    ``lost`` (-qL) on Qf entries only, and ``group`` (-qG) on one queue group."""
 
     ids: tuple[tuple[str, bool], ...] = ()
     recipients: tuple[tuple[str, bool], ...] = ()
@@ -45,6 +45,12 @@ class Selection:
     reasons: tuple[tuple[str, bool], ...] = ()
     quarantined: bool = False
     group: str = ""
+    lost: bool = False
+
+    @property
+    def letter(self) -> str:
+        """The control files this selection works on: qf, hf (-qQ) or Qf (-qL)."""
+        return "Q" if self.lost else "h" if self.quarantined else "q"
 
     @property
     def subset(self) -> bool:
@@ -138,7 +144,7 @@ def gather(cfg, qdir: str, selection: Selection, *, limit: int = 0, run: bool = 
         la = load.load_average() if la is None else la
     works: list[Work] = []
     count = 0
-    for qid in queue.ids(qdir, "h" if selection.quarantined else "q"):
+    for qid in queue.ids(qdir, selection.letter):
         if run and limit and len(works) >= limit:
             break
         work = _read(cfg, qdir, qid, selection, now)
@@ -153,16 +159,17 @@ def gather(cfg, qdir: str, selection: Selection, *, limit: int = 0, run: bool = 
 
 
 def _read(cfg, qdir: str, qid: str, selection: Selection, now: float) -> Work | None:
-    path = queue.qf_path(qdir, qid, "h" if selection.quarantined else "q")
+    path = queue.qf_path(qdir, qid, selection.letter)
     try:
-        entry = queue.read(qdir, qid)
+        entry = queue.read(qdir, qid, lost=selection.lost)
         mtime = os.stat(path).st_mtime
     except (errors.MTAError, OSError):
         return None
-    if bool(entry.quarantine) != selection.quarantined or not selection.matches(entry):
+    held = bool(entry.quarantine) != selection.quarantined and not selection.lost
+    if held or not selection.matches(entry):
         return None
     young = cfg is not None and not selection.subset and _too_young(cfg, entry, now)
-    return Work(entry, qdir, mtime, queue.is_locked(qdir, qid), young)
+    return Work(entry, qdir, mtime, queue.is_locked(qdir, qid, selection.lost), young)
 
 
 def _host_order(works: list[Work]) -> list[Work]:
@@ -344,6 +351,7 @@ def work_through(ctx: Context, works: list[Work], selection: Selection, *, start
             ctx.verbose.write(f"\nRunning {where} (sequence {seq} of {len(works)})\n")
         where_ctx = ctx.at(work.qdir)
         where_ctx.run_quarantined = selection.quarantined
+        where_ctx.run_lost = selection.lost
         _count(tally, work, attempt.deliver(where_ctx, work.entry.qid))
         progress.show(tally)
     progress.done()

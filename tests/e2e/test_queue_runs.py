@@ -464,3 +464,28 @@ def test_queuereturn_by_precedence_now_and_zero(inst):
     assert not inst.qfs()
     root = inst.mbox("root").decode()
     assert "Cannot send message for too long" in root and "Cannot send message for zero seconds" in root
+
+
+def test_lost_items_are_listed_and_run_only_with_qL(inst, sink):
+    """-qL (main.c QM_LOST): runs and listings work on the Qf files a run set aside, marked '?'
+    by mailq; an entry a -qL run defers stays lost (queue_letter), one it delivers is gone."""
+    qid, kept = plant(inst.mqueue, 1, subject="lost one"), plant(inst.mqueue, 2, subject="normal one")
+    df = Path(queue.qf_path(str(inst.mqueue), qid, "d"))
+    body = df.read_bytes()
+    df.unlink()
+    assert inst.run("-q").returncode == 0  # a qf without its df is lost (Qf)
+    assert f"Losing {inst.mqueue}/qf{qid}: data file missing" in inst.log()
+    assert len(sink.messages) == 1 and os.path.exists(queue.qf_path(str(inst.mqueue), qid, "Q"))
+    df.write_bytes(body)  # the admin puts the data file back
+    assert f"{inst.mqueue} is empty" in inst.run("-bp").stdout.decode()
+    listed = inst.run("-bp", "-qL").stdout.decode()
+    assert f"\t\t{inst.mqueue} (1 request)\n" in listed and re.search(rf"^{qid}\?\s+\d+ ", listed, re.M), listed
+    assert kept not in listed
+    inst.write_cf(_relay(free_port()))  # nothing listens: the -qL run defers it
+    assert inst.run("-qL").returncode == 0
+    assert queue.read_numbers(str(inst.mqueue), qid, "Q") is not None and not inst.qfs()
+    inst.write_cf(_relay(inst.sink_port))
+    assert inst.run("-q").returncode == 0 and len(sink.messages) == 1  # a normal run leaves it
+    assert inst.run("-qL", "-v").returncode == 0
+    assert _subjects(sink)[-1] == "lost one" and len(sink.messages) == 2
+    assert not [n for n in os.listdir(inst.mqueue) if qid in n]
