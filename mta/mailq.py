@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from mta import errors, queue
+from mta import errors, message, queue, queuescan
 from mta.delivery import load, schedule
 
 ALL = schedule.Selection()
@@ -41,40 +41,100 @@ def prtstr(text: str, limit: int) -> str:
 
 class Marks:
     """The marks after an ID, besides '*' (locked): '?' lost (a -qL listing), '-' too young
-    (MinQueueAge), 'X' the load average would queue it."""
+    (MinQueueAge), 'X' the load average would queue it (shouldqueue, with one reading of the
+    load for the whole listing)."""
 
     def __init__(self, min_age: int, cfg, lost: bool = False):
-        self.min_age, self.cfg, self.now, self.lost = min_age, cfg, time.time(), lost
-        self.la = load.load_average() if cfg is not None else 0
+        self.min_age, self.now, self.lost = min_age, time.time(), lost
+        self.queue_above = None  # the priority above which 'X', when the load is at QueueLA
+        la = load.load_average() if cfg is not None else 0
+        if cfg is not None and la >= cfg["QueueLA"]:
+            self.queue_above = cfg["QueueFactor"] // (la - cfg["QueueLA"] + 1)
 
     def of(self, tries: int, last_try: int, priority: int) -> str:
         if self.lost:
             return "?"
         if tries and self.min_age and self.now < last_try + self.min_age:
             return "-"
-        if self.cfg is not None and load.should_queue(self.cfg, priority, self.la):
+        if self.queue_above is not None and priority > self.queue_above:
             return "X"
         return " "
 
 
-def entry_text(qid: str, qf: str, size: int, verbose: bool, locked: bool, marks: Marks) -> str | None:
+class Stamps:
+    """ctime()'s first 16 characters ("Wed Nov 25 23:52"), worked out once a minute of queue
+    time: a minute whose local offset is whole minutes and does not change within it."""
+
+    def __init__(self) -> None:
+        self.minutes: dict[int, str] = {}
+
+    def of(self, t: int) -> str:
+        minute = t // 60
+        stamp = self.minutes.get(minute)
+        if stamp is None:
+            start, end = time.localtime(minute * 60), time.localtime(minute * 60 + 59)
+            if start.tm_gmtoff != end.tm_gmtoff or start.tm_gmtoff % 60:
+                return time.ctime(t)[:16]
+            if len(self.minutes) > 4096:
+                self.minutes.clear()
+            stamp = self.minutes[minute] = time.ctime(minute * 60)[:16]
+        return stamp
+
+
+_LISTED = frozenset("TKNPSMRCFBq")  # the qf lines print_single_queue looks at
+_CONTINUED = (" ", "\t")
+
+
+def _closing(lines: list[str]) -> int | None:
+    """Where the closing '.' line is (one not continued by the next), or None: a torn file."""
+    at = 0
+    while True:
+        try:
+            at = lines.index(".", at + 1)
+        except ValueError:
+            return None
+        if at + 1 == len(lines) or lines[at + 1][:1] not in _CONTINUED:
+            return at
+
+
+def entry_text(qid: str, qf: str, size: int, verbose: bool, locked: bool, marks: Marks,
+               stamps: Stamps | None = None) -> str | None:
     """One entry's lines, printed straight from its qf text as print_single_queue reads it (no
     Entry is built: mailq lists 100,000 of these).  None for a torn file or one whose numbers
     are not numbers (parse_entry refuses those too; a queue run moves them aside)."""
-    lines = queue.unfold(qf)
-    if not lines or lines[0][:1] != "V" or "." not in lines:
+    lines = qf.split("\n")
+    end = _closing(lines) if lines[0][:1] == "V" else None
+    if end is None:
         return None
-    numbers = {"T": 0, "K": 0, "N": 0, "P": 0}
+    t = k = n = p = 0
     flags = bodytype = quarantine = status = sender = ""
     rcpts: list[tuple[str, str, str]] = []  # (address, its status, controlling address)
     pending, ctl = "", ""
-    for line in lines[1:lines.index(".")]:
-        kind, value = line[:1], line[1:]
-        if kind in numbers:
+    folded = "\n\t" in qf or "\n " in qf
+    for i in range(1, end):
+        line = lines[i]
+        kind = line[:1]
+        if kind not in _LISTED:
+            continue
+        value = line[1:]
+        if folded and lines[i + 1][:1] in _CONTINUED:  # a continued line, joined as queue.unfold joins it
+            j = i + 1
+            while lines[j][:1] in _CONTINUED:
+                j += 1
+            value = "\n".join(lines[i:j])[1:]
+        if kind in "TKNP":
             try:
-                numbers[kind] = int(value or 0)
+                number = int(value or 0)
             except ValueError:
                 return None
+            if kind == "T":
+                t = number
+            elif kind == "K":
+                k = number
+            elif kind == "N":
+                n = number
+            else:
+                p = number
         elif kind == "S":
             sender = value
         elif kind == "M":
@@ -91,15 +151,15 @@ def entry_text(qid: str, qf: str, size: int, verbose: bool, locked: bool, marks:
             flags = value
         elif kind == "B":
             bodytype = value
-        elif kind == "q":
+        else:
             quarantine = value
-    mark = "*" if locked else marks.of(numbers["N"], numbers["K"], numbers["P"])
-    stamp = time.ctime(numbers["T"])
+    mark = "*" if locked else marks.of(n, k, p)
+    stamp = stamps.of(t) if stamps is not None else time.ctime(t)[:16]
     if verbose:
-        out = [f"{qid:>13}{mark}{size:8d} {numbers['P']:10d}{'+' if 'w' in flags else ' '}{stamp[4:16]} "
+        out = [f"{qid:>13}{mark}{size:8d} {p:10d}{'+' if 'w' in flags else ' '}{stamp[4:16]} "
                f"{prtstr(sender, 78)}"]
     else:
-        out = [f"{qid:>13}{mark}{size:8d} {stamp[:16]} {prtstr(sender, 39)}"]
+        out = [f"{qid:>13}{mark}{size:8d} {stamp} {prtstr(sender, 39)}"]
     if quarantine:
         out.append(f"     QUARANTINE: {quarantine[:100 if verbose else 60]}")
     if status or bodytype:
@@ -123,68 +183,85 @@ def listing(qdir: str, selection: schedule.Selection = ALL, *, verbose: bool = F
     """The number of requests in one queue directory, and its listing piece by piece (with a
     cf: its QueueSortOrder, MaxQueueRunSize and load-average marks).
 
-    Streams, as printqueue does: first only the sort keys of every entry, then each entry read
-    again, printed and forgotten, so memory stays flat however long the queue is."""
+    One pass, as printqueue's gatherq (mta.queuescan): each control file is read once, and of
+    each entry only its sort key and its listing are kept until they are printed in order."""
     limit = cfg["MaxQueueRunSize"] if cfg is not None else 0
     order = cfg["QueueSortOrder"] if cfg is not None else "priority"
-    try:
-        qids, n = _sorted_ids(cfg, qdir, selection, order, limit)
-    except errors.MTAError as exc:
-        return 0, iter([f"{exc.text}\n"])
-    if not qids:
-        return 0, iter([f"{queue.print_name(qdir)} is empty\n"])
-    only = f", only {limit} printed" if limit and n > limit else ""
-    name = queue.print_name(qdir)
-    head = f"\t\t{name} ({n} request{'s' if n != 1 else ''}{only})\n" + (HEADER_V if verbose else HEADER)
-    return n, _entries(qdir, qids, head, selection, verbose, min_age, cfg)
-
-
-def _entries(qdir: str, qids: list[str], head: str, selection, verbose: bool, min_age: int, cfg) -> Iterator[str]:
-    yield head
+    kind = schedule.SORT_ORDERS.get(order.strip()[:1].lower(), "priority")
     marks = Marks(min_age, cfg, selection.lost)
+    try:
+        if selection.subset or kind in ("host", "modification"):  # these need whole entries
+            n, count, pieces = _gathered(cfg, qdir, selection, order, limit, verbose, marks)
+        else:
+            n, count, pieces = _scanned(qdir, selection, kind, limit, verbose, marks)
+    except errors.MTAError as exc:
+        return 0, (f"{exc.text}\n",)
+    name = queue.print_name(qdir)
+    if not count:
+        return 0, (f"{name} is empty\n",)
+    only = f", only {limit} printed" if limit and n > limit else ""
+    head = f"\t\t{name} ({n} request{'s' if n != 1 else ''}{only})\n" + (HEADER_V if verbose else HEADER)
+    return n, Pieces(head, pieces)
+
+
+class Pieces:
+    """A listing's header and its entries, piece by piece, as often as it is iterated."""
+
+    def __init__(self, head: str, entries: Iterable[str]):
+        self.head, self.entries = head, entries
+
+    def __iter__(self) -> Iterator[str]:
+        yield self.head
+        yield from self.entries
+
+
+def _scanned(qdir: str, selection, kind: str, limit: int, verbose: bool, marks: Marks):
+    """(requests, entries kept, their listings in QueueSortOrder) from one pass over qdir."""
+    stamps = Stamps()
+
+    def entry(qid: str, data: bytes, size: int, locked: bool):
+        numbers = queue.listed_numbers(data)
+        if numbers is None:
+            return None
+        key = numbers[0] if kind == "priority" else numbers[1] if kind == "time" else qid
+        return key, entry_text(qid, message.from_bytes(data), size, verbose, locked, marks, stamps)
+
     letter = selection.letter
-    for qid in qids:
+    kept = queuescan.collect(qdir, letter, entry, limit)
+    return kept.requests, kept.kept, kept.listed(kept.in_order(kind, random.shuffle))
+
+
+def _gathered(cfg, qdir: str, selection, order: str, limit: int, verbose: bool, marks: Marks):
+    """As _scanned, for a -q[!]I/R/S/Q selection or a sort order that needs whole entries."""
+    works, n = schedule.gather(cfg, qdir, selection, run=False, limit=limit)
+    letter = selection.letter
+    texts: list[str] = []
+    for work in schedule.sort(works, order):
+        qid = work.entry.qid
         try:
             qf, size, locked = queue.read_listed(qdir, qid, letter)
         except FileNotFoundError:
-            yield f"{qid:>13}  (job completed)\n"  # delivered since we counted it, as Sendmail says
+            texts.append(f"{qid:>13}  (job completed)\n")  # delivered since we counted it, as Sendmail says
             continue
         except OSError:
             continue
         text = entry_text(qid, qf, size, verbose, locked, marks)
         if text is not None:  # a bad file: the next queue run moves it aside
-            yield text
-
-
-def _sorted_ids(cfg, qdir: str, selection, order: str, limit: int) -> tuple[list[str], int]:
-    """The IDs to list, in QueueSortOrder, and how many were selected.  Unless a selection or
-    the host order needs whole entries, only the numbers at the top of each qf are read."""
-    kind = schedule.SORT_ORDERS.get(order.strip()[:1].lower(), "priority")
-    if selection.subset or kind in ("host", "modification"):
-        works, n = schedule.gather(cfg, qdir, selection, run=False, limit=limit)
-        return [w.entry.qid for w in schedule.sort(works, order)], n
-    letter = selection.letter
-    keys, n = [], 0
-    for qid in queue.ids(qdir, letter):
-        numbers = queue.read_numbers(qdir, qid, letter)
-        if numbers is None:
-            continue
-        n += 1
-        if not limit or len(keys) < limit:  # as gatherq: the first MaxQueueRunSize, then sorted
-            keys.append((numbers[0] if kind == "priority" else numbers[1] if kind == "time" else 0, qid))
-    if kind == "random":
-        random.shuffle(keys)
-    elif kind != "none":
-        keys.sort() if kind == "filename" else keys.sort(key=lambda k: k[0])
-    return [qid for _k, qid in keys], n
+            texts.append(text)
+    return n, len(works), texts
 
 
 def show(qdirs: str | list[str], selection: schedule.Selection = ALL, *, verbose: bool = False,
          min_age: int = 0, cfg=None) -> Iterator[str]:
     """printqueue(): each directory's listing, then the total; piece by piece, for writelines."""
+    dirs = [qdirs] if isinstance(qdirs, str) else qdirs
+    return with_total(listing(qdir, selection, verbose=verbose, min_age=min_age, cfg=cfg) for qdir in dirs)
+
+
+def with_total(listings: Iterable[tuple[int, Iterable[str]]]) -> Iterator[str]:
+    """Listings (each may be printed again: it is kept, not read again), then the total."""
     total = 0
-    for qdir in [qdirs] if isinstance(qdirs, str) else qdirs:
-        n, text = listing(qdir, selection, verbose=verbose, min_age=min_age, cfg=cfg)
+    for n, text in listings:
         yield from text
         total += n
     yield f"\t\tTotal requests: {total}\n"

@@ -114,10 +114,11 @@ def print_queue(req) -> int:
             mta = [("MTA", d) for d in dirs]
             sys.stdout.write(mailq.as_json([("MSP", msp_dir), *mta], sel))
             return errors.EX_OK
+        msp = [mailq.listing(msp_dir, **show)]  # with -Ac both sections list it: read once, printed twice
         sys.stdout.write("MSP Queue status...\n")
-        sys.stdout.writelines(mailq.show(msp_dir, **show))
+        sys.stdout.writelines(mailq.with_total(msp))
         sys.stdout.write("MTA Queue status...\n")
-        sys.stdout.writelines(mailq.show(msp_dir, **show) if req.submit_cf else mailq.show(dirs, **show, cfg=cfg))
+        sys.stdout.writelines(mailq.with_total(msp) if req.submit_cf else mailq.show(dirs, **show, cfg=cfg))
         return errors.EX_OK
     sys.stdout.writelines(mailq.show(dirs, **show, cfg=cfg))
     return errors.EX_OK

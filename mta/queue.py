@@ -28,6 +28,7 @@ import fcntl
 import os
 import re
 import time
+from collections.abc import Iterator
 
 from mta import errors, groupcommit
 from mta.message import Header, from_bytes, to_bytes
@@ -411,23 +412,13 @@ def read(qdir: str, qid: str, lost: bool = False) -> Entry:
 _HEAD = 4096  # most control files are shorter: one read() holds the whole file
 
 
-def read_numbers(qdir: str, qid: str, letter: str = "q") -> tuple[int, int] | None:
-    """(priority, creation time) from the top of a control file, for sorting a listing without
-    parsing whole entries; None for a file that is unreadable, torn (no closing '.') or whose
-    numbers are not numbers - the entries a full read would refuse too."""
-    try:
-        fd = os.open(qf_path(qdir, qid, letter), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+def listed_numbers(data: bytes) -> tuple[int, int] | None:
+    """(priority, creation time) from the top of a control file's bytes, for sorting a listing;
+    None for a file that is torn (no closing '.') or whose numbers are not numbers - the
+    entries a full read would refuse too."""
+    if not data.startswith(b"V") or data[-2:] != b".\n":
         return None
-    try:
-        head = os.read(fd, _HEAD)
-        tail = head[-2:] if len(head) < _HEAD else os.pread(fd, 2, os.fstat(fd).st_size - 2)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if not head.startswith(b"V") or tail != b".\n":
-        return None
+    head = data[:_HEAD]
     numbers = []
     for kind in (b"\nP", b"\nT"):  # queueup() writes T, K, N, P first; no other line starts so
         start = head.find(kind)
@@ -441,20 +432,26 @@ def read_numbers(qdir: str, qid: str, letter: str = "q") -> tuple[int, int] | No
     return numbers[0], numbers[1]
 
 
+def _read_tried(fd: int) -> tuple[bytes, bool]:
+    """A control file's bytes and whether a delivery holds it: the lock only tried (shared,
+    never waited for), on the same open, as printqueue does."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        locked = False
+    except BlockingIOError:
+        locked = True
+    data = os.read(fd, _HEAD)
+    if len(data) == _HEAD:
+        data += os.pread(fd, os.fstat(fd).st_size + 1, _HEAD)
+    return data, locked
+
+
 def read_listed(qdir: str, qid: str, letter: str = "q") -> tuple[str, int, bool]:
     """For mailq: the control file's text, the data file's size (-1: none) and whether a
-    delivery holds the entry - one open for text and lock, the lock only tried (shared, never
-    waited for), as printqueue does.  Raises OSError."""
+    delivery holds the entry.  Raises OSError."""
     fd = os.open(qf_path(qdir, qid, letter), os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            locked = False
-        except BlockingIOError:
-            locked = True
-        data = os.read(fd, _HEAD)
-        if len(data) == _HEAD:
-            data += os.pread(fd, os.fstat(fd).st_size + 1, _HEAD)
+        data, locked = _read_tried(fd)
     finally:
         os.close(fd)
     try:
@@ -462,6 +459,38 @@ def read_listed(qdir: str, qid: str, letter: str = "q") -> tuple[str, int, bool]
     except OSError:
         size = -1
     return from_bytes(data), size, locked
+
+
+def scan_listed(qdir: str, qids: list[str], letter: str = "q") -> Iterator[tuple[str, bytes, int, bool]]:
+    """For mailq over a whole queue: (qid, control file bytes, data file size or -1, locked)
+    of each entry that can be read, in the order given.  Each file is opened once, relative to
+    its directory (no path walk), and its df only stat-ed: a few system calls per entry."""
+    qfd = os.open(file_dir(qdir, letter), os.O_RDONLY | os.O_DIRECTORY)
+    dfd = os.open(file_dir(qdir, "d"), os.O_RDONLY | os.O_DIRECTORY)
+    prefix, open_, close, stat = letter + "f", os.open, os.close, os.stat
+    try:
+        for qid in qids:
+            try:
+                fd = open_(prefix + qid, _READ, dir_fd=qfd)
+            except OSError:
+                continue
+            try:
+                data, locked = _read_tried(fd)
+            except OSError:
+                continue
+            finally:
+                close(fd)
+            try:
+                size = stat("df" + qid, dir_fd=dfd).st_size
+            except OSError:
+                size = -1
+            yield qid, data, size, locked
+    finally:
+        os.close(qfd)
+        os.close(dfd)
+
+
+_READ = os.O_RDONLY | os.O_NOFOLLOW
 
 
 def read_body(qdir: str, qid: str) -> str:
@@ -673,7 +702,8 @@ def _remove_if_old(path: str, before: float, log) -> None:
 def ids(qdir: str, letter: str = "q") -> list[str]:
     """Queue IDs with a qf (or, for letter 'h', an hf) in qdir, in directory order."""
     prefix = letter + "f"
-    try:
-        return [n[2:] for n in os.listdir(file_dir(qdir, letter)) if n.startswith(prefix) and len(n) > 2]
+    try:  # scandir: never all of a big directory's names (df files too) in memory at once
+        with os.scandir(file_dir(qdir, letter)) as names:
+            return [n.name[2:] for n in names if n.name.startswith(prefix) and len(n.name) > 2]
     except OSError as exc:
         raise errors.OSFailure(f"cannot chdir({qdir}/): {exc.strerror}") from exc

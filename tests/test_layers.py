@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("fronts", ("mta.cli.",)),
     ("modes", ("mta.modes", "mta.check", "mta.identity")),
     ("daemon", ("mta.workers", "mta.smtpd", "mta.offload")),
-    ("delivery", ("mta.delivery", "mta.mailers.", "mta.notify", "mta.mailq", "mta.maildrop")),
+    ("delivery", ("mta.delivery", "mta.mailers.", "mta.notify", "mta.mailq", "mta.queuescan", "mta.maildrop")),
     ("submit/router", ("mta.submit", "mta.router", "mta.smtp", "mta.policy", "mta.aliases", "mta.context")),
     ("queue/maps/config", ("mta.queue", "mta.maps", "mta.config", "mta.bdb", "mta.cdb", "mta.sdbm",
                            "mta.makemap", "mta.stats", "mta.hoststat", "mta.log", "mta.message",

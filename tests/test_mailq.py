@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mta import config, mailq
+from mta import config, mailq, queuescan
 from mta.delivery import schedule
 
 from .conftest import DATA
@@ -59,6 +59,11 @@ def planted() -> dict[str, bytes | None]:
         "AAhuge0000020": qf(p=10**12, t=T0 + 7),
         "AAtornbig0021": qf(p=30210, extra=big, tail=""),
         "AAlink0000022": None,  # a symlink to a good qf: never followed
+        "AAfolded00023": qf("<folded@b.test>", p=30230, rcpts=("<f@b.test>\n\tmore", "<g@b.test>"),
+                            extra="C:dave\n\tand more\nB7BIT\n\tx\n"),
+        "AAdotcont0024": qf(p=30240, tail=".\n\tcontinued\n"),  # that '.' is no end: torn
+        "AAdotlater025": qf(p=30250, tail=".\n\tcontinued\n.\n"),
+        "AAMfolded0026": qf(p=30260, status="Deferred:\n\tfolded"),
     }
 
 
@@ -114,7 +119,19 @@ def listing_of(q, variant: dict) -> str:
     return "".join(mailq.show(str(q), **kw)).replace(str(q), "QDIR")
 
 
-def test_planted_queue_lists_as_before(qdir):
+@pytest.fixture(params=["one process", "two processes"])
+def scan(request, monkeypatch):
+    """Each listing test runs twice: read by one process, and by two (each half the directory)."""
+    spawned = []
+    if request.param == "two processes":
+        monkeypatch.setattr(queuescan, "PARALLEL_AT", 2)
+        spawn = queuescan._spawn
+        monkeypatch.setattr(queuescan, "_spawn", lambda *a: spawned.append(1) or spawn(*a))
+    yield request.param
+    assert bool(spawned) == (request.param == "two processes")
+
+
+def test_planted_queue_lists_as_before(qdir, scan):
     got = "".join(f"==== {name}\n{listing_of(qdir, v)}" for name, v in VARIANTS.items())
     want = (DATA / "mailq-planted.txt").read_text(encoding="utf-8")
     assert got == want
@@ -124,7 +141,7 @@ def order_of(text: str) -> list[str]:
     return [line[:13].strip() for line in text.splitlines() if line[:13].strip().startswith("AA")]
 
 
-def test_equal_keys_keep_directory_order(tmp_path):
+def test_equal_keys_keep_directory_order(tmp_path, scan):
     q = tmp_path / "q"
     q.mkdir()
     for i in range(40):

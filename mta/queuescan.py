@@ -1,0 +1,165 @@
+"""One pass over a queue directory, for mailq: each control file is read once (open, the lock
+tried, read, close, and a stat of its df: queue.scan_listed), and of each entry only its sort
+key and its listing bytes are kept, compactly, until they are printed in order.
+
+A big queue is read by two processes, each half of the directory: the child sends what it
+kept through a pipe.  The listing is the same, byte for byte; it only comes sooner when the
+machine has a second core.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+
+from mta import queue
+
+PARALLEL_AT = 4000  # control files from which a second process reads half the directory
+
+
+class Kept:
+    """What a pass kept: the requests counted, the entries kept (the first MaxQueueRunSize of
+    them), and of each kept entry that can be listed its key and its listing (latin-1 bytes,
+    one after another in ``text``; entry i ends at ``ends[i]``)."""
+
+    def __init__(self) -> None:
+        self.requests = self.kept = 0
+        self.keys: list = []
+        self.text = bytearray()
+        self.ends = array("Q")
+
+    def add(self, key, listing: str | None) -> None:
+        self.kept += 1
+        if listing is not None:  # a bad file: the next queue run moves it aside
+            self.keys.append(key)
+            self.text += listing.encode("latin-1")
+            self.ends.append(len(self.text))
+
+    def in_order(self, kind: str, shuffle: Callable[[list], None]) -> list[int]:
+        """The entries' numbers in QueueSortOrder; equal keys keep directory order."""
+        order = list(range(len(self.keys)))
+        if kind == "random":
+            shuffle(order)
+        elif kind != "none":
+            order.sort(key=self.keys.__getitem__)
+        return order
+
+    def listed(self, order: list[int]) -> Iterable[str]:
+        """The listings in this order, as often as they are iterated."""
+        return _Listed(self, order)
+
+    def pieces(self, order: list[int], chunk: int = 256) -> Iterator[str]:
+        """The listings in this order, chunk entries a piece (one write each)."""
+        view, ends = memoryview(self.text), self.ends
+        for start in range(0, len(order), chunk):
+            parts = [view[ends[i - 1] if i else 0:ends[i]] for i in order[start:start + chunk]]
+            yield b"".join(parts).decode("latin-1")
+
+
+class _Listed:
+    def __init__(self, kept: Kept, order: list[int]):
+        self.kept, self.order = kept, order
+
+    def __iter__(self) -> Iterator[str]:
+        return self.kept.pieces(self.order)
+
+
+Entry = Callable[[str, bytes, int, bool], tuple[object, str | None] | None]
+
+
+def collect(qdir: str, letter: str, entry: Entry, limit: int = 0) -> Kept:
+    """Read every control file of this letter in qdir once: ``entry(qid, data, df size,
+    locked)`` gives (sort key, listing or None) for a request, None for a file that is not one.
+    With MaxQueueRunSize (limit) the first limit requests found are kept, as gatherq keeps them."""
+    names = queue.ids(qdir, letter)
+    if limit or len(names) < PARALLEL_AT:
+        return _scan(qdir, letter, names, entry, limit)
+    half = len(names) // 2
+    child = _spawn(qdir, letter, names[half:], entry)
+    kept = _scan(qdir, letter, names[:half], entry, 0)
+    del names
+    if child is None or not _receive(kept, *child):
+        return _scan(qdir, letter, queue.ids(qdir, letter), entry, 0)  # the helper failed: all of it here
+    return kept
+
+
+def _scan(qdir: str, letter: str, qids: list[str], entry: Entry, limit: int) -> Kept:
+    kept = Kept()
+    for qid, data, size, locked in queue.scan_listed(qdir, qids, letter):
+        found = entry(qid, data, size, locked)
+        if found is None:
+            continue
+        kept.requests += 1
+        if not limit or kept.kept < limit:
+            kept.add(*found)
+    return kept
+
+
+def _spawn(qdir: str, letter: str, qids: list[str], entry: Entry) -> tuple[int, int] | None:
+    """A child that scans qids and writes what it kept to a pipe: (pid, read end), or None."""
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid:
+        os.close(w)
+        return pid, r
+    status = 1
+    try:  # the child: never back into the caller's code, never its atexit or buffers
+        os.close(r)
+        kept = _scan(qdir, letter, qids, entry, 0)
+        head = marshal.dumps((kept.requests, kept.kept, kept.keys, kept.ends.tobytes(), len(kept.text)))
+        _write_all(w, len(head).to_bytes(8, "big") + head)
+        _write_all(w, kept.text)
+        status = 0
+    finally:
+        os._exit(status)
+
+
+def _receive(kept: Kept, pid: int, r: int) -> bool:
+    """Append the child's entries to ours (they come after ours in directory order)."""
+    try:
+        size = int.from_bytes(_read_exactly(r, 8), "big")
+        requests, count, keys, ends, length = marshal.loads(_read_exactly(r, size))
+        base = len(kept.text)
+        kept.text.extend(bytes(length))
+        with memoryview(kept.text) as whole:
+            view, got = whole[base:], 0
+            while got < length:  # a pipe gives what it holds: read on until all is there
+                n = os.readv(r, [view[got:]])
+                if not n:
+                    raise EOFError
+                got += n
+            view.release()
+    except (OSError, EOFError, ValueError, TypeError):
+        return False
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    if status:
+        return False
+    kept.requests += requests
+    kept.kept += count
+    kept.keys += keys
+    kept.ends.extend(base + end for end in array("Q", ends))
+    return True
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        part = os.read(fd, min(n - got, 1 << 20))
+        if not part:
+            raise EOFError
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
