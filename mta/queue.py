@@ -432,6 +432,20 @@ def listed_numbers(data: bytes) -> tuple[int, int] | None:
     return numbers[0], numbers[1]
 
 
+def read_numbers(qdir: str, qid: str, letter: str = "q") -> tuple[int, int] | None:
+    """listed_numbers() of one control file; None also when it cannot be read."""
+    try:
+        fd = os.open(qf_path(qdir, qid, letter), _READ)
+    except OSError:
+        return None
+    try:
+        return listed_numbers(_read_tried(fd)[0])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_tried(fd: int) -> tuple[bytes, bool]:
     """A control file's bytes and whether a delivery holds it: the lock only tried (shared,
     never waited for), on the same open, as printqueue does."""

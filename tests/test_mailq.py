@@ -1,6 +1,6 @@
 """mta.mailq: the listing of a planted queue of odd entries is the same, byte for byte, as the
 listing mailq gave before it was made fast (tests/data/mailq-planted.txt, written by the
-two-pass mailq of main 889680c); what depends on directory order is checked against os.listdir."""
+two-pass mailq of main a1322c9); what depends on directory order is checked against os.listdir."""
 
 from __future__ import annotations
 
@@ -107,6 +107,7 @@ VARIANTS = {  # name -> (mailq.show keyword arguments); each is one section of t
     "cf time": {"cfg": "O QueueLA=1000\nO QueueSortOrder=time", "verbose": True},
     "cf filename": {"cfg": "O QueueLA=1000\nO QueueSortOrder=filename"},
     "quarantined": {"selection": schedule.Selection(quarantined=True), "verbose": True},
+    "lost": {"selection": schedule.Selection(lost=True)},
     "by sender": {"selection": schedule.Selection(senders=(("b.test", False),))},
     "by id": {"selection": schedule.Selection(ids=(("AAp", False),)), "verbose": True},
 }
