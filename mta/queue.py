@@ -29,6 +29,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from mta import errors, groupcommit
 from mta.message import Header, from_bytes, to_bytes
@@ -392,21 +393,41 @@ def control_path(qdir: str, qid: str) -> str:
     return path if os.path.exists(path) else qf_path(qdir, qid, "h")
 
 
-def read(qdir: str, qid: str, lost: bool = False) -> Entry:
-    """The entry qid (its qf or hf; its Qf when lost, for a -qL run)."""
+def _ident(st: os.stat_result) -> tuple:
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def read(qdir: str, qid: str, lost: bool = False, *, fd: int = -1,
+         known: tuple[tuple, Entry] | None = None) -> Entry:
+    """The entry qid (its qf or hf; its Qf when lost, for a -qL run); fd: the control file,
+    already open (under lock()); known: (Glance.ident, the entry parsed from that glance), taken
+    as it is when the file is still that one (a rewrite is always a new file, renamed into place)."""
     try:
-        with open(_open_control(qdir, qid, lost=lost), "rb") as fh:
-            entry = parse_entry(qid, from_bytes(fh.read()))
-            owner = os.fstat(fh.fileno()).st_uid
-            entry.unsafe = owner not in (0, os.geteuid())
-            entry.qdir, entry.lost = qdir, lost
+        own = fd < 0
+        fd = _open_control(qdir, qid, lost=lost) if own else fd
+        try:
+            st = os.fstat(fd)
+            if known and known[0] == _ident(st):
+                entry = known[1]
+            else:
+                entry = parse_entry(qid, from_bytes(os.pread(fd, st.st_size + 1, 0)))
+        finally:
+            if own:
+                os.close(fd)
+        entry.unsafe = st.st_uid not in (0, os.geteuid())
+        entry.qdir, entry.lost = qdir, lost
     except OSError as exc:
         raise errors.IOFailure(f"{qid}: cannot open: {exc.strerror}") from exc
-    try:
-        entry.body_size = os.stat(qf_path(qdir, qid, "d")).st_size
-    except OSError:
-        entry.body_size = -1
+    entry.body_size = data_size(qdir, qid)
     return entry
+
+
+def data_size(qdir: str, qid: str) -> int:
+    """The df's size, -1 when there is none."""
+    try:
+        return os.stat(qf_path(qdir, qid, "d")).st_size
+    except OSError:
+        return -1
 
 
 _HEAD = 4096  # most control files are shorter: one read() holds the whole file
@@ -505,11 +526,20 @@ def scan_listed(qdir: str, qids: list[str], letter: str = "q") -> Iterator[tuple
 
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW
+_MAX_READ = 0x7FFFF000  # Linux returns at most this much from one read()
 
 
 def read_body(qdir: str, qid: str) -> str:
-    with open(qf_path(qdir, qid, "d"), "rb") as fh:
-        return from_bytes(fh.read())
+    fd = os.open(qf_path(qdir, qid, "d"), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        chunks = [os.read(fd, size + 1)]  # one read for the whole file, the usual case
+        if len(chunks[0]) > size or len(chunks[0]) >= _MAX_READ:  # it grew, or is huge: on to the end
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        return from_bytes(b"".join(chunks))
+    finally:
+        os.close(fd)
 
 
 def remove(qdir: str, qid: str) -> None:
@@ -639,35 +669,41 @@ ORPHAN_AGE = 86400  # df/tf/xf/jf files without their qf, older than this, are r
 EMPTY_QF_AGE = 600  # an empty qf older than this is removed with its df, as readqf() does
 
 
-def sweep(qdir: str, log, now: float | None = None) -> None:
+def sweep(qdir: str, log, now: float | None = None) -> dict[str, Glance]:
     """Before a queue run: move bad qf files aside to Qf (logged once, as loseqfile), a qf whose
     df is gone too; remove empty qf files and df/tf/xf orphans that are old.  Locked files and
-    files of held (hf) or lost (Qf) entries are left alone."""
+    files of held (hf) or lost (Qf) entries are left alone.  Returns what it read of the qf files
+    that look whole, so the run does not read them again to sort them."""
     now = time.time() if now is None else now
     names: list[str] = []
+    seen: dict[str, Glance] = {}
     for where in dict.fromkeys(file_dir(qdir, letter) for letter in "qdx"):  # qf/ df/ xf/ or qdir
         try:
             names += os.listdir(where)
         except OSError:
-            return
+            return seen
     by_kind: dict[str, set[str]] = {}
     for name in names:
         if len(name) > 2 and name[1] == "f":
             by_kind.setdefault(name[0], set()).add(name[2:])
     has_df = by_kind.get("d", set())
     for qid in by_kind.get("q", ()):
-        _check_qf(qdir, qid, qid in has_df, log, now)
+        g = glance(qf_path(qdir, qid))
+        if g is not None and qid in has_df and _looks_whole(g.data):
+            seen[qid] = g  # the common case: no lock taken, no full parse
+        else:
+            _check_qf(qdir, qid, qid in has_df, log, now)
     owned = by_kind.get("q", set()) | by_kind.get("h", set()) | by_kind.get("Q", set())
     for letter in "dtxj":
         for qid in by_kind.get(letter, set()) - (owned if letter != "t" else set()):
             _remove_if_old(qf_path(qdir, qid, letter), now - ORPHAN_AGE, log)
+    return seen
 
 
 def _check_qf(qdir: str, qid: str, has_df: bool, log, now: float) -> None:
-    if has_df and _looks_whole(_peek(qf_path(qdir, qid))):
-        return  # the common case: no lock taken, no full parse (the run reads every qf anyway)
+    """A suspect qf, looked at again under its lock."""
     try:
-        with lock(qdir, qid) as fd:  # a suspect: looked at again under its lock
+        with lock(qdir, qid) as fd:
             st = os.fstat(fd)
             if st.st_size == 0:
                 if st.st_ctime < now - EMPTY_QF_AGE:
@@ -684,12 +720,35 @@ def _check_qf(qdir: str, qid: str, has_df: bool, log, now: float) -> None:
         return  # locked (being delivered or written) or gone
 
 
-def _peek(path: str) -> bytes:
+class Glance(NamedTuple):
+    """A control file as a queue run first sees it (gatherq): its bytes, when it last changed,
+    and whether a delivery holds it - without taking the entry."""
+
+    data: bytes
+    mtime: float
+    locked: bool
+    ident: tuple  # (inode, mtime in ns, size): the same file, unchanged, while these are equal
+
+
+def glance(path: str) -> Glance | None:
+    """One open: the bytes, the mtime and a shared lock only tried (never waited for, released
+    at once), as printqueue and gatherq look; None when it cannot be read."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        return b""
+        return None
+    try:
+        st = os.fstat(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            locked = False
+        except BlockingIOError:
+            locked = True
+        return Glance(os.pread(fd, st.st_size + 1, 0), st.st_mtime, locked, _ident(st))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 _SUSPECT_LINE = re.compile(rb"\n(?:[TKNP](?!-?[0-9]{0,19}\n)|[^TKNPFBM$SZCQrRH.dIqAD!EL \t\n])"

@@ -106,3 +106,22 @@ def test_quarantine_reason_is_the_q_line():
     text = queue.format_entry(e)
     assert "\nqheld RPFD:evil\n" in text and text.index("\nq") < text.index("\nS")
     assert queue.parse_entry("Q", text).quarantine == "held RPFD:evil"
+
+
+def test_what_a_run_glanced_at_is_reparsed_only_when_the_file_changed(tmp_path):
+    """A queue run parses each qf once, at the glance; the delivery takes that entry under the
+    lock only while the qf is the very file glanced at, else it reads the new one."""
+    qdir = str(tmp_path)
+    e = queue.Entry(queue.new_id(), ctime=1, sender="root", recipients=[queue.Recipient("bob")])
+    queue.store(qdir, e, "body\n")
+    g = queue.glance(queue.qf_path(qdir, e.qid))
+    assert g is not None and not g.locked and g.data.startswith(b"V")
+    seen = queue.parse_entry(e.qid, from_bytes(g.data))
+    with queue.lock(qdir, e.qid) as fd:
+        assert queue.read(qdir, e.qid, fd=fd, known=(g.ident, seen)) is seen
+        assert queue.glance(queue.qf_path(qdir, e.qid)).locked
+    e.recipients = [queue.Recipient("carol")]  # another runner rewrote it (tf, rename)
+    queue.store(qdir, e)
+    with queue.lock(qdir, e.qid) as fd:
+        got = queue.read(qdir, e.qid, fd=fd, known=(g.ident, seen))
+    assert got is not seen and [r.addr for r in got.recipients] == ["carol"]

@@ -148,12 +148,13 @@ def _log_results(ctx: Context, entry: Entry, results: list[Result], started: flo
 
 # -- one attempt ------------------------------------------------------------------------------------
 
-def deliver(ctx: Context, qid: str) -> int:
-    """Try to deliver queue entry qid now; returns a sysexits code for the worst outcome."""
+def deliver(ctx: Context, qid: str, known: tuple[tuple, Entry] | None = None) -> int:
+    """Try to deliver queue entry qid now; returns a sysexits code for the worst outcome.
+    known: what the run read of it (queue.read)."""
     try:
-        with queue.lock(ctx.qdir, qid, ctx.run_lost):
+        with queue.lock(ctx.qdir, qid, ctx.run_lost) as fd:
             try:
-                entry = queue.read(ctx.qdir, qid, ctx.run_lost)
+                entry = queue.read(ctx.qdir, qid, ctx.run_lost, fd=fd, known=known)
                 body = queue.read_body(ctx.qdir, qid)
             except queue.BadQueueFile as exc:
                 queue.lose(ctx.qdir, qid, exc.why, ctx.log)

@@ -23,7 +23,7 @@ import random
 import sys
 import time
 
-from mta import config, errors, qgroups, queue
+from mta import config, errors, message, qgroups, queue
 from mta.context import Context
 from mta.delivery import attempt, load
 from mta.queue import Entry
@@ -81,6 +81,7 @@ class Work:
     mtime: float = 0.0
     locked: bool = False
     too_young: bool = False
+    ident: tuple = ()  # the qf as read (queue.Glance.ident): unchanged, delivery need not parse it again
 
     @property
     def host(self) -> str:
@@ -134,11 +135,12 @@ def _too_young(cfg, entry: Entry, now: float) -> bool:
 
 
 def gather(cfg, qdir: str, selection: Selection, *, limit: int = 0, run: bool = True,
-           la: int | None = None) -> tuple[list[Work], int]:
+           la: int | None = None, seen: dict[str, queue.Glance] | None = None) -> tuple[list[Work], int]:
     """The entries of qdir a run (or, with run=False, a listing) works on, in directory order,
     at most limit (MaxQueueRunSize) of them, and how many selected entries there are (a run
     stops counting at the limit).  A run leaves out entries that are too young or that the
-    load average queues.  Raises OSFailure for an unreadable directory."""
+    load average queues; seen is what the run's sweep already read.  Raises OSFailure for an
+    unreadable directory."""
     now = time.time()
     if run:
         la = load.load_average() if la is None else la
@@ -147,7 +149,8 @@ def gather(cfg, qdir: str, selection: Selection, *, limit: int = 0, run: bool = 
     for qid in queue.ids(qdir, selection.letter):
         if run and limit and len(works) >= limit:
             break
-        work = _read(cfg, qdir, qid, selection, now)
+        seen_qf = seen.get(qid) if seen and selection.letter == "q" else None  # the sweep reads qf files only
+        work = _read(cfg, qdir, qid, selection, now, seen_qf, sizes=not run)
         if work is None:
             continue
         if run and not selection.subset and (work.too_young or load.should_queue(cfg, work.entry.priority, la)):
@@ -158,18 +161,25 @@ def gather(cfg, qdir: str, selection: Selection, *, limit: int = 0, run: bool = 
     return works, count
 
 
-def _read(cfg, qdir: str, qid: str, selection: Selection, now: float) -> Work | None:
-    path = queue.qf_path(qdir, qid, selection.letter)
-    try:
-        entry = queue.read(qdir, qid, lost=selection.lost)
-        mtime = os.stat(path).st_mtime
-    except (errors.MTAError, OSError):
+def _read(cfg, qdir: str, qid: str, selection: Selection, now: float, g: queue.Glance | None,
+          sizes: bool) -> Work | None:
+    """One entry as gatherq reads it, from what the sweep saw or one open of its own; sizes:
+    the data file's size too (a listing shows it)."""
+    g = g or queue.glance(queue.qf_path(qdir, qid, selection.letter))
+    if g is None:
         return None
+    try:
+        entry = queue.parse_entry(qid, message.from_bytes(g.data))
+    except errors.MTAError:
+        return None
+    entry.qdir, entry.lost = qdir, selection.lost
+    if sizes:
+        entry.body_size = queue.data_size(qdir, qid)
     held = bool(entry.quarantine) != selection.quarantined and not selection.lost
     if held or not selection.matches(entry):
         return None
     young = cfg is not None and not selection.subset and _too_young(cfg, entry, now)
-    return Work(entry, qdir, mtime, queue.is_locked(qdir, qid, selection.lost), young)
+    return Work(entry, qdir, g.mtime, g.locked, young, g.ident)
 
 
 def _host_order(works: list[Work]) -> list[Work]:
@@ -257,9 +267,9 @@ def run_group(ctx: Context, group: config.QueueGroup, selection: Selection) -> T
     jobs = _jobs(cfg, group)
     works: list[Work] = []
     for qdir in qgroups.directories(group):
-        queue.sweep(qdir, ctx.log)  # bad qf aside to Qf, old orphans removed (durable)
+        seen = queue.sweep(qdir, ctx.log)  # bad qf aside to Qf, old orphans removed (durable)
         try:
-            found, _n = gather(cfg, qdir, selection, limit=max(jobs - len(works), 0) if jobs else 0)
+            found, _n = gather(cfg, qdir, selection, limit=max(jobs - len(works), 0) if jobs else 0, seen=seen)
         except errors.MTAError as exc:
             ctx.log.line(f"gatherq: cannot open \"{qdir}\": {exc.text}")
             continue
@@ -327,6 +337,7 @@ def work_through(ctx: Context, works: list[Work], selection: Selection, *, start
     cfg = ctx.cfg
     progress = _Progress(ctx, len(works))
     order = SORT_ORDERS.get(cfg["QueueSortOrder"].strip()[:1].lower(), "priority")
+    contexts: dict[str, Context] = {}  # one per queue directory: its maps and aliases opened once
     for n in range(start, len(works), step):
         work, seq = works[n], n + 1
         where = f"{queue.print_name(work.qdir)}/{work.entry.qid}"
@@ -349,10 +360,10 @@ def work_through(ctx: Context, works: list[Work], selection: Selection, *, start
         progress.clear()
         if ctx.verbose:
             ctx.verbose.write(f"\nRunning {where} (sequence {seq} of {len(works)})\n")
-        where_ctx = ctx.at(work.qdir)
+        where_ctx = contexts.get(work.qdir) or contexts.setdefault(work.qdir, ctx.at(work.qdir))
         where_ctx.run_quarantined = selection.quarantined
         where_ctx.run_lost = selection.lost
-        _count(tally, work, attempt.deliver(where_ctx, work.entry.qid))
+        _count(tally, work, attempt.deliver(where_ctx, work.entry.qid, known=(work.ident, work.entry)))
         progress.show(tally)
     progress.done()
     return tally
