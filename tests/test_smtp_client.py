@@ -109,3 +109,14 @@ def test_any_bytes_give_replies_or_a_protocol_error(chunks):
                 assert 100 <= one.code <= 999 and one.lines
     except client.ProtocolError:
         pass
+
+
+@given(st.binary(max_size=64))
+def test_message_bytes_is_the_rfc_5321_definition(text):
+    """CRLF line ends (CR, LF and CRLF each end a line), every line starting with '.' gets one
+    more, one CRLF at the end, then '.': as the regular expressions say it."""
+    import re
+
+    data = re.sub(rb"\r\n|\r|\n", b"\r\n", text)
+    data += b"\r\n" if data and not data.endswith(b"\r\n") else b""
+    assert client.message_bytes(text) == re.sub(rb"(?m)^\.", b"..", data) + b".\r\n"

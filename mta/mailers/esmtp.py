@@ -82,9 +82,12 @@ def _cached(host: str, port: int, s: Settings) -> Session | None:
     if time.monotonic() - session.used > s.cache_timeout:
         session.close()
         return None
+    session.reused = True
+    if session.ext.has("PIPELINING"):
+        session.probe = True  # RSET goes out with the next MAIL, not in a round trip of its own
+        return session
     try:
         if session.command(b"RSET\r\n").ok:
-            session.reused = True
             return session
     except Failed:
         pass
@@ -127,9 +130,10 @@ def _mark(host: str, s: Settings, outcome: Outcome | None) -> None:
 
 # -- delivering --------------------------------------------------------------------------------------
 
-def _open(host: str, port: int, s: Settings) -> Session:
-    """A ready session to host: a cached one, or a new one on the first address that answers."""
-    session = _cached(host, port, s)
+def _open(host: str, port: int, s: Settings, fresh: bool = False) -> Session:
+    """A ready session to host: a cached one (unless fresh), or a new one on the first address
+    that answers."""
+    session = None if fresh else _cached(host, port, s)
     if session is not None:
         return session
     lock = hoststat.lock(s.hoststat_dir, host) if s.single_thread else None
@@ -196,28 +200,31 @@ def deliver(*, host: str, port: int, sender: str, recipients: list[str], text: s
         if down is not None:
             last = down
             continue
-        try:
-            session = _open(mx, port, s)
-        except errors.MTAError as exc:
-            last = Outcome.from_error(exc)
-            continue
-        except Failed as exc:
-            last = exc.outcome
-            if exc.final:
-                return [last] * len(recipients)
-            if exc.host_down:
-                _mark(mx, s, last)
-            continue
-        if not session.reused:
-            _mark(mx, s, None)
-        try:
-            outcomes = _send(session, sender, recipients, payload, size, dsn)
-        except Failed as exc:
-            session.close(quit=False)
-            last = exc.outcome
-            continue
-        _keep(session, s)
-        return outcomes
+        for fresh in (False, True):
+            try:
+                session = _open(mx, port, s, fresh)
+            except errors.MTAError as exc:
+                last = Outcome.from_error(exc)
+                break
+            except Failed as exc:
+                last = exc.outcome
+                if exc.final:
+                    return [last] * len(recipients)
+                if exc.host_down:
+                    _mark(mx, s, last)
+                break
+            if not session.reused:
+                _mark(mx, s, None)
+            try:
+                outcomes = _send(session, sender, recipients, payload, size, dsn)
+            except Failed as exc:
+                session.close(quit=False)
+                last = exc.outcome
+                if session.reused and exc.unsent:
+                    continue  # the cached connection had gone: once more on a new one
+                break
+            _keep(session, s)
+            return outcomes
     return [last] * len(recipients)
 
 

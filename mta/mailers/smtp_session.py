@@ -58,6 +58,7 @@ class Failed(Exception):
     def __init__(self, outcome: Outcome, host_down: bool = True, final: bool = False):
         super().__init__(outcome.text)
         self.outcome, self.host_down, self.final = outcome, host_down, final
+        self.unsent = False  # it failed before the message text went out: it may be sent again
 
 
 class TLSFailed(Exception):
@@ -77,6 +78,7 @@ class Session:
         self.verify, self.cipher_bits, self.used = "NONE", 0, time.monotonic()
         self.lock = None  # SingleThreadDelivery: the host's lock, held while the session lives
         self.reused = False  # taken from the connection cache
+        self.probe = False  # the next transaction starts with RSET (mci_get's smtpprobe)
         try:
             self.sock = socket.create_connection((ip, port), timeout=s.connect_timeout)
         except OSError as exc:
@@ -95,7 +97,8 @@ class Session:
 
     def write(self, data: bytes, payload: bool = False) -> None:
         if payload:
-            self._log(">>>", data.decode("latin-1").split("\r\n")[:-2], verbose=False)
+            if self.s.traffic is not None:
+                self._log(">>>", data.decode("latin-1").split("\r\n")[:-2], verbose=False)
             self._log(">>>", ["."])
         elif data:
             self._log(">>>", [self._shown(line) for line in data.decode("utf-8", "replace").split("\r\n")[:-1]])
@@ -110,7 +113,9 @@ class Session:
         return "AUTH " + line.split(" ", 2)[1] + " ..." if line.upper().startswith("AUTH ") else line
 
     def read(self, timeout: float | None = None) -> Reply:
-        self.sock.settimeout(timeout or self.s.command_timeout)
+        timeout = timeout or self.s.command_timeout
+        if timeout != self.sock.gettimeout():  # each settimeout() is a system call
+            self.sock.settimeout(timeout)
         try:
             while True:
                 reply = self.replies.next()
@@ -242,7 +247,7 @@ class Session:
     def send(self, sender: str, rcpts: list[str], payload: bytes, size: int,
              dsn: tuple[list[str], list[list[str]]] | None) -> client.Transaction:
         options = [f"SIZE={size}"] if self.ext.has("SIZE") else []
-        if self.ext.has("8BITMIME") and any(b > 127 for b in payload):
+        if self.ext.has("8BITMIME") and not payload.isascii():
             options.append("BODY=8BITMIME")
         if self.ext.has("SMTPUTF8") and not (sender + "".join(rcpts)).isascii():
             options.append("SMTPUTF8")
@@ -250,14 +255,22 @@ class Session:
         mail = client.command("MAIL", " ".join([f"From:<{sender}>", *options, *(dsn[0] if with_dsn else [])]))
         cmds = [client.command("RCPT", " ".join([f"To:<{r}>", *(dsn[1][i] if with_dsn else [])]))
                 for i, r in enumerate(rcpts)]
-        t = client.Transaction(self.ext, mail, cmds, payload)
-        t.dsn = with_dsn
+        t = client.Transaction(self.ext, mail, cmds, payload, reset=self.probe)
+        t.dsn, self.probe = with_dsn, False
         out, sent_payload = t.start(), False
-        while not t.done:
-            if out:
-                sent_payload = out is payload
-                self.write(out, payload=sent_payload)
-            out = t.feed(self.read(self.s.final_timeout if sent_payload else None))
+        try:
+            while not t.done:
+                if out:
+                    sent_payload = out is payload
+                    self.write(out, payload=sent_payload)
+                out = t.feed(self.read(self.s.final_timeout if sent_payload else None))
+        except client.ProtocolError as exc:  # feed()'s: a reply out of place, a refused RSET
+            failed = Failed(Outcome.from_error(errors.TempFail(f"{exc} by {self.host}", status="4.4.2"), self.relay))
+            failed.unsent = not sent_payload
+            raise failed from exc
+        except Failed as exc:
+            exc.unsent = not sent_payload
+            raise
         self.used = time.monotonic()
         return t
 

@@ -131,11 +131,11 @@ def command(verb: str, arg: str = "") -> bytes:
 
 def message_bytes(text: bytes) -> bytes:
     """The DATA payload: CRLF line ends, dot-stuffed, ending with CRLF.CRLF."""
-    data = re.sub(rb"\r\n|\r|\n", b"\r\n", text)
+    data = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
-    data = re.sub(rb"(?m)^\.", b"..", data)
-    return data + b".\r\n"
+    data = data.replace(b"\r\n.", b"\r\n..")
+    return (b"." if data.startswith(b".") else b"") + data + b".\r\n"
 
 
 def auth_plain(user: str, password: str, authzid: str = "") -> bytes:
@@ -159,8 +159,9 @@ class Transaction:
     Afterwards: ``mail`` (MAIL's reply), ``rcpts`` (one reply per recipient, None if never sent),
     ``final`` (the reply to the text, or to DATA when it was refused)."""
 
-    def __init__(self, ext: Extensions, mail: bytes, rcpts: list[bytes], payload: bytes):
+    def __init__(self, ext: Extensions, mail: bytes, rcpts: list[bytes], payload: bytes, reset: bool = False):
         self.pipelining = ext.has("PIPELINING")
+        self._reset = reset and self.pipelining  # a cached connection's RSET, in the same group
         self._mail_cmd, self._rcpt_cmds, self._payload = mail, rcpts, payload
         self._expect: list[str] = []
         self.mail: Reply | None = None
@@ -172,8 +173,8 @@ class Transaction:
 
     def start(self) -> bytes:
         if self.pipelining:
-            self._expect = ["MAIL"] + ["RCPT"] * len(self._rcpt_cmds) + ["DATA"]
-            return self._mail_cmd + b"".join(self._rcpt_cmds) + b"DATA\r\n"
+            self._expect = ["RSET"] * self._reset + ["MAIL"] + ["RCPT"] * len(self._rcpt_cmds) + ["DATA"]
+            return b"RSET\r\n" * self._reset + self._mail_cmd + b"".join(self._rcpt_cmds) + b"DATA\r\n"
         self._expect = ["MAIL"]
         return self._mail_cmd
 
@@ -186,6 +187,11 @@ class Transaction:
             raise ProtocolError("reply to nothing")
         step = self._expect.pop(0)
         return getattr(self, f"_on_{step.lower()}")(reply)
+
+    def _on_rset(self, reply: Reply) -> bytes:
+        if not reply.ok:  # the cached connection is not usable: the caller tries a new one
+            raise ProtocolError(f"RSET answered {reply.code}")
+        return b""
 
     def _on_mail(self, reply: Reply) -> bytes:
         self.mail = reply

@@ -151,6 +151,54 @@ def test_pipelining_sends_mail_rcpt_data_in_one_write(inst):
     assert reads[2] == b"QUIT\r\n"
 
 
+def _hanging_up_peer(port: int, got: list[bytes]) -> threading.Event:
+    """A pipelining peer that takes one message per connection and then hangs up without a
+    word, as a server whose idle timeout has passed; got: each connection's first command group."""
+    ready = threading.Event()
+
+    def serve() -> None:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(4)
+            s.settimeout(20)
+            ready.set()
+            for _ in range(3):
+                c, _ = s.accept()
+                with c:
+                    c.sendall(b"220 peer.test ESMTP\r\n")
+                    c.recv(1000)
+                    c.sendall(b"250-peer.test\r\n250 PIPELINING\r\n")
+                    group = b""
+                    while not group.endswith(b"DATA\r\n"):
+                        group += c.recv(4000)
+                    got.append(group)
+                    c.sendall(b"250 ok\r\n" * (group.count(b"\r\n") - 1) + b"354 go\r\n")
+                    data = b""
+                    while not data.endswith(b"\r\n.\r\n"):
+                        data += c.recv(4000)
+                    c.sendall(b"250 2.0.0 queued\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return ready
+
+
+@needs_peers
+def test_a_cached_connection_the_peer_closed_costs_nothing(inst):
+    """The RSET that checks a cached connection goes out with the next MAIL (one round trip,
+    not two); when the peer has hung up meanwhile, the message goes over a new connection."""
+    port, got = free_port(), []
+    assert _hanging_up_peer(port, got).wait(5)
+    with _world(inst, ["@ MX 10 mx1", "mx1 A 127.0.0.1"], port):
+        for subject in ("one", "two", "three"):
+            _queue(inst, [f"{subject}@remote.test"], subject)
+        r = inst.run("-q", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert inst.qfs() == [], inst.run("-bp").stdout
+    assert len(got) == 3 and all(g.startswith(b"MAIL From:") for g in got), got  # a new connection each
+    assert inst.log().count("stat=Sent") == 3 and "Deferred" not in inst.log()
+
+
 @needs_peers
 def test_starttls_failure_then_clear_delivery_unless_tls_srv_requires_it(inst, certs, tmp_path):  # noqa: F811
     port = free_port()
