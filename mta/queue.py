@@ -739,12 +739,8 @@ def glance(path: str) -> Glance | None:
         return None
     try:
         st = os.fstat(fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            locked = False
-        except BlockingIOError:
-            locked = True
-        return Glance(os.pread(fd, st.st_size + 1, 0), st.st_mtime, locked, _ident(st))
+        data, locked = _read_tried(fd)
+        return Glance(data, st.st_mtime, locked, _ident(st))
     except OSError:
         return None
     finally:
