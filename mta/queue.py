@@ -639,9 +639,10 @@ def set_quarantine(qdir: str, qid: str, reason: str | None) -> str | None:
         return old
 
 
-def delete(qdir: str, qid: str) -> None:
-    """Remove an entry under its lock (mailq --delete, ext); raises Locked or MTAError."""
-    with lock(qdir, qid):
+def delete(qdir: str, qid: str, lost: bool = False) -> None:
+    """Remove an entry (a lost one: its Qf) under its lock (mailq --delete, ext); raises Locked
+    or MTAError."""
+    with lock(qdir, qid, lost):
         remove(qdir, qid)
 
 

@@ -200,5 +200,7 @@ def test_lost_entries_are_gathered_only_by_a_lost_selection(tmp_path):
                                         "qfAAAAAAAA000001"]
     with queue.lock(qdir, "BBBBBBBB000002", lost=True):
         assert queue.read(qdir, "BBBBBBBB000002", lost=True).tries == 1
-    queue.remove(qdir, "BBBBBBBB000002")
+    with pytest.raises(errors.MTAError):
+        queue.delete(qdir, "BBBBBBBB000002")  # only as a lost entry
+    queue.delete(qdir, "BBBBBBBB000002", lost=True)
     assert sorted(os.listdir(qdir)) == ["dfAAAAAAAA000001", "qfAAAAAAAA000001"]

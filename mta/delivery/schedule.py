@@ -480,7 +480,7 @@ def delete(ctx: Context, selection: Selection) -> int:
     deleted = 0
     for qdir, entry in _selected(ctx, selection):
         try:
-            queue.delete(qdir, entry.qid)
+            queue.delete(qdir, entry.qid, selection.lost)
         except queue.Locked:
             print(f"Skipping {entry.qid}: locked", flush=True)
             continue

@@ -486,6 +486,10 @@ def test_lost_items_are_listed_and_run_only_with_qL(inst, sink):
     assert queue.read_numbers(str(inst.mqueue), qid, "Q") is not None and not inst.qfs()
     inst.write_cf(_relay(inst.sink_port))
     assert inst.run("-q").returncode == 0 and len(sink.messages) == 1  # a normal run leaves it
+    other = plant(inst.mqueue, 3)
+    queue.lose(str(inst.mqueue), other, "test")
+    r = inst.run("--delete", "-qL", f"-qI{other}", prog="mailq")
+    assert f"{other}: deleted" in r.stdout.decode() and not [n for n in os.listdir(inst.mqueue) if other in n]
     assert inst.run("-qL", "-v").returncode == 0
     assert _subjects(sink)[-1] == "lost one" and len(sink.messages) == 2
     assert not [n for n in os.listdir(inst.mqueue) if qid in n]
