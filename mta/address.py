@@ -34,18 +34,24 @@ check_rcpt does.)  A quoted string whose content needs no quotes loses them (``"
 
 from __future__ import annotations
 
-import ipaddress
-import re
-
 from mta import errors
 from mta.record import record
 
 MAXNAME = 256  # Sendmail's MAXNAME: the longest token
 MAXADDR = MAXNAME + 40 - 5  # PSBUFSIZE less prescan's reserve: the longest address
 SPECIALS = "<>@,;:"
-_FORBIDDEN = re.compile(r"[\r\n\x00]")
-_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
+_ATEXT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~-")
+_LABEL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def dot_atom(text: str) -> bool:
+    """RFC 5322 dot-atom-text: atext runs joined by single dots."""
+    return all(part and _ATEXT.issuperset(part) for part in text.split("."))
+
+
+def host_label(label: str) -> bool:
+    """A host name label as Sendmail takes it: letters, digits, '_' and '-', no '-' at either end."""
+    return bool(label) and _LABEL.issuperset(label) and label[0] != "-" and label[-1] != "-"
 
 
 @record(frozen=True)
@@ -210,13 +216,15 @@ def _local(tokens: list[str]) -> str:
     if any(t.startswith("[") for t in tokens) or ";" in tokens:
         raise _error("Invalid address", "5.1.2")
     local = "".join(tokens)
-    if local.startswith('"') and local.endswith('"') and len(tokens) == 1 and _ATEXT.fullmatch(local[1:-1]):
+    if local.startswith('"') and local.endswith('"') and len(tokens) == 1 and dot_atom(local[1:-1]):
         local = local[1:-1]  # "bob" is bob
     return local
 
 
 def literal(text: str) -> str | None:
     """'[1.2.3.4]' / '[IPv6:...]' in canonical form, or None when it is no address literal."""
+    import ipaddress  # only for literals: not on every command's start
+
     body = text[1:-1]
     tag, colon, rest = body.partition(":")
     try:
@@ -250,7 +258,7 @@ def _domain(tokens: list[str]) -> str:
     domain = "".join(tokens)
     name = domain[:-1] if domain.endswith(".") else domain
     labels = ascii_domain(name).split(".")
-    if not name or len(name) > 255 or not all(_LABEL.fullmatch(label) for label in labels):
+    if not name or len(name) > 255 or not all(host_label(label) for label in labels):
         raise _error("Invalid host name", "5.1.2")
     return name
 
@@ -274,7 +282,7 @@ def _uucp(local: str) -> Address:
 
 def parse(text: str) -> Address:
     """Parse one envelope or header address into an ``Address``."""
-    if _FORBIDDEN.search(text):
+    if "\r" in text or "\n" in text or "\x00" in text:
         raise _error("Invalid character in address", "5.0.0")
     if len(text) > MAXADDR * 4:
         raise _error("Address too long", "5.1.1")

@@ -12,7 +12,6 @@ Every option has one default here (``OPTIONS``); values are converted once, when
 from __future__ import annotations
 
 import os
-import re
 
 from mta import VERSION, errors
 from mta.record import factory, record
@@ -28,9 +27,25 @@ def interval(text: str, default: str = "s") -> int:
         return 0
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     total = 0
-    for number, unit in re.findall(r"(\d+)([smhdw]?)", text):
+    for number, unit in _numbers_and_units(text):
         total += int(number) * units.get(unit or default, 1)
     return total
+
+
+def _numbers_and_units(text: str) -> list[tuple[str, str]]:
+    """re.findall(r"(\\d+)([smhdw]?)", text), without re (its import is much of a command's start)."""
+    found, i, n = [], 0, len(text)
+    while i < n:
+        if not text[i].isdecimal():
+            i += 1
+            continue
+        j = i
+        while j < n and text[j].isdecimal():
+            j += 1
+        unit = text[j] if j < n and text[j] in "smhdw" else ""
+        found.append((text[i:j], unit))
+        i = j + len(unit)
+    return found
 
 
 NOW = -1  # convtime's "now": Timeout.queuereturn=now returns entries at once, untried
@@ -59,7 +74,7 @@ def first_letter(text: str) -> str:
 
 
 def words(text: str) -> tuple[str, ...]:
-    return tuple(w.lower() for w in re.split(r"[\s,]+", text) if w)
+    return tuple(w.lower() for w in text.replace(",", " ").split())
 
 
 def text_value(text: str) -> str:
@@ -352,19 +367,15 @@ class Config:
         return expand(text, {**self.macros, **(extra or {})})
 
 
-_MACRO = re.compile(r"\$(\?)?(\{[^}]*\}|.)")
-
-
 def expand(text: str, macros: dict[str, str]) -> str:
     """Expand $x, ${name} and the $?x ... $| ... $. conditional, as sendmail's expand()."""
     out: list[str] = []
     active: list[bool] = []  # one entry per open conditional: is its current branch taken?
     pos = 0
-    for m in _MACRO.finditer(text):
+    for start, pos_after, cond, token in _macros(text):
         if all(active):
-            out.append(text[pos:m.start()])
-        pos = m.end()
-        cond, token = m.group(1), m.group(2)
+            out.append(text[pos:start])
+        pos = pos_after
         name = token[1:-1] if token.startswith("{") else token
         if cond:
             active.append(bool(macros.get(name)))
@@ -381,17 +392,61 @@ def expand(text: str, macros: dict[str, str]) -> str:
     return "".join(out)
 
 
+def _macros(text: str):
+    """(start, end, '?' or '', token) of each $x, ${name}, $?x in text: what
+    re.finditer(r"\\$(\\?)?(\\{[^}]*\\}|.)", text) finds, without re."""
+    at = text.find("$")
+    while at >= 0:
+        if text[at + 1:at + 2] == "?":
+            found = _macro_token(text, at + 2)
+            if found is not None:
+                yield at, found, "?", text[at + 2:found]
+                at = text.find("$", found)
+                continue
+        found = _macro_token(text, at + 1)
+        if found is None:
+            at = text.find("$", at + 1)
+            continue
+        yield at, found, "", text[at + 1:found]
+        at = text.find("$", found)
+
+
+def _macro_token(text: str, at: int) -> int | None:
+    """Where the token at ``at`` ends: ${name} through its brace, else one character (no newline)."""
+    if text[at:at + 1] == "{":
+        close = text.find("}", at + 1)
+        if close >= 0:
+            return close + 1
+    return at + 1 if at < len(text) and text[at] != "\n" else None
+
+
 def _host_macros(macros: dict[str, str]) -> None:
     """$j (canonical name, from the resolver unless the cf sets Dj), $w (short name), $m (domain)."""
     if not macros.get("j"):
-        import socket
-
-        fqdn = socket.getfqdn()
-        macros["j"] = fqdn if "." in fqdn else socket.gethostname()
+        fqdn = _fqdn()
+        macros["j"] = fqdn if "." in fqdn else _hostname()
     j = macros["j"]
     macros.setdefault("w", j.split(".")[0])
     macros.setdefault("m", j.partition(".")[2])
     macros.setdefault("k", os.uname().nodename)
+
+
+def _hostname() -> str:
+    import _socket  # the C module: socket.py would bring selectors and more into every command
+
+    return _socket.gethostname()
+
+
+def _fqdn() -> str:
+    """socket.getfqdn() of this host: the first of its resolved name and aliases with a dot."""
+    import _socket
+
+    name = _hostname()
+    try:  # as bytes: a str makes Python load the idna codec, even for an ASCII name
+        hostname, aliases, _addrs = _socket.gethostbyaddr(name.encode() if name.isascii() else name)
+    except OSError:
+        return name
+    return next((alias for alias in (hostname, *aliases) if "." in alias), hostname)
 
 
 def _logical_lines(text: str):
@@ -436,11 +491,46 @@ def _read_class_file(cfg: Config, name: str, spec: str) -> None:
 def _parse_mailer(body: str) -> Mailer:
     name, _, rest = body.partition(",")
     fields = {}
-    for part in re.split(r",\s*(?=[A-Za-z]=)", rest.strip()):
+    for part in _mailer_fields(rest.strip()):
         key, eq, value = part.partition("=")
         if eq:
             fields[key.strip()[:1].upper()] = value.strip()
     return Mailer(name.strip(), fields.get("P", ""), fields.get("F", ""), fields.get("A", ""), fields)
+
+
+def _mailer_fields(rest: str) -> list[str]:
+    """re.split(r",\\s*(?=[A-Za-z]=)", rest): the fields of an M line, split at each comma
+    that a letter and '=' follow (spaces between), without re."""
+    parts, start, at, n = [], 0, rest.find(","), len(rest)
+    while at >= 0:
+        j = at + 1
+        while j < n and rest[j].isspace():
+            j += 1
+        if j + 1 < n and rest[j].isascii() and rest[j].isalpha() and rest[j + 1] == "=":
+            parts.append(rest[start:at])
+            start = j
+        at = rest.find(",", at + 1)
+    parts.append(rest[start:])
+    return parts
+
+
+def _features(text: str) -> list[str]:
+    """The m4 file names of the cf's "#####  $Id: name.m4,v ..." lines: what
+    re.findall(r"^#####\\s+\\$Id: ([\\w-]+)\\.m4,", text, re.M) finds, without re."""
+    found, n = [], len(text)
+    start = 0 if text.startswith("#####") else text.find("\n#####") + 1 or -1
+    while start >= 0:
+        j = start + 5
+        while j < n and text[j].isspace():
+            j += 1
+        if j > start + 5 and text.startswith("$Id: ", j):
+            k = j + 5
+            while k < n and (text[k].isalnum() or text[k] in "_-"):
+                k += 1
+            if k > j + 5 and text.startswith(".m4,", k):
+                found.append(text[j + 5:k])
+        start = text.find("\n#####", start) + 1 or -1
+    return found
 
 
 def _parse_map(body: str) -> MapDecl:
@@ -453,7 +543,7 @@ def _parse_map(body: str) -> MapDecl:
 
 
 def parse(text: str, cfg: Config) -> Config:
-    cfg.features.update(re.findall(r"^#####\s+\$Id: ([\w-]+)\.m4,", text, re.M))
+    cfg.features.update(_features(text))
     for lineno, line in _logical_lines(text):
         try:
             _parse_line(cfg, line)
@@ -496,12 +586,28 @@ def _parse_line(cfg: Config, line: str) -> None:
         cfg.queue_groups[group.name] = group
     elif kind in "SR":
         cfg.ignored_rules += 1
-        relay = _RELAY_MSG.match(line)
-        if relay:  # check_rcpt's last rule: the reply for a relay attempt (confRELAY_MSG)
-            cfg.relay_msg = relay.group(1)
+        relay = _relay_msg(line)
+        if relay is not None:  # check_rcpt's last rule: the reply for a relay attempt (confRELAY_MSG)
+            cfg.relay_msg = relay
 
 
-_RELAY_MSG = re.compile(r'R\$\*\s+\$#error \$@ 5\.7\.1 \$: "550 (Relaying denied[^"]*)"\s*$')
+_RELAY_RULE = '$#error $@ 5.7.1 $: "550 '
+
+
+def _relay_msg(line: str) -> str | None:
+    """The text of a rule 'R$*  $#error $@ 5.7.1 $: "550 Relaying denied..."', else None: what
+    re.match(r'R\\$\\*\\s+\\$#error \\$@ 5\\.7\\.1 \\$: "550 (Relaying denied[^"]*)"\\s*$', line)
+    captures, without re."""
+    if not line.startswith("R$*"):
+        return None
+    j = 3
+    while j < len(line) and line[j].isspace():
+        j += 1
+    start = j + len(_RELAY_RULE)
+    if j == 3 or not line.startswith(_RELAY_RULE, j) or not line.startswith("Relaying denied", start):
+        return None
+    end = line.find('"', start)
+    return line[start:end] if end >= 0 and not line[end + 1:].strip() else None
 
 
 _LOCAL_LITERALS: set[str] | None = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import random
 import sys
 
 from mta import config, log
@@ -44,7 +43,7 @@ class Context:
         Sendmail picks one of a group's queues), or the directory a queue run is working on."""
         if not self._qdir:
             dirs = config.queue_directories(self.cfg["QueueDirectory"])
-            self._qdir = dirs[0] if len(dirs) == 1 else random.choice(dirs)
+            self._qdir = dirs[0] if len(dirs) == 1 else _pick(dirs)
         return self._qdir
 
     def at(self, qdir: str) -> Context:
@@ -88,3 +87,9 @@ class Context:
         """tell(), but only when somebody is watching (interactive delivery or -v)."""
         if self.interactive or self.verbose:
             self.tell(text)
+
+
+def _pick(dirs: list[str]) -> str:
+    import random  # only with several queue directories: not on every command's start
+
+    return random.choice(dirs)

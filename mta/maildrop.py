@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import pwd
-import socket
-import struct
 import sys
 import time
 
 from mta import config, errors, submit
 from mta.context import Context
 from mta.delivery import attempt, mode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 MAGIC = b"sendmail-py drop 1\n"
 HEADER_MAX = 256 * 1024
@@ -61,6 +62,8 @@ def wanted(ctx: Context) -> bool:
 
 
 def envelope(sub: submit.Submission, ignore_dots: bool, size: int) -> bytes:
+    import json  # lazily, as socket and struct: `sendmail -t` imports this module
+
     head = {"recipients": list(sub.recipients), "read_headers": sub.read_headers, "ignore_dots": ignore_dots,
             "size": size}
     head.update({f: getattr(sub, f) for f in FIELDS})
@@ -95,6 +98,8 @@ def drop(ctx: Context, sub: submit.Submission, data: bytes) -> int:
 
 
 def _connect(where: str, timeout: float = 5) -> socket.socket | None:
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -119,6 +124,8 @@ def kick(where: str) -> None:
 def ask_listing(where: str, args: list[str]) -> tuple[int, str] | None:
     """The queue listing from the daemon, for a user who cannot read the queue; None when no
     daemon answers."""
+    import json
+
     sock = _connect(where, 60)
     if sock is None:
         return None
@@ -180,6 +187,8 @@ def parse(data: bytes, limit: int) -> tuple[submit.Submission, bool, bytes]:
         raise ValueError("envelope line too long")
     if len(message) > limit:
         raise ValueError("message too large")
+    import json
+
     head = json.loads(line)
     if not isinstance(head, dict) or not isinstance(head.get("size"), int):
         raise ValueError("bad envelope")
@@ -289,6 +298,9 @@ def _fsync_dir(where: str) -> None:
 
 
 def peer_uid(sock: socket.socket) -> int:
+    import socket
+    import struct
+
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
 
@@ -346,6 +358,7 @@ async def serve(get_cfg, pool) -> None:
     """The daemon's side, for its lifetime (cancel to stop): pick up at start, when kicked and
     every minute; answer list requests.  ``get_cfg()`` is the daemon's current config."""
     import asyncio  # lazily: `sendmail -t` imports this module
+    import json
     import subprocess
 
     where = directory(get_cfg())

@@ -8,18 +8,26 @@ A header may carry a condition: ``?P?`` means "only for mailers with flag P" (op
 
 from __future__ import annotations
 
-import re
 import time
 
 from mta.record import factory, record
 
 ENCODING = "latin-1"
-_HEADER_LINE = re.compile(r"^([!-9;-~]+)[ \t]*:")
 MAX_HEADER_BYTES = 32768  # MaxHeadersLength default
 
 
 def to_bytes(text: str) -> bytes:
     return text.encode(ENCODING)
+
+
+def header_name(line: str) -> tuple[str, int]:
+    """A header line's field name and where its colon is; ('', -1) when it is no header line.
+    The name is printable ASCII, no space or colon ([!-9;-~]+), then spaces or tabs, then ':'."""
+    colon = line.find(":")
+    name = line[:colon].rstrip(" \t") if colon > 0 else ""
+    if not name or not name.isascii() or not name.isprintable() or " " in name:
+        return "", -1
+    return name, colon
 
 
 def from_bytes(data: bytes) -> str:
@@ -94,10 +102,10 @@ def parse(text: str) -> Message:
         if line[:1] in (" ", "\t") and msg.headers:
             msg.headers[-1].value += "\n" + line
         else:
-            m = _HEADER_LINE.match(line)
-            if not m or size > MAX_HEADER_BYTES:
+            name, colon = header_name(line)
+            if not name or size > MAX_HEADER_BYTES:
                 break
-            msg.headers.append(Header(m.group(1), line[m.end():].lstrip(" \t")))
+            msg.headers.append(Header(name, line[colon + 1:].lstrip(" \t")))
         size += len(line) + 1
         pos = end + 1
     msg.body = text[pos:]

@@ -16,8 +16,6 @@ entry per group and per ``recipients=`` limit (queue.c setnewqueue, split_by_rec
 
 from __future__ import annotations
 
-import random
-
 from mta import config, errors, queue
 from mta.queue import Entry
 from mta.record import record
@@ -62,6 +60,8 @@ def pick_dir(cfg: config.Config, group: config.QueueGroup, current: str = "") ->
     if current in dirs or (current and group.name == DEFAULT
                            and all(current not in directories(g) for g in groups(cfg)[1:])):
         return current
+    import random  # only with several directories: not on every command's start
+
     return random.choice(dirs)
 
 

@@ -26,7 +26,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -175,7 +174,12 @@ def format_entry(e: Entry) -> str:
     return "\n".join(out) + "\n"
 
 
-_NUMBER = re.compile(r"-?[0-9]{1,19}")
+def _number(value: str) -> bool:
+    """-?[0-9]{1,19}: a qf number line's value."""
+    digits = value[1:] if value[:1] == "-" else value
+    return 0 < len(digits) <= 19 and digits.isascii() and digits.isdigit()
+
+
 _NUMBERS = {"T": "ctime", "K": "last_try", "N": "tries", "P": "priority"}
 
 
@@ -208,7 +212,7 @@ def parse_entry(qid: str, text: str) -> Entry:
             if not value.isdigit() or int(value) > 8:
                 raise BadQueueFile(f"{qid}: unsupported queue file version", "unsupported queue file version")
         elif kind in "TKNP" and kind:
-            if value and not _NUMBER.fullmatch(value):
+            if value and not _number(value):
                 raise BadQueueFile(f"{qid}: line {n}: bad number \"{line[:40]}\"")
             setattr(e, _NUMBERS[kind], int(value or 0))
         elif kind == "F":
@@ -748,15 +752,24 @@ def glance(path: str) -> Glance | None:
         os.close(fd)
 
 
-_SUSPECT_LINE = re.compile(rb"\n(?:[TKNP](?!-?[0-9]{0,19}\n)|[^TKNPFBM$SZCQrRH.dIqAD!EL \t\n])"
-                           rb"|(?:^|\n)[VTKNP][^\n]*\n[ \t]|\n\n[ \t]")  # folded version, number, empty line
+_SUSPECT_LINE = (rb"\n(?:[TKNP](?!-?[0-9]{0,19}\n)|[^TKNPFBM$SZCQrRH.dIqAD!EL \t\n])"
+                 rb"|(?:^|\n)[VTKNP][^\n]*\n[ \t]|\n\n[ \t]")  # folded version, number, empty line
+_SUSPECT: list = []  # the compiled _SUSPECT_LINE, once a sweep needs it (re is not imported to submit)
 
 
 def _looks_whole(data: bytes) -> bool:
     """A quick test that parse_entry() would accept data: a version line, one '.' line at the
     very end, number lines that are numbers, only letters it knows."""
     return (data[:1] == b"V" and data[1:2] in b"012345678" and data[2:3] == b"\n"
-            and data.endswith(b"\n.\n") and data.count(b"\n.") == 1 and not _SUSPECT_LINE.search(data))
+            and data.endswith(b"\n.\n") and data.count(b"\n.") == 1 and not _suspect(data))
+
+
+def _suspect(data: bytes):
+    if not _SUSPECT:
+        import re
+
+        _SUSPECT.append(re.compile(_SUSPECT_LINE))
+    return _SUSPECT[0].search(data)
 
 
 def _remove_if_old(path: str, before: float, log) -> None:

@@ -6,14 +6,12 @@ Pure: takes a queue entry, the config and a mailer's flags, returns text; reads 
 
 from __future__ import annotations
 
-import re
-
 from mta import address, message, queue
 from mta.mailers import table
 from mta.message import Header, Message
 from mta.queue import Entry, Recipient
 
-_BARE_NAME = re.compile(r"(^|,\s*|<)([A-Za-z0-9._+-]+)(?=\s*(?:>|,|$))")
+_BARE_NAME = r"(^|,\s*|<)([A-Za-z0-9._+-]+)(?=\s*(?:>|,|$))"  # compiled when first used: re is not imported to submit
 _QUALIFIED_HEADERS = ("from", "sender", "reply-to", "to", "cc")
 
 
@@ -39,11 +37,13 @@ def render(entry: Entry, body: str, *, flags: str, sender: str) -> str:
 
 def qualify_headers(headers: list[Header], host: str) -> list[Header]:
     """For SMTP mailers: bare local names in From/Sender/Reply-To/To/Cc get @$j (HdrFromSMTP)."""
+    import re
+
     out = []
     for h in headers:
         value = h.value
         if h.name.lower() in _QUALIFIED_HEADERS:
-            value = _BARE_NAME.sub(lambda m: f"{m.group(1)}{m.group(2)}@{host}", value)
+            value = re.sub(_BARE_NAME, lambda m: f"{m.group(1)}{m.group(2)}@{host}", value)
         out.append(Header(h.name, value, h.cond))
     return out
 

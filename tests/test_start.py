@@ -1,0 +1,121 @@
+"""What `sendmail -t` loads at its start, and that the scanners which replaced regular
+expressions on that path (re, with enum, is a quarter of the imports) find what the
+expressions found, on any text."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from mta import address, config, message, queue
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEAVY = {"re", "socket", "json", "random", "ipaddress", "subprocess", "asyncio", "selectors", "email",
+         "click", "dns", "encodings.idna", "typing", "pathlib", "tempfile", "logging"}
+
+
+def test_sendmail_t_imports_nothing_heavy(tmp_path):
+    (tmp_path / "q").mkdir()
+    cf = tmp_path / "submit.cf"
+    cf.write_text(f"Dj{'host.example.test'}\nO QueueDirectory={tmp_path}/q\nO LogFile={tmp_path}/log\n"
+                  "D{MTAHost}[127.0.0.1]\n")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(ROOT)!r}]
+        sys.argv = ["sendmail", "-C", {str(cf)!r}, "-odq", "-t"]
+        import atexit
+        atexit.register(lambda: print(" ".join(sorted(sys.modules)), file=sys.stderr))
+        from mta.cli import sendmail
+        sendmail.main()
+    """)
+    r = subprocess.run([sys.executable, "-IS", "-c", script], input=b"To: root\nSubject: s\n\nhi\n",
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stderr.decode().split())
+    assert [n for n in (tmp_path / "q").iterdir() if n.name.startswith("qf")]
+    assert "mta.submit" in loaded and not HEAVY & loaded, sorted(HEAVY & loaded)
+
+
+TEXT = st.text(alphabet="ab Z_-$?{}.,=\t\n\r\x0b\u00a0\u0663\u00b2#:Idm4smhdw019AP", max_size=60)
+SETTINGS = settings(max_examples=400, deadline=None)
+
+
+@SETTINGS
+@given(TEXT)
+@example("1h30m 90 ٣d 5w x7")
+def test_numbers_and_units_are_the_findall(text):
+    assert config._numbers_and_units(text) == re.findall(r"(\d+)([smhdw]?)", text)
+
+
+@SETTINGS
+@given(TEXT)
+def test_words_are_the_split(text):
+    assert config.words(text) == tuple(w.lower() for w in re.split(r"[\s,]+", text) if w)
+
+
+@SETTINGS
+@given(TEXT)
+@example("$j $?{x}a$|b$. ${unclosed $?\n $? $")
+def test_macros_are_the_finditer(text):
+    want = [(m.start(), m.end(), m.group(1) or "", m.group(2)) for m in re.finditer(r"\$(\?)?(\{[^}]*\}|.)", text)]
+    assert list(config._macros(text)) == want
+
+
+@SETTINGS
+@given(TEXT)
+@example("P=[IPC], F=mDFMuX, S=EnvFromSMTP/HdrFromSMTP,\tA=TCP $h, x=, =y")
+def test_mailer_fields_are_the_split(text):
+    assert config._mailer_fields(text) == re.split(r",\s*(?=[A-Za-z]=)", text)
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(["#####", " ", "\t", "\n", "$Id: ", "cfhead", "a-b_c", "٣", ".m4,", ".m4", "x",
+                                 "#"]), max_size=14).map("".join))
+@example("#####  $Id: cfhead.m4,v 8.1\n##### $Id: msp.m4,v\n#####\n\t$Id: proto.m4,\n")
+def test_features_are_the_findall(text):
+    assert config._features(text) == re.findall(r"^#####\s+\$Id: ([\w-]+)\.m4,", text, re.M)
+
+
+RELAY = re.compile(r'R\$\*\s+\$#error \$@ 5\.7\.1 \$: "550 (Relaying denied[^"]*)"\s*$')
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(['R$*', ' ', '\t', '$#error $@ 5.7.1 $: "550 ', "Relaying denied", '"', "x",
+                                 ". Proper authentication required.", "\u00a0"]), max_size=8).map("".join))
+@example('R$*\t\t\t$#error $@ 5.7.1 $: "550 Relaying denied. Proper authentication required." ')
+def test_relay_msg_is_the_match(line):
+    m = RELAY.match(line)
+    assert config._relay_msg(line) == (m.group(1) if m else None)
+
+
+HEADER = re.compile(r"^([!-9;-~]+)[ \t]*:")
+
+
+@SETTINGS
+@given(st.text(alphabet="Sub jct:\t-!9;~\x7f\x01é", max_size=20))
+@example("Subject: hi")
+@example("X-A \t: b")
+def test_header_name_is_the_match(line):
+    m = HEADER.match(line)
+    assert message.header_name(line) == ((m.group(1), m.end() - 1) if m else ("", -1))
+
+
+@SETTINGS
+@given(st.text(alphabet="ab.-_!#$%&'*+/=?^`{|}~@ é\"", max_size=20))
+def test_dot_atom_and_label_are_the_fullmatch(text):
+    atext = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+    assert address.dot_atom(text) == bool(re.fullmatch(rf"{atext}+(\.{atext}+)*", text))
+    assert address.host_label(text) == bool(re.fullmatch(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?", text))
+
+
+@SETTINGS
+@given(st.text(alphabet="-0123456789٣ x", max_size=24))
+def test_qf_number_is_the_fullmatch(text):
+    assert queue._number(text) == bool(re.fullmatch(r"-?[0-9]{1,19}", text))
