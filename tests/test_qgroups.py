@@ -121,3 +121,19 @@ def test_pick_keeps_the_current_directory_of_a_group(tmp_path):
     assert qgroups.pick_dir(cfg, slow, str(tmp_path / "q2")) == str(tmp_path / "slow")
     assert qgroups.pick_dir(cfg, mqueue, str(tmp_path / "slow")) in (str(tmp_path / "q1"), str(tmp_path / "q2"))
     assert qgroups.pick_dir(cfg, mqueue, "/a/test/dir") == "/a/test/dir"  # a context's own directory
+
+
+def test_store_copies_the_data_file_across_file_systems(tmp_path):
+    import tempfile
+
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system (/dev/shm) here")
+    (tmp_path / "main").mkdir()
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as other:
+        cfg = cfg_with(GROUPS.replace("/q/main", f"{tmp_path}/main").replace("/q/bulk", other))
+        pieces, _ = qgroups.split(cfg, _entry("<a@h>", "<r@far.test>"), [None, "bulk"])
+        first, copied = qgroups.store(cfg, pieces, "the body\n", 0o640, current=str(tmp_path / "main"))
+        assert copied.qdir == other and queue.read_body(other, copied.qid) == "the body\n"
+        st = os.stat(queue.qf_path(other, copied.qid, "d"))
+        assert st.st_nlink == 1 and st.st_mode & 0o777 == 0o640
+        assert queue.read(other, copied.qid).recipients == copied.recipients
