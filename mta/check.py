@@ -182,7 +182,9 @@ def cf_items(path: str) -> list[Item]:
     with open(path, encoding="utf-8", errors="replace") as fh:
         text = fh.read()
     items = []
-    for lineno, line in config._logical_lines(text):
+    lines = list(config._logical_lines(text))
+    groups = {"mqueue"} | {ln[1:].split(",")[0].strip() for _n, ln in lines if ln[0] == "Q"}
+    for lineno, line in lines:
         kind, body = line[0], line[1:]
         short = line if len(line) <= 70 else line[:67] + "..."
         if kind == "O":
@@ -192,7 +194,12 @@ def cf_items(path: str) -> list[Item]:
         elif kind == "K":
             items.append(Item(path, lineno, short, *map_verdict(config._parse_map(body))))
         elif kind == "M":
-            items.append(Item(path, lineno, short, *mailer_verdict(config._parse_mailer(body))))
+            mailer = config._parse_mailer(body)
+            queue = mailer.fields.get("Q")
+            verdict = mailer_verdict(mailer) if queue is None or queue in groups else (
+                MISSING, f"Q={queue} names no queue group (readcf: mailer {mailer.name}: unknown queue "
+                         f"{queue}); its recipients stay in the message's group")
+            items.append(Item(path, lineno, short, *verdict))
         elif kind == "Q":
             items.append(Item(path, lineno, short, HONOURED, "queue group: its directories, runners and "
                               "recipients limit; a recipient is queued here when its mailer says Q= "

@@ -60,3 +60,18 @@ def test_command_exit_status_and_missing_file(tmp_path):
     r = subprocess.run([str(BIN / "sendmail-py"), "check", "-C", str(tmp_path / "none.cf")],
                        capture_output=True, text=True)
     assert r.returncode == 78 and "No such file" in r.stderr
+
+
+def test_queue_groups_and_mailer_queues_get_verdicts(tmp_path):
+    cf = tmp_path / "sendmail.cf"
+    cf.write_text("Qslow, P=/var/spool/mqueue/slow, r=10\n"
+                  "Mesmtp, P=[IPC], F=mDFMuXa, Q=slow, A=TCP $h\n"
+                  "Mrelay, P=[IPC], F=mDFMuXa8, Q=nosuch, A=TCP $h\n")
+    (tmp_path / "sendmail.mc").write_text("FEATURE(`queuegroup')dnl\n")
+    v = _verdicts(check.report(str(cf))[0])
+    assert v["Qslow, P=/var/spool/mqueue/slow, r=10"].startswith("honoured: queue group")
+    assert v["FEATURE(`queuegroup')"].startswith("not implemented: the queuegroup rule set")
+    assert v["Mesmtp, P=[IPC], F=mDFMuXa, Q=slow, A=TCP $h"].startswith("honoured: SMTP")
+    assert v["Mrelay, P=[IPC], F=mDFMuXa8, Q=nosuch, A=TCP $h"] == (
+        "not implemented: Q=nosuch names no queue group (readcf: mailer relay: unknown queue nosuch); "
+        "its recipients stay in the message's group")
