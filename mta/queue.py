@@ -28,7 +28,6 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
 
 from mta import errors, groupcommit
 from mta.message import Header, from_bytes, to_bytes
@@ -725,7 +724,8 @@ def _check_qf(qdir: str, qid: str, has_df: bool, log, now: float) -> None:
         return  # locked (being delivered or written) or gone
 
 
-class Glance(NamedTuple):
+@record(frozen=True)
+class Glance:
     """A control file as a queue run first sees it (gatherq): its bytes, when it last changed,
     and whether a delivery holds it - without taking the entry."""
 
