@@ -9,6 +9,7 @@ entry per group and per ``recipients=`` limit (queue.c setnewqueue, split_by_rec
     mailer names no group goes with it; every other group gets an entry of its own with a new
     queue ID (split_across_queue_groups).  A group with ``r=N`` (recipients) cuts an entry with
     more recipients into entries of N (split_within_queue); the first N keep the entry's ID.
+    A quarantined message is not split (srvrsmtp.c): it stays whole in its first recipient's group.
   * ``store`` writes each piece as a whole qf/df pair in a directory of its group: the first with
     the body, the others with a hard link to its df (a durable copy across file systems), each
     fsynced as ``queue.store`` does; on failure nothing of any piece is left.
@@ -78,6 +79,8 @@ def split(cfg: config.Config, entry: Entry, rcpt_groups: list[str | None]) -> tu
     (None: its mailer names none); and the log lines (qid, text) Sendmail writes for a split."""
     table = {g.name: g for g in groups(cfg)}
     home = rcpt_groups[0] if rcpt_groups and rcpt_groups[0] in table else DEFAULT
+    if entry.quarantine:  # srvrsmtp.c: a quarantined message is kept whole, in its group
+        return [Piece(table[home], entry)], []
     by_group: dict[str, list] = {}
     for rcpt, name in zip(entry.recipients, rcpt_groups, strict=True):
         by_group.setdefault(name if name in table else home, []).append(rcpt)

@@ -137,3 +137,12 @@ def test_store_copies_the_data_file_across_file_systems(tmp_path):
         st = os.stat(queue.qf_path(other, copied.qid, "d"))
         assert st.st_nlink == 1 and st.st_mode & 0o777 == 0o640
         assert queue.read(other, copied.qid).recipients == copied.recipients
+
+
+def test_a_quarantined_message_is_not_split():
+    # srvrsmtp.c: split_by_recipient only when not quarantined; it stays whole in its group
+    cfg = cfg_with(GROUPS)
+    e = _entry("<r@far.test>", "<a@h>", "<s@far.test>", "<t@far.test>")
+    e.quarantine = "held by access"
+    pieces, lines = qgroups.split(cfg, e, ["slow", None, "bulk", "slow"])
+    assert [(p.group.name, len(p.entry.recipients)) for p in pieces] == [("slow", 4)] and not lines
