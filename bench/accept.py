@@ -29,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import postfix_private  # noqa: E402
+
 HERE = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SMPY_CACHE", "/var/cache/sendmail-py"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -179,38 +182,10 @@ PF = Path("/tmp/smpy-bench-postfix")
 
 def start_postfix() -> Server:
     shutil.rmtree(PF, ignore_errors=True)
-    for sub in ("etc", "queue", "data"):
-        (PF / sub).mkdir(parents=True)
-    shutil.copy("/etc/postfix/master.cf", PF / "etc" / "master.cf")
-    (PF / "etc" / "main.cf").write_text(f"""queue_directory = {PF}/queue
-data_directory = {PF}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = {HOSTNAME}
-mydestination = {HOSTNAME}, localhost
-local_recipient_maps =
-local_transport = discard
-default_transport = discard
-smtpd_recipient_restrictions = permit_mynetworks, reject
-mynetworks = 127.0.0.0/8
-compatibility_level = 3.6
-maillog_file = {PF}/maillog
-maillog_file_prefixes = /tmp
-alias_maps =
-alias_database =
-default_process_limit = 200
-""")
-    sh("postconf", "-c", f"{PF}/etc", "-F", "*/*/chroot = n")
-    sh("postfix", "-c", f"{PF}/etc", "set-permissions", check=False)
-    import pwd
-
-    pw = pwd.getpwnam("postfix")
-    for d, _dirs, _files in os.walk(PF / "data"):
-        os.chown(d, pw.pw_uid, pw.pw_gid)
+    postfix_private.layout(PF, {
+        "myhostname": HOSTNAME, "mydestination": f"{HOSTNAME}, localhost", "local_recipient_maps": "",
+        "local_transport": "discard", "default_transport": "discard",
+        "smtpd_recipient_restrictions": "permit_mynetworks, reject", "default_process_limit": "200"})
     return Server("postfix", ["ip", "netns", "exec", NS, "postfix", "-c", f"{PF}/etc", "start-fg"])
 
 

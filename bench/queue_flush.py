@@ -25,6 +25,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import postfix_private  # noqa: E402
+
 from mta import queue
 from mta.message import Header, to_bytes
 from mta.queue import Entry, Recipient
@@ -126,28 +129,10 @@ def debian(tmp: str, master: str, sink: int) -> float:
                   f"hostname bench.example && exec {DEBIAN_SENDMAIL} -C {cf} -qf"], qdir)  # -q alone forks
 
 
-def _postfix_main_cf(sink: int) -> str:
-    return f"""queue_directory = {PF_DIR}/queue
-data_directory = {PF_DIR}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = bench.example
-mydestination =
-relayhost = [127.0.0.1]:{sink}
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject
-header_checks = regexp:{PF_DIR}/etc/hold
-smtp_tls_security_level = none
-compatibility_level = 3.6
-maillog_file = {PF_DIR}/maillog
-maillog_file_prefixes = /tmp
-alias_maps =
-alias_database =
-"""
+def _postfix_settings(sink: int) -> dict[str, str]:
+    return {"myhostname": "bench.example", "mydestination": "", "relayhost": f"[127.0.0.1]:{sink}",
+            "smtpd_recipient_restrictions": "permit_mynetworks, reject",
+            "header_checks": f"regexp:{PF_DIR}/etc/hold", "smtp_tls_security_level": "none"}
 
 
 def _pf_count(*queues: str) -> int:
@@ -174,16 +159,9 @@ def postfix(sink: int) -> float:
     if not shutil.which("postfix"):
         sys.exit("Postfix is not installed: run scripts/install-bench-deps as root")
     shutil.rmtree(PF_DIR, ignore_errors=True)
-    for sub in ("etc", "queue", "data"):
-        os.makedirs(f"{PF_DIR}/{sub}")
     port = free_port()
-    shutil.copy("/etc/postfix/master.cf", f"{PF_DIR}/etc/master.cf")
-    Path(f"{PF_DIR}/etc/main.cf").write_text(_postfix_main_cf(sink))
+    postfix_private.layout(Path(PF_DIR), _postfix_settings(sink), listen=f"127.0.0.1:{port}")
     Path(f"{PF_DIR}/etc/hold").write_text("/^Subject: flush/ HOLD\n")
-    subprocess.run(["postconf", "-c", f"{PF_DIR}/etc", "-F", "*/*/chroot = n"], check=True)
-    with open(f"{PF_DIR}/etc/master.cf", "a") as fh:
-        fh.write(f"127.0.0.1:{port} inet n - n - - smtpd\n")
-    subprocess.run(["postfix", "-c", f"{PF_DIR}/etc", "set-permissions"], capture_output=True)
     if subprocess.run(["postfix", "-c", f"{PF_DIR}/etc", "start"]).returncode:
         sys.exit(f"postfix did not start; see {PF_DIR}/maillog")
     try:

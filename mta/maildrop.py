@@ -27,7 +27,7 @@ import pwd
 import sys
 import time
 
-from mta import config, errors, submit
+from mta import config, errors, groupcommit, submit
 from mta.context import Context
 from mta.delivery import attempt, mode
 
@@ -275,7 +275,7 @@ def _take(cfg: config.Config, where: str, name: str, fd: int, limit: int, delive
         _set_aside(where, name, ctx, f"not queued (exit {done.exitcode})")
         return 0
     os.unlink(os.path.join(where, name))  # the queue has it (fsynced): at least once, never lost
-    _fsync_dir(where)
+    groupcommit.fsync_dir(where)
     deliver(ctx, done)
     return 1
 
@@ -287,14 +287,6 @@ def _with_option(cfg: config.Config, name: str, value: str) -> config.Config:
     other.options = dict(cfg.options)
     other.set_option(name, value)
     return other
-
-
-def _fsync_dir(where: str) -> None:
-    fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def peer_uid(sock: socket.socket) -> int:

@@ -16,13 +16,13 @@ import io
 import os
 import pwd
 import re
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
 import lab_net
+import postfix_private
 import render_etc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,44 +109,20 @@ class Host:
         self.sh("newaliases", check=True)
 
     def _configure_postfix(self) -> None:
-        pf = self.root / "postfix"
-        for sub in ("etc", "queue", "data"):
-            (pf / sub).mkdir(parents=True)
         for sub in ("log", "mail"):
             (self.root / sub).mkdir()
         os.chmod(self.mail, 0o1777)
-        shutil.copy("/etc/postfix/master.cf" if os.path.exists("/etc/postfix/master.cf")
-                    else "/etc/postfix/master.cf.proto", self.pf_etc / "master.cf")
         domains = ", ".join([*self.spec.get("domains", []), self.fqdn, "localhost"])
-        (self.pf_etc / "main.cf").write_text(f"""# Postfix on {self.fqdn}, a private instance of the sendmail-py lab
-queue_directory = {pf}/queue
-data_directory = {pf}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-mail_owner = postfix
-setgid_group = postdrop
-compatibility_level = 3.6
-inet_interfaces = all
-inet_protocols = ipv4
-myhostname = {self.fqdn}
-mydestination = {domains}
-relay_domains = {", ".join(self.spec.get("relay_for", []))}
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-alias_maps = hash:{self.pf_etc}/aliases
-alias_database = hash:{self.pf_etc}/aliases
-mail_spool_directory = {self.mail}
-maillog_file = {self.logfile}
-maillog_file_prefixes = {self.root}
-smtp_connect_timeout = 5s
-biff = no
-""")
+        postfix_private.layout(self.root / "postfix", {
+            "inet_interfaces": "all", "myhostname": self.fqdn, "mydestination": domains,
+            "relay_domains": ", ".join(self.spec.get("relay_for", [])),
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+            "alias_maps": f"hash:{self.pf_etc}/aliases", "alias_database": f"hash:{self.pf_etc}/aliases",
+            "mail_spool_directory": str(self.mail), "maillog_file": str(self.logfile),
+            "maillog_file_prefixes": str(self.root), "smtp_connect_timeout": "5s"},
+            head=f"# Postfix on {self.fqdn}, a private instance of the sendmail-py lab\n")
         (self.pf_etc / "aliases").write_text("postmaster: root\nMAILER-DAEMON: postmaster\n")
-        lab_net.run("postconf", "-c", str(self.pf_etc), "-F", "*/*/chroot = n")
         lab_net.run("postalias", "-c", str(self.pf_etc), str(self.pf_etc / "aliases"))
-        lab_net.run("postfix", "-c", str(self.pf_etc), "set-permissions", check=False)
-        data = pwd.getpwnam("postfix")
-        os.chown(pf / "data", data.pw_uid, data.pw_gid)
 
     # the MTA
 

@@ -88,13 +88,24 @@ def logged(host: lab_mta.Host, pattern: str):
     return lambda: re.search(pattern, host.log()) is not None
 
 
+def send(t: Story, rcpt: str, subject: str, body: str, to: str = "") -> None:
+    """Outside sends a message to rcpt with its own sendmail (delivering at once)."""
+    t.run("outside", "sendmail", "-odi", "-f", FROM, rcpt, input=message(to or rcpt, subject, body))
+
+
+def try_relay(t: Story, server: str) -> str:
+    """Outside asks server to relay to a domain it has nothing to do with (swaks, up to RCPT)."""
+    return t.run("outside", "swaks", "--server", server, "--from", FROM,
+                 "--to", "someone@elsewhere.example.test", "--quit-after", "RCPT")
+
+
 def backup_mx(t: Story) -> dict[str, str]:
     """The seed's story; the lab was made with only st3's MTA up."""
     lab, out = t.lab, {}
     st3, st5 = lab["st3"], lab["st5"]
     t.say("st5 (MX 10) and st2 (MX 20) are down; st3 (MX 30) is up. Outside sends to st5:")
-    t.run("outside", "sendmail", "-odi", "-f", FROM, "mtaalice@st5.example.test", input=message(
-        "Alice <mtaalice@st5.example.test>", "through the backup MX", "Alice, st5 is down: this waits on st3."))
+    send(t, "mtaalice@st5.example.test", "through the backup MX", "Alice, st5 is down: this waits on st3.",
+         to="Alice <mtaalice@st5.example.test>")
     t.wait(logged(st3, r"stat=Deferred"), "st3's first delivery attempt")
     t.say("st3 took it (its access map says `To:st5.example.test RELAY`) and could not pass it on:")
     out["mailq"] = t.run("st3", "mailq")
@@ -108,13 +119,11 @@ def backup_mx(t: Story) -> dict[str, str]:
     t.say("It is in Alice's mailbox on st5, with a Received header from each host it crossed:")
     out["mbox"] = t.mailbox("st5", "mtaalice")
     t.say("Mail for postmaster@st5 reaches root (aliases: `postmaster: root`):")
-    t.run("outside", "sendmail", "-odi", "-f", FROM, "postmaster@st5.example.test",
-          input=message("postmaster@st5.example.test", "for the postmaster", "Hello, postmaster."))
+    send(t, "postmaster@st5.example.test", "for the postmaster", "Hello, postmaster.")
     t.wait(lambda: "for the postmaster" in st5.mbox("root"), "postmaster's message in root's mbox")
     out["root"] = t.mailbox("st5", "root")
     t.say("st3 is a backup for st5.example.test only: relaying to anywhere else is refused:")
-    out["relay"] = t.run("outside", "swaks", "--server", "mail.st3.example.test", "--from", FROM,
-                         "--to", "someone@elsewhere.example.test", "--quit-after", "RCPT")
+    out["relay"] = try_relay(t, "mail.st3.example.test")
     t.say("The logs of every host:")
     t.logs("outside", "st3", "st5", "st2", "dns")
     return out
@@ -126,8 +135,8 @@ def postfix_roles(t: Story) -> dict[str, str]:
     st2, st3, st5 = lab["st2"], lab["st3"], lab["st5"]
     pf = ["-c", str(st2.pf_etc)]
     t.say("Postfix (st2, MX 20) as the backup of our st5, which is down; st3 is down too:")
-    t.run("outside", "sendmail", "-odi", "-f", FROM, "mtaalice@st5.example.test", input=message(
-        "Alice <mtaalice@st5.example.test>", "kept by Postfix", "Postfix holds this until st5 is back."))
+    send(t, "mtaalice@st5.example.test", "kept by Postfix", "Postfix holds this until st5 is back.",
+         to="Alice <mtaalice@st5.example.test>")
     t.wait(logged(st2, r"status=deferred"), "Postfix's first delivery attempt")
     out["postqueue"] = t.run("st2", "postqueue", *pf, "-p")
     t.run("st5", "sendmail", "-bd")
@@ -138,8 +147,7 @@ def postfix_roles(t: Story) -> dict[str, str]:
     t.say("Ours (st3, MX 20 of st2.example.test) as the backup of Postfix's st2, which is stopped now:")
     t.run("st2", "postfix", *pf, "stop")
     st3.start()
-    t.run("outside", "sendmail", "-odi", "-f", FROM, "mtabob@st2.example.test", input=message(
-        "mtabob@st2.example.test", "kept by sendmail-py", "st3 holds this until Postfix on st2 is back."))
+    send(t, "mtabob@st2.example.test", "kept by sendmail-py", "st3 holds this until Postfix on st2 is back.")
     t.wait(logged(st3, r"stat=Deferred"), "st3's first delivery attempt")
     out["mailq"] = t.run("st3", "mailq")
     before = st2.log().count("daemon started")
@@ -149,8 +157,7 @@ def postfix_roles(t: Story) -> dict[str, str]:
     t.wait(lambda: "kept by sendmail-py" in st2.mbox("mtabob"), "our message in Postfix's mailbox on st2")
     out["mbox2"] = t.mailbox("st2", "mtabob")
     t.say("Postfix relays for st5.example.test only:")
-    out["relay"] = t.run("outside", "swaks", "--server", "mail.st2.example.test", "--from", FROM,
-                         "--to", "someone@elsewhere.example.test", "--quit-after", "RCPT")
+    out["relay"] = try_relay(t, "mail.st2.example.test")
     t.say("The logs:")
     t.logs("outside", "st2", "st3", "st5")
     return out

@@ -14,12 +14,12 @@ from __future__ import annotations
 import mailbox
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from scripts import postfix_private
 from tests.conftest import wait_for, wait_port
 
 POSTFIX = "/usr/sbin/postfix"
@@ -40,29 +40,17 @@ class Postfix:
         self.port = port
         self.dir = Path(tempfile.mkdtemp(prefix="smpy-postfix."))
         os.chmod(self.dir, 0o755)
-        etc, self.vmail = self.dir / "etc", self.dir / "vmail"
-        for sub in ("etc", "spool", "data", "vmail"):
-            (self.dir / sub).mkdir()
+        self.vmail = self.dir / "vmail"
+        self.vmail.mkdir()
         nobody = pwd.getpwnam("nobody")
         os.chown(self.vmail, nobody.pw_uid, nobody.pw_gid)
-        os.chown(self.dir / "data", pwd.getpwnam("postfix").pw_uid, -1)
-        settings = {
-            "compatibility_level": "3.6", "queue_directory": str(self.dir / "spool"),
-            "data_directory": str(self.dir / "data"), "mail_owner": "postfix",
-            "inet_interfaces": "127.0.0.1", "inet_protocols": "ipv4", "myhostname": hostname,
-            "mydestination": "", "mynetworks": "127.0.0.0/8", "maillog_file": str(self.dir / "maillog"),
-            "maillog_file_prefixes": str(self.dir),
+        postfix_private.layout(self.dir, {
+            "myhostname": hostname, "mydestination": "",
             "virtual_mailbox_domains": f"{hostname} remote.test", "virtual_mailbox_base": str(self.vmail),
             "virtual_mailbox_maps": "static:box", "virtual_uid_maps": f"static:{nobody.pw_uid}",
             "virtual_gid_maps": f"static:{nobody.pw_gid}", "smtpd_banner": "$myhostname ESMTP Postfix",
-            "alias_maps": "", "alias_database": "", "biff": "no", "smtputf8_enable": "yes",
-            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
-            "debug_peer_list": "", "smtpd_tls_security_level": "none", **(extra or {})}
-        (etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-        master = Path("/etc/postfix/master.cf").read_text()
-        master = re.sub(r"(?m)^smtp(\s+)inet(\s+\S+\s+\S+\s+)\S+", rf"127.0.0.1:{port}\1inet\2n", master)
-        master = re.sub(r"(?m)^(\S+\s+\S+\s+\S+\s+\S+\s+)y(\s)", r"\1n\2", master)  # nothing chrooted
-        (etc / "master.cf").write_text(master)
+            "smtputf8_enable": "yes", "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+            "debug_peer_list": "", "smtpd_tls_security_level": "none", **(extra or {})}, listen=f"127.0.0.1:{port}")
         started = self._postfix("start")
         if not wait_port(port):
             self.stop()
