@@ -10,6 +10,7 @@ entry per group and per ``recipients=`` limit (queue.c setnewqueue, split_by_rec
     queue ID (split_across_queue_groups).  A group with ``r=N`` (recipients) cuts an entry with
     more recipients into entries of N (split_within_queue); the first N keep the entry's ID.
     A quarantined message is not split (srvrsmtp.c): it stays whole in its first recipient's group.
+    Every piece of a split is marked so (EF_SPLIT: 's' in the qf F line, as Debian's qf files have).
   * ``store`` writes each piece as a whole qf/df pair in a directory of its group: the first with
     the body, the others with a hard link to its df (a durable copy across file systems), each
     fsynced as ``queue.store`` does; on failure nothing of any piece is left.
@@ -81,6 +82,8 @@ def split(cfg: config.Config, entry: Entry, rcpt_groups: list[str | None]) -> tu
     home = rcpt_groups[0] if rcpt_groups and rcpt_groups[0] in table else DEFAULT
     if entry.quarantine:  # srvrsmtp.c: a quarantined message is kept whole, in its group
         return [Piece(table[home], entry)], []
+    if "s" not in entry.flags:
+        entry.flags += "s"  # EF_SPLIT: it went through split_by_recipient (qf F line 's')
     by_group: dict[str, list] = {}
     for rcpt, name in zip(entry.recipients, rcpt_groups, strict=True):
         by_group.setdefault(name if name in table else home, []).append(rcpt)

@@ -150,7 +150,7 @@ def format_entry(e: Entry) -> str:
     if e.status:
         out.append(f"M{_clean(e.status)}")
     if e.flags:
-        out.append(f"F{e.flags}")
+        out.append(f"F{_flag_order(e.flags)}")
     for name, value in e.macros.items():
         key = name if len(name) == 1 else "{" + name + "}"
         out.append(f"${key}{_clean(value)}")
@@ -177,6 +177,14 @@ def _number(value: str) -> bool:
     """-?[0-9]{1,19}: a qf number line's value."""
     digits = value[1:] if value[:1] == "-" else value
     return 0 < len(digits) <= 19 and digits.isascii() and digits.isdigit()
+
+
+_FLAG_ORDER = "wr8bdns"  # queueup() writes the F letters in this order
+
+
+def _flag_order(flags: str) -> str:
+    """The F line's letters in queueup()'s order (any others after them, as they came)."""
+    return "".join(f for f in _FLAG_ORDER if f in flags) + "".join(f for f in flags if f not in _FLAG_ORDER)
 
 
 _NUMBERS = {"T": "ctime", "K": "last_try", "N": "tries", "P": "priority"}

@@ -5,6 +5,7 @@ the pieces as whole qf/df pairs."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,18 @@ def test_a_quarantined_message_is_not_split():
     e.quarantine = "held by access"
     pieces, lines = qgroups.split(cfg, e, ["slow", None, "bulk", "slow"])
     assert [(p.group.name, len(p.entry.recipients)) for p in pieces] == [("slow", 4)] and not lines
+
+
+def test_every_stored_piece_is_marked_split_in_sendmails_flag_order(tmp_path):
+    # queueup: F line letters w r 8 b d n s; a message that went through split_by_recipient has
+    # EF_SPLIT ('s'), as Debian's own qf files show (Fs, Fbs)
+    (tmp_path / "main").mkdir()
+    (tmp_path / "bulk").mkdir()
+    cfg = cfg_with(GROUPS.replace("/q/", f"{tmp_path}/"))
+    e = _entry("<a@h>", "<r@far.test>")
+    e.flags = "b"
+    pieces, _ = qgroups.split(cfg, e, [None, "bulk"])
+    for stored in qgroups.store(cfg, pieces, "x\n", 0o600, current=str(tmp_path / "main")):
+        text = Path(queue.qf_path(stored.qdir, stored.qid)).read_text()
+        assert "\nFbs\n" in text
+    assert "\nFwbs\n" in queue.format_entry(Entry("X", flags="bsw"))
