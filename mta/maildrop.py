@@ -310,7 +310,7 @@ def listing_args(cfg: config.Config, asked: list) -> list[str] | None:
             args += [] if a == "-bp" else [a]
         elif a in ("-Ac", "-Am"):
             msp = a == "-Ac"
-        elif a.startswith("-q") and a[2:3].lstrip("!")[:1] in ("I", "R", "S", "Q", "G") or a[2:4] in (
+        elif a.startswith("-q") and a[2:3].lstrip("!")[:1] in ("I", "R", "S", "Q", "G", "L") or a[2:4] in (
                 "!I", "!R", "!S", "!Q", "!G"):
             args.append(a)
         else:

@@ -49,6 +49,7 @@ def test_listing_args_keep_the_daemons_config_and_only_safe_words(tmp_path):
     cfg = config.load(str(cf))
     assert maildrop.listing_args(cfg, ["-Am", "-v", "-qRbob", "-q!Sroot"]) == ["-C", str(cf), "-bp", "-v",
                                                                                 "-qRbob", "-q!Sroot"]
+    assert maildrop.listing_args(cfg, ["-qL"]) == ["-C", str(cf), "-bp", "-qL"]  # mailq -qL, lost items
     for bad in (["-C/etc/shadow"], ["-X/tmp/log"], ["-O", "QueueDirectory=/etc"], ["-d0.1"], "x", [1]):
         assert maildrop.listing_args(cfg, bad) is None, bad
 
