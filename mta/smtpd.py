@@ -35,6 +35,7 @@ READ_SIZE = 65536
 OFF_LOOP = frozenset(answer.HANDLERS) | {"queue"}  # what a session asks that may block: never on the loop
 RDNS_TIMEOUT = 5.0
 SHUTDOWN_GRACE = 60.0
+DELIVERY_GRACE = 10.0  # after the sessions have ended, for deliveries under way
 
 
 def listener_options(spec: str) -> dict[str, str]:
@@ -187,7 +188,12 @@ class Daemon:
                 break
             await asyncio.sleep(0.05)
         await self._end_sessions()
-        await asyncio.to_thread(self.pool.shutdown, wait=True)  # queue writes and deliveries finish
+        # deliveries under way get DELIVERY_GRACE more; past that, what is still out stays
+        # queued for the next run, as after a crash (never waited for in a thread of asyncio's)
+        self.pool.shutdown(wait=False)
+        deadline = min(deadline, time.monotonic() + DELIVERY_GRACE)
+        while any(t.is_alive() for t in self.pool.threads) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         self.work.shutdown(wait=False, cancel_futures=True)
 
     async def _end_sessions(self) -> None:

@@ -179,3 +179,35 @@ def test_sigterm_drains_every_worker(inst, users):
         assert "stopping daemon, reason=signal" in inst.log()
     finally:
         d.stop(signal.SIGKILL)
+
+
+def test_sigterm_does_not_wait_for_a_delivery_that_hangs(inst):
+    """A delivery that never ends (a program that sleeps) holds the stop only a few seconds past
+    the sessions; the message stays queued for the next run."""
+    with open(inst.etc / "aliases", "a") as fh:
+        fh.write('hang: "|/bin/sleep 45"\n')
+    assert inst.run(prog="newaliases").returncode == 0
+    inst.write_cf("O DaemonWorkers=1")
+    d = Daemon(inst)
+    try:
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=20) as c:
+            c.sendmail("a@example.test", ["hang@test.example"], b"Subject: hangs\r\n\r\nx\r\n")
+        assert wait_for(lambda: "/bin/sleep 45" in "".join(_cmdlines(d.proc.pid)), 10)
+        started = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(40) == 0
+        assert time.monotonic() - started < 30
+        assert len(inst.qfs()) == 1 and "Traceback" not in inst.log()
+    finally:
+        d.stop(signal.SIGKILL)
+
+
+def _cmdlines(pid: int) -> list[str]:
+    """The command lines of pid's descendants."""
+    out, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop()):
+            todo.append(child)
+            with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as fh:
+                out.append(fh.read().replace(b"\0", b" ").decode())
+    return out
