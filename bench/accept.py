@@ -191,40 +191,12 @@ def start_postfix() -> Server:
 
 # -- the other paths ------------------------------------------------------------------------------
 
-def timed(argv: list[str], stdin: bytes = b"") -> tuple[float, float]:
-    """Wall s and CPU s (user+sys of the children) of one command."""
-    before = os.times()
-    t0 = time.perf_counter()
-    subprocess.run(argv, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    wall = time.perf_counter() - t0
-    after = os.times()
-    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
-
-
 def chroot_cmd(root: Path, script: str, binds: tuple[tuple[Path, str], ...] = ()) -> list[str]:
     mounts = "".join(f"mkdir -p {root}{inside} && mount --bind {outside} {root}{inside} && "
                      for outside, inside in binds)
     setup = (f"mount --make-rprivate / && mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc && "
              f"mount --bind {HERE} {root}/opt/sendmail-py && {mounts}exec chroot {root} /bin/sh -c '{script}'")
     return ["unshare", "--pid", "--fork", "--mount", "sh", "-c", setup]
-
-
-OURS_CMD = ("cd /opt/sendmail-py && PYTHONPATH=/opt/sendmail-py exec python3 -c \"import sys; "
-            "sys.argv[0] = \\\"{prog}\\\"; from mta.cli import sendmail; sendmail.main()\" {args}")
-
-
-def submit_times(root: Path, runs: int = 20) -> dict[str, tuple[float, float]]:
-    msg = b"To: root\nSubject: bench\n\n" + b"x" * 2000 + b"\n"
-    out = {}
-    for name, script in (("debian", "exec /usr/sbin/sendmail -t -odq"),
-                         ("ours", OURS_CMD.format(prog="sendmail", args="-t -odq"))):
-        walls, cpus = [], []
-        for _ in range(runs):
-            w, c = timed(chroot_cmd(root, script), msg)
-            walls.append(w)
-            cpus.append(c)
-        out[name] = (statistics.median(walls), statistics.median(cpus))
-    return out
 
 
 def fill_queue(qdir: Path, count: int) -> None:
@@ -243,23 +215,6 @@ def fill_queue(qdir: Path, count: int) -> None:
         qf = qdir / f"qf{qid}"
         qf.write_text(queue.format_entry(entry))
         (qdir / f"df{qid}").write_text("x" * 2000 + "\n")
-
-
-def mailq_times(root: Path) -> dict[tuple[str, int], tuple[float, int]]:
-    out = {}
-    for count in (10_000, 100_000):
-        qdir = CACHE / f"bench-queue-{count}"
-        fill_queue(qdir, count)
-        for name, script in (("debian", "exec /usr/bin/mailq -Ac -O QueueDirectory=/queue"),
-                             ("ours", OURS_CMD.format(prog="mailq", args="-Ac -O QueueDirectory=/queue"))):
-            cmd = chroot_cmd(root, script, ((qdir, "/queue"),))
-            walls = []
-            for _ in range(3):
-                w, _c = timed(["/usr/bin/time", "-f", "%M", "-o", "/tmp/smpy-bench-rss", *cmd])
-                walls.append(w)
-            rss = int(Path("/tmp/smpy-bench-rss").read_text().split()[-1])
-            out[(name, count)] = (statistics.median(walls), rss)
-    return out
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -318,15 +273,9 @@ def main() -> None:
               f"{memory['ours'] / memory['postfix']:.2f} |")
     if QUICK:
         return
-    sub = submit_times(root)
-    print(f"| `sendmail -t` wall / CPU | {sub['debian'][0] * 1000:.0f} / {sub['debian'][1] * 1000:.0f} ms | "
-          f"{sub['ours'][0] * 1000:.0f} / {sub['ours'][1] * 1000:.0f} ms | | "
-          f"{sub['ours'][0] / sub['debian'][0]:.2f} / {sub['ours'][1] / max(sub['debian'][1], 1e-3):.2f} | |")
-    mq = mailq_times(root)
-    for count in (10_000, 100_000):
-        d, o = mq[("debian", count)], mq[("ours", count)]
-        print(f"| `mailq`, {count:,} queued | {d[0]:.2f} s, {d[1] // 1024} MB | {o[0]:.2f} s, {o[1] // 1024} MB | | "
-              f"{o[0] / d[0]:.2f} | |")
+    import submit  # bench/submit.py: sendmail -t and mailq, ours and Debian's, in this root
+
+    print("\n".join(submit.measure(root)))
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ Threads only: processes each keep their own table (the daemon's workers each com
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
+import sys
 
-_lock = threading.Lock()
-_done = threading.Condition(_lock)
+_making = _thread.allocate_lock()
+_done = None  # the threading.Condition the callers share, made when a second thread may exist
 _started: dict[str, int] = {}
 _completed: dict[str, int] = {}
 _running: set[str] = set()
@@ -34,25 +35,43 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _condition():
+    global _done
+    with _making:
+        if _done is None:
+            import threading
+
+            _done = threading.Condition(threading.Lock())
+    return _done
+
+
 def sync_dir(path: str) -> None:
-    """Make every rename done in path before this call durable, sharing the fsync with others."""
-    with _done:
+    """Make every rename done in path before this call durable, sharing the fsync with others.
+
+    A process that has not imported threading (a command such as `sendmail -t`) has one thread
+    and nobody to share with: it fsyncs, and threading (with functools and collections) is
+    never loaded for it."""
+    if "threading" not in sys.modules:
+        fsync_dir(path)
+        return
+    done = _condition()
+    with done:
         target = _started.get(path, 0) + 1  # the first fsync to start from now on covers us
         while _completed.get(path, 0) < target:
             if path in _running:
-                _done.wait()
+                done.wait()
                 continue
             _running.add(path)
             seq = _started[path] = _started.get(path, 0) + 1
-            _done.release()
+            done.release()
             try:
                 fsync_dir(path)
             except OSError:
-                _done.acquire()
+                done.acquire()
                 _running.discard(path)
-                _done.notify_all()
+                done.notify_all()
                 raise
-            _done.acquire()
+            done.acquire()
             _running.discard(path)
             _completed[path] = max(_completed.get(path, 0), seq)
-            _done.notify_all()
+            done.notify_all()

@@ -20,7 +20,6 @@ decides, as Sendmail's setgid mailq.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import pwd
@@ -350,6 +349,7 @@ async def serve(get_cfg, pool) -> None:
     """The daemon's side, for its lifetime (cancel to stop): pick up at start, when kicked and
     every minute; answer list requests.  ``get_cfg()`` is the daemon's current config."""
     import asyncio  # lazily: `sendmail -t` imports this module
+    import contextlib
     import json
     import subprocess
 

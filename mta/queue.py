@@ -22,16 +22,18 @@ This is the only module that touches spool files.  Promises:
 from __future__ import annotations
 
 import _thread
-import contextlib
 import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
 
 from mta import errors, groupcommit
 from mta.message import Header, from_bytes, to_bytes
 from mta.record import factory, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 QID_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MACRO_BYTE = "\x81"  # sendmail's internal macro character, as in H?P?Return-Path: <\x81g>
@@ -331,15 +333,13 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
         final = _control_letter(entry)
         other = "Q" if entry.lost and final == "h" else "q" if final == "h" else "h"
         os.rename(tf, qf_path(qdir, entry.qid, final))
-        with contextlib.suppress(FileNotFoundError):  # quarantined or released: one name only
-            os.unlink(qf_path(qdir, entry.qid, other))
+        _unlink(qf_path(qdir, entry.qid, other), FileNotFoundError)  # quarantined or released: one name only
         groupcommit.sync_dir(file_dir(qdir, "q"))  # shared with the other sessions committing now
         if body is not None and file_dir(qdir, "d") != file_dir(qdir, "q"):
             groupcommit.sync_dir(file_dir(qdir, "d"))
     except OSError as exc:
         for letter in ("tqd" if body is not None else "t"):
-            with contextlib.suppress(OSError):
-                os.unlink(qf_path(qdir, entry.qid, letter))
+            _unlink(qf_path(qdir, entry.qid, letter))
         raise _write_error(stage, exc) from exc
 
 
@@ -369,8 +369,7 @@ def share_data(src_qdir: str, src_qid: str, qdir: str, qid: str, mode: int = 0o6
                 _write_file(dst, fh.read(), mode)
         groupcommit.sync_dir(file_dir(qdir, "d"))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(dst)
+        _unlink(dst)
         raise _write_error("data", exc) from exc
 
 
@@ -558,8 +557,7 @@ def remove(qdir: str, qid: str) -> None:
     No fsync of the directory, as neither Sendmail nor Postfix does one: a removal acknowledges
     nothing, and a crash that undoes it can only deliver the message again, never lose it."""
     for letter in ("q", "h", "Q", "d", "x", "j"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(qf_path(qdir, qid, letter))
+        _unlink(qf_path(qdir, qid, letter), FileNotFoundError)
 
 
 def lose(qdir: str, qid: str, why: str = "", log=None) -> None:
@@ -573,27 +571,46 @@ def lose(qdir: str, qid: str, why: str = "", log=None) -> None:
         log.line(f"Losing {path}: {why}", qid)
 
 
-@contextlib.contextmanager
-def lock(qdir: str, qid: str, lost: bool = False):
+class lock:  # a context manager, called as a function: with queue.lock(qdir, qid) as fd
     """Hold flock(LOCK_EX) on the qf (or hf; the Qf when lost); raises Locked if another process
     holds it, or if the file was replaced or removed while we were opening it (readqf's race
     check: we would hold an old copy and deliver its recipients again)."""
-    try:
-        fd = _open_control(qdir, qid, os.O_RDWR, lost)
-    except OSError as exc:
-        raise errors.TempFail(f"{qid}: cannot open: {exc.strerror}") from exc
-    try:
+
+    def __init__(self, qdir: str, qid: str, lost: bool = False):
+        self.qdir, self.qid, self.lost, self.fd = qdir, qid, lost, -1
+
+    def __enter__(self) -> int:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise Locked(f"{qid}: locked") from exc
-        if not _still_named(qdir, qid, fd):
-            raise Locked(f"{qid}: changed")
-        yield fd
-    finally:
+            fd = _open_control(self.qdir, self.qid, os.O_RDWR, self.lost)
+        except OSError as exc:
+            raise errors.TempFail(f"{self.qid}: cannot open: {exc.strerror}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise Locked(f"{self.qid}: locked") from exc
+            if not _still_named(self.qdir, self.qid, fd):
+                raise Locked(f"{self.qid}: changed")
+        except BaseException:
+            self._release(fd)
+            raise
+        self.fd = fd
+        return fd
+
+    def __exit__(self, *_exc) -> None:
+        self._release(self.fd)
+
+    def _release(self, fd: int) -> None:
         os.close(fd)
-        for held in _CHECKPOINTS.pop((qdir, qid), ()):
+        for held in _CHECKPOINTS.pop((self.qdir, self.qid), ()):
             os.close(held)
+
+
+def _unlink(path: str, ignore: type[OSError] = OSError) -> None:
+    try:
+        os.unlink(path)
+    except ignore:
+        pass
 
 
 _CHECKPOINTS: dict[tuple[str, str], list[int]] = {}  # locks on qf files written mid-delivery
@@ -615,8 +632,7 @@ def checkpoint(qdir: str, entry: Entry, mode: int = 0o600) -> None:
         groupcommit.sync_dir(file_dir(qdir, "q"))
     except OSError:
         os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tf)
+        _unlink(tf)
         raise
     _CHECKPOINTS.setdefault((qdir, entry.qid), []).append(fd)
 

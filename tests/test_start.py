@@ -18,7 +18,8 @@ from mta import address, config, message, queue
 ROOT = Path(__file__).resolve().parent.parent
 
 HEAVY = {"re", "socket", "json", "random", "ipaddress", "subprocess", "asyncio", "selectors", "email",
-         "click", "dns", "encodings.idna", "typing", "pathlib", "tempfile", "logging"}
+         "click", "dns", "encodings.idna", "typing", "pathlib", "tempfile", "logging", "threading",
+         "contextlib", "functools", "collections"}
 
 
 def test_sendmail_t_imports_nothing_heavy(tmp_path):
