@@ -150,6 +150,8 @@ def test_msp_held_then_delivered(inst):
         r"MTA Queue status...\n"
         rf"{re.escape(str(inst.mqueue))} is empty\n"
         r"\t\tTotal requests: 0\n", out), out
+    msp = out.partition("MTA Queue status...\n")[0]  # -Ac: the MSP queue in both sections, as Debian's wrapper
+    assert inst.run("-Ac", prog="mailq").stdout.decode() == msp + "MTA" + msp.removeprefix("MSP")
     doc = json.loads(inst.run("--json", prog="mailq").stdout)
     assert doc[0]["queue"] == "MSP" and doc[0]["entries"][0]["id"] == qid
     assert doc[0]["entries"][0]["recipients"][0]["status"].startswith("Deferred: Connection refused")
