@@ -149,7 +149,8 @@ class Daemon:
         # with a connected callback the protocol is a server's: STARTTLS then handshakes as one
         protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=READ_SIZE * 2), serve)
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
+            transport, _p = await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
+            transport.max_size = READ_SIZE  # asyncio's 256 KiB would be mapped, shrunk and unmapped per read
         except OSError:
             sock.close()
             self._closed(ip)
