@@ -9,13 +9,14 @@ only that many entries per directory are printed ("only N printed"), as Sendmail
 
 from __future__ import annotations
 
-import json
-import random
 import time
-from collections.abc import Iterable, Iterator
 
 from mta import errors, message, queue, queuescan
 from mta.delivery import load, schedule
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
 
 ALL = schedule.Selection()
 
@@ -228,7 +229,7 @@ def _scanned(qdir: str, selection, kind: str, limit: int, verbose: bool, marks: 
 
     letter = selection.letter
     kept = queuescan.collect(qdir, letter, entry, limit)
-    return kept.requests, kept.kept, kept.listed(kept.in_order(kind, random.shuffle))
+    return kept.requests, kept.kept, kept.listed(kept.in_order(kind))
 
 
 def _gathered(cfg, qdir: str, selection, order: str, limit: int, verbose: bool, marks: Marks):
@@ -284,4 +285,6 @@ def as_json(queues: list[tuple[str, str]], selection: schedule.Selection = ALL) 
             "quarantine": e.quarantine,
             "recipients": [{"address": r.addr, "status": r.status} for r in e.recipients],
         } for e in entries]})
+    import json  # only for --json: not in every mailq's start
+
     return json.dumps(out, indent=2) + "\n"

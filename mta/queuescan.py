@@ -12,9 +12,14 @@ from __future__ import annotations
 import marshal
 import os
 from array import array
-from collections.abc import Callable, Iterable, Iterator
 
 from mta import queue
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    Entry = Callable[[str, bytes, int, bool], tuple[object, str | None] | None]
 
 PARALLEL_AT = 4000  # control files from which a second process reads half the directory
 
@@ -37,11 +42,13 @@ class Kept:
             self.text += listing.encode("latin-1")
             self.ends.append(len(self.text))
 
-    def in_order(self, kind: str, shuffle: Callable[[list], None]) -> list[int]:
+    def in_order(self, kind: str) -> list[int]:
         """The entries' numbers in QueueSortOrder; equal keys keep directory order."""
         order = list(range(len(self.keys)))
         if kind == "random":
-            shuffle(order)
+            import random  # only for this order: not in every mailq's start
+
+            random.shuffle(order)
         elif kind != "none":
             order.sort(key=self.keys.__getitem__)
         return order
@@ -64,9 +71,6 @@ class _Listed:
 
     def __iter__(self) -> Iterator[str]:
         return self.kept.pieces(self.order)
-
-
-Entry = Callable[[str, bytes, int, bool], tuple[object, str | None] | None]
 
 
 def collect(qdir: str, letter: str, entry: Entry, limit: int = 0) -> Kept:

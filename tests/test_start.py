@@ -22,26 +22,35 @@ HEAVY = {"re", "socket", "json", "random", "ipaddress", "subprocess", "asyncio",
          "contextlib", "functools", "collections"}
 
 
-def test_sendmail_t_imports_nothing_heavy(tmp_path):
-    (tmp_path / "q").mkdir()
+def loaded(tmp_path, prog: str, args: list[str], stdin: bytes = b"") -> set[str]:
+    """The modules a command loaded, run as the package runs it (python3 -IS)."""
+    (tmp_path / "q").mkdir(exist_ok=True)
     cf = tmp_path / "submit.cf"
-    cf.write_text(f"Dj{'host.example.test'}\nO QueueDirectory={tmp_path}/q\nO LogFile={tmp_path}/log\n"
+    cf.write_text(f"Djhost.example.test\nO QueueDirectory={tmp_path}/q\nO LogFile={tmp_path}/log\n"
                   "D{MTAHost}[127.0.0.1]\n")
     script = textwrap.dedent(f"""
         import sys
         sys.path[:0] = [{str(ROOT)!r}]
-        sys.argv = ["sendmail", "-C", {str(cf)!r}, "-odq", "-t"]
+        sys.argv = [{prog!r}, "-C", {str(cf)!r}, *{args!r}]
         import atexit
         atexit.register(lambda: print(" ".join(sorted(sys.modules)), file=sys.stderr))
         from mta.cli import sendmail
         sendmail.main()
     """)
-    r = subprocess.run([sys.executable, "-IS", "-c", script], input=b"To: root\nSubject: s\n\nhi\n",
-                       capture_output=True, timeout=60)
+    r = subprocess.run([sys.executable, "-IS", "-c", script], input=stdin, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    loaded = set(r.stderr.decode().split())
+    return set(r.stderr.decode().split())
+
+
+def test_sendmail_t_imports_nothing_heavy(tmp_path):
+    got = loaded(tmp_path, "sendmail", ["-odq", "-t"], b"To: root\nSubject: s\n\nhi\n")
     assert [n for n in (tmp_path / "q").iterdir() if n.name.startswith("qf")]
-    assert "mta.submit" in loaded and not HEAVY & loaded, sorted(HEAVY & loaded)
+    assert "mta.submit" in got and not HEAVY & got, sorted(HEAVY & got)
+
+
+def test_mailq_imports_nothing_heavy(tmp_path):
+    got = loaded(tmp_path, "mailq", ["-Ac"])
+    assert "mta.queuescan" in got and not {"re", "json", "random", "socket", "typing", "threading"} & got
 
 
 TEXT = st.text(alphabet="ab Z_-$?{}.,=\t\n\r\x0b\u00a0\u0663\u00b2#:Idm4smhdw019AP", max_size=60)

@@ -17,9 +17,7 @@ As Sendmail's queue.c (gatherq, sortq, run_work_group, runner_work):
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import sys
 import time
 
@@ -196,6 +194,8 @@ def sort(works: list[Work], order: str) -> list[Work]:
     if kind == "host":
         return _host_order(works)
     if kind == "random":
+        import random  # here, as json below: mailq imports this module, and each costs its start
+
         works = list(works)
         random.shuffle(works)
         return works
@@ -294,6 +294,8 @@ def run_group(ctx: Context, group: config.QueueGroup, selection: Selection) -> T
 def _fork_runners(ctx: Context, group: config.QueueGroup, works: list[Work], runners: int,
                   selection: Selection) -> Tally:
     """N children, each taking every Nth entry (runner_work's skip); counts come back on a pipe."""
+    import json
+
     children = []
     for i in range(runners):
         rfd, wfd = os.pipe()
