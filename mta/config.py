@@ -488,13 +488,17 @@ def _read_class_file(cfg: Config, name: str, spec: str) -> None:
             cfg.notices.append(f"fileclass: cannot open '{path}': {exc.strerror}")
 
 
+CASED_EQUATES = "rm"  # makemailer: r= (recipients per envelope), m= (messages per connection)
+
+
 def _parse_mailer(body: str) -> Mailer:
     name, _, rest = body.partition(",")
     fields = {}
     for part in _mailer_fields(rest.strip()):
         key, eq, value = part.partition("=")
         if eq:
-            fields[key.strip()[:1].upper()] = value.strip()
+            letter = key.strip()[:1]
+            fields[letter if letter in CASED_EQUATES else letter.upper()] = value.strip()
     return Mailer(name.strip(), fields.get("P", ""), fields.get("F", ""), fields.get("A", ""), fields)
 
 

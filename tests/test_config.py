@@ -119,3 +119,13 @@ def test_fuzz_cf_reader_raises_only_config_errors(tmp_path_factory, lines):
     except errors.ConfigError:
         return
     assert isinstance(cfg, config.Config)
+
+
+def test_mailer_equates_keep_the_case_sendmail_gives_them(tmp_path):
+    """readcf's makemailer: r= (recipients per envelope) and m= (messages per connection) are
+    not R= (rewriting) and M= (size); the other letters are read in either case."""
+    cf = tmp_path / "m.cf"
+    cf.write_text("Mx, P=[IPC], F=mDFMuX, S=EnvFromSMTP, R=EnvToSMTP, r=10, m=5, M=1000, a=TCP $h\n")
+    fields = config.load(str(cf)).mailers["x"].fields
+    assert (fields["R"], fields["r"], fields["M"], fields["m"]) == ("EnvToSMTP", "10", "1000", "5")
+    assert fields["A"] == "TCP $h"
