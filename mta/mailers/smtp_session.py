@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import time
 
 from mta import access, errors
@@ -179,7 +178,9 @@ class Session:
             raise Failed(Outcome("5.3.5", "Local configuration error", self.relay, "553 5.3.5 system config error"),
                          host_down=False, final=True)
 
-    def _context(self, verify: bool) -> ssl.SSLContext:
+    def _context(self, verify: bool):  # -> ssl.SSLContext
+        import ssl  # only when a peer offers STARTTLS: ssl is a fifth of a relayed submission's start
+
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -197,6 +198,8 @@ class Session:
         if reply.code != 220:
             return  # refused: go on in clear (TLS_Srv decides whether that will do)
         self.replies.clear()  # nothing the peer sent before the handshake may count (CVE-2011-0411)
+        import ssl
+
         name = self.host.strip("[]")
         try:
             self.sock = self._context(verify).wrap_socket(self.sock, server_hostname=name)
