@@ -292,7 +292,8 @@ class Daemon:
                 break
             try:  # Timeout.datablock while a message comes in, Timeout.command between commands
                 wait = (ctx.cfg["Timeout.datablock"] or 3600) if session.state == "data" else timeout
-                data = await asyncio.wait_for(reader.read(READ_SIZE), wait)
+                async with asyncio.timeout(wait):  # no task per read, as wait_for makes
+                    data = await reader.read(READ_SIZE)
             except TimeoutError:
                 session.log(f"timeout waiting for input from {session.client.relay_text} during "
                              f"{'message collect' if session.state == 'data' else 'server cmd read'}")
