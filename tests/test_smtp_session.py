@@ -294,3 +294,33 @@ def test_vrfy_expn_want_helo_first_with_debians_privacy_options(ctx, verb, flag)
     lines = drive(ctx, [f"{verb} root\r\nHELO c\r\n{verb} root\r\n".encode()])
     assert lines[0] == "503 5.0.0 I demand that you introduce yourself first"
     assert lines[2].startswith("250 2.1.5 <root")
+
+
+class _LineByLine(wire.Buffer):
+    def _whole_lines(self, max_size: int) -> bool:
+        return False
+
+
+def _collect(buf: wire.Buffer, chunks: list[bytes], max_size: int) -> tuple:
+    buf.start_data()
+    ends = []
+    for chunk in chunks:
+        buf.feed(chunk)
+        try:
+            ends.append(buf.data(max_size))
+        except wire.BareLineEnd as exc:
+            return ends, "bare", exc.which
+        if ends[-1]:
+            break
+    return ends, bytes(buf.message), buf.size, buf.nul, buf.command() if ends and ends[-1] else None
+
+
+@settings(PROPS, max_examples=400)
+@given(text=st.lists(st.sampled_from([b"a", b".", b"..", b"\r\n", b"\r\n", b"\r", b"\n", b"\0", b"x\0y\r\n",
+                                      b".dot\r\n", b"line\r\n", b"\r\n.\r\n", b"NEXT\r\n"]), max_size=40),
+       cuts=st.lists(st.integers(0, 200), max_size=6), max_size=st.sampled_from([0, 5, 40, 1000]))
+def test_whole_lines_at_once_take_what_line_by_line_takes(text, cuts, max_size):
+    data = b"".join(text)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    chunks = [data[a:b] for a, b in zip(points, points[1:], strict=False)] or [b""]
+    assert _collect(wire.Buffer(), chunks, max_size) == _collect(_LineByLine(), chunks, max_size)

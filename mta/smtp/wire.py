@@ -71,6 +71,8 @@ class Buffer:
 
         Bytes are taken as they arrive, also from an unfinished line, so nothing is searched
         twice and at most two bytes (a '.' or a CR that the next read completes) stay buffered."""
+        if self._whole_lines(max_size):
+            return True
         buf, pos = self._buf, 0
         try:
             while True:
@@ -87,6 +89,33 @@ class Buffer:
                 self._bol = True
         finally:
             del buf[:pos]
+
+    def _whole_lines(self, max_size: int) -> bool:
+        """The common case at once: the complete lines buffered, when none has a bare CR or LF
+        and they fit in max_size, taken as _take takes them line by line.  True once the
+        terminating '.' line was among them; anything else is left to the line-by-line path."""
+        buf = self._buf
+        if self._bol and buf.startswith(b".\r\n"):
+            return False
+        end = buf.find(b"\r\n.\r\n")
+        cut = end + 2 if end >= 0 else buf.rfind(b"\r\n") + 2
+        if cut < 2:
+            return False
+        lines = bytes(buf[:cut])
+        breaks = lines.count(b"\r\n")
+        if lines.count(b"\r") != breaks or lines.count(b"\n") != breaks:
+            return False  # a bare line end: the line-by-line path says which, where
+        if self._bol and lines.startswith(b"."):
+            lines = lines[1:]
+        lines = lines.replace(b"\r\n.", b"\r\n")  # unstuffed: every line after a CRLF
+        if max_size and self.size + len(lines) > max_size:
+            return False
+        self.nul = self.nul or b"\0" in lines
+        self.size += len(lines)
+        self.message += lines
+        self._bol = True
+        del buf[:cut + 3 if end >= 0 else cut]
+        return end >= 0
 
     def _partial(self, pos: int, max_size: int) -> int:
         """Take what is safe of an unfinished line; returns where the kept tail starts."""
