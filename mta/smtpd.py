@@ -310,6 +310,11 @@ class Daemon:
             if isinstance(out, bytes):
                 writer.write(out)
                 continue
+            if out.kind == "mail" and ctx.cfg.has_feature("delay_checks"):
+                # check_mail waits for each RCPT (policy.mail): all MAIL still asks is the queue's
+                # free space (one statvfs), not worth a trip to a thread and back
+                outputs.extend(session.resume(answer.answer(ctx, out)))
+                continue
             if out.kind in OFF_LOOP:  # this request and the ones right behind it: one trip to a thread
                 written, outputs = await self.work.run(self._answer_run, ctx, session, out, outputs)
                 writer.write(written)

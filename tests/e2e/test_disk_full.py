@@ -35,9 +35,11 @@ def _files(qdir) -> list[str]:
     return sorted(n for n in os.listdir(qdir) if n[1:2] == "f" and n != "filler")
 
 
-def test_min_free_blocks_refuses_at_mail_and_cmdline_keeps_dead_letter(inst, users):
+@pytest.mark.parametrize("features", ["", "#####  $Id: delay_checks.m4,v 8.9 2013-11-22 20:51:11 ca Exp $  #####\n"],
+                         ids=["plain", "delay_checks"])  # with delay_checks the daemon answers MAIL on its loop
+def test_min_free_blocks_refuses_at_mail_and_cmdline_keeps_dead_letter(inst, users, features):
     with tmpfs(inst.root / "q", "2m") as q:
-        inst.write_cf(f"O QueueDirectory={q}\nO MinFreeBlocks=100")
+        inst.write_cf(f"{features}O QueueDirectory={q}\nO MinFreeBlocks=100")
         _fill(q, 50)
         d = Daemon(inst)
         try:
