@@ -1,7 +1,8 @@
 """The work behind an SMTP session's requests: access maps, routing, aliases, PBKDF2.
 
 All of it may block (files, maps, DNS, CPU), so the daemon calls these in a thread pool, off
-its event loop, and ``sendmail -bs`` calls them inline; a worker process could call them as
+its event loop (but for MAIL under FEATURE(delay_checks): only a statvfs is left of it then),
+and ``sendmail -bs`` calls them inline; a worker process could call them as
 well, since a request holds plain data only.  ``answer(ctx, action)`` gives what the session's
 ``resume`` takes: a ``Refusal`` or None for MAIL and RCPT, the routes for VRFY, True or False
 for AUTH.  A typed error (a map or :include: file that cannot be read now) is returned, not
