@@ -193,8 +193,8 @@ def deliver(*, host: str, port: int, sender: str, recipients: list[str], text: s
         last = Outcome.from_error(errors.TempFail(f"Connection refused by {host}", status="4.4.1"))
     if s.fallback_smart and s.fallback_smart.lower() not in hosts:
         hosts.append(s.fallback_smart)
-    payload = client.message_bytes(to_bytes(text))
-    size = len(to_bytes(text))
+    raw = to_bytes(text)
+    payload, size = client.message_bytes(raw), len(raw)
     for mx in hosts:
         down = _known_down(mx, s)
         if down is not None:
