@@ -31,6 +31,8 @@ DIFFERENT_OPTIONS = {
     "AliasWait": "the alias database is read when present, else the aliases text itself",
     "UseMSP": "submission always goes through submit.cf and the MSP queue",
     "SevenBitInput": "bodies are kept byte for byte",
+    "RunAsUser": "in submit.cf: root's submissions to the MSP queue are written as this user, so its "
+                 "queue runs (Debian's cron-msp as smmsp) can take them; no process changes its uid to it",
     "TLSFallbacktoClear": "a failed STARTTLS handshake is always followed by a new connection in clear, "
                           "unless TLS_Srv: asks for VERIFY or ENCR there",
 }

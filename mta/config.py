@@ -169,6 +169,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "NoRecipientAction": ("none", text_value),
     "MaxDaemonChildren": (0, int),
     "DaemonWorkers": (0, int),  # (ext): SMTP worker processes; 0 = one per CPU
+    "RunAsUser": ("", text_value),  # user[:group]: whom root's MSP queue files belong to (submit.run_as)
     "SafeFileEnvironment": ("", text_value),
 }
 

@@ -105,6 +105,40 @@ def add_headers(ctx: Context, msg: Message, *, qid: str, when: float, sender: st
     msg.headers[:0] = added
 
 
+def run_as(cfg) -> tuple[int, int] | None:
+    """RunAsUser's (uid, gid): ``user``, ``user:group`` or numbers, as readcf reads it; None when
+    it is not set or names nobody on this system."""
+    import grp
+    import pwd
+
+    user, _, group = cfg["RunAsUser"].partition(":")
+    if not user:
+        return None
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        gid = (int(group) if group.isdigit() else grp.getgrnam(group).gr_gid) if group else pw.pw_gid
+    except KeyError:
+        return None
+    return pw.pw_uid, gid
+
+
+def as_run_as_user(cfg, write):
+    """write(), as RunAsUser when root writes the MSP queue: Sendmail's MSP (set-group-id smmsp,
+    RunAsUser=smmsp) runs as that user, and its own queue runs (Debian's cron-msp) must be able
+    to take what root left there."""
+    ids = run_as(cfg) if cfg.is_msp and os.geteuid() == 0 else None
+    if ids is None:
+        return write()
+    egid = os.getegid()
+    os.setegid(ids[1])
+    os.seteuid(ids[0])
+    try:
+        return write()
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+
+
 def enqueue(ctx: Context, *, qid: str, sender: str, recipients: list[Recipient], msg: Message,
             when: float, macros: dict[str, str], flags: str = "", bodytype: str = "", envid: str = "",
             proto: str = "", daemon: str = "", relay: str = "", quarantine: str = "") -> list[Entry]:
@@ -116,7 +150,8 @@ def enqueue(ctx: Context, *, qid: str, sender: str, recipients: list[Recipient],
                   macros=macros, sender=sender, envid=envid, recipients=recipients, headers=msg.headers,
                   quarantine=quarantine)
     pieces, splits = qgroups.split(ctx.cfg, entry, recipient_groups(ctx, recipients))
-    entries = qgroups.store(ctx.cfg, pieces, msg.body, ctx.cfg["QueueFileMode"], current=ctx.qdir)
+    entries = as_run_as_user(ctx.cfg, lambda: qgroups.store(ctx.cfg, pieces, msg.body, ctx.cfg["QueueFileMode"],
+                                                            current=ctx.qdir))
     size = len(message.to_bytes(msg.body))
     for e in entries:
         e.body_size = size

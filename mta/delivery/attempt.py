@@ -276,7 +276,7 @@ def _keep(ctx: Context, entry: Entry, body: str, deferred: list[Result], started
         send(ctx, notify.warning(ctx.cfg, entry, statuses))
         entry.flags += "w"
         entry.status = f"Warning: could not send message for past {log.pintvl_long(warn_after)}"
-    queue.store(ctx.qdir, entry, None, ctx.cfg["QueueFileMode"])
+    submit.as_run_as_user(ctx.cfg, lambda: queue.store(ctx.qdir, entry, None, ctx.cfg["QueueFileMode"]))
 
 
 # -- notifications ----------------------------------------------------------------------------------

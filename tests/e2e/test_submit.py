@@ -382,3 +382,25 @@ def test_traffic_log_X(inst):
     assert re.search(r"^\d{5} >>> Subject: traffic$", text, re.M)
     r = inst.run("-Am", "-odi", "-X", str(log), "mtabob", stdin=b"Subject: local traffic\n\nx\n")
     assert re.search(r"^\d{5} === DELIVER local mtabob$", log.read_text(), re.M)
+
+
+def test_roots_msp_queue_files_belong_to_run_as_user(inst, users):
+    """submit.cf's RunAsUser (Debian's: smmsp): what root leaves in the MSP queue is that user's,
+    so the MSP's own queue run (Debian's cron-msp, as smmsp) can take it."""
+    inst.write_cf(extra_submit="O RunAsUser=mtabob")
+    r = inst.run("-t", cf=inst.submit, stdin=b"To: mtaalice\nSubject: run as\n\nm\n")  # the MTA is down
+    assert r.returncode == 0 and len(inst.qfs(client=True)) == 1, r.stdout
+    qid = inst.qfs(client=True)[0][2:]
+    bob = users["mtabob"]
+    for letter in "qd":
+        st = os.stat(inst.mqueue_client / f"{letter}f{qid}")
+        assert (st.st_uid, st.st_gid) == (bob.pw_uid, bob.pw_gid), letter
+    sink = Sink()
+    server = serve(inst.port, sink)
+    try:
+        r = inst.run("-Ac", "-q", user="mtabob")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not inst.qfs(client=True) and len(sink.messages) == 1

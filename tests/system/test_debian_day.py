@@ -218,15 +218,20 @@ def test_mailq_as_root_and_as_a_user_then_runq(root):
 
 
 def test_cron_msp_run_delivers_the_msp_queue(root):
-    # an entry of the MSP queue as Debian's MSP (RunAsUser=smmsp) leaves it: smmsp's own
+    # an entry of the MSP queue as Debian's MSP (RunAsUser=smmsp) leaves it: smmsp's own, also
+    # when root wrote it (root's cron mail while the MTA was down)
     r = root.run(f"echo 'Subject: via the MSP queue' | sendmail -Ac -odq {USER}", user="smmsp")
     assert r.returncode == 0, out(r)
+    r = root.run(f"echo 'Subject: root via the MSP queue' | sendmail -Ac -odq {USER}")
+    assert r.returncode == 0, out(r)
+    owners = root.run("stat -c %U:%G /var/spool/mqueue-client/qf* /var/spool/mqueue-client/df*")
+    assert set(out(owners).split()) == {"smmsp:smmsp"}, out(owners)
     assert root.run("ls /var/spool/mqueue-client | grep -q '^qf'").returncode == 0
     cron = root.run("grep -h 'cron-msp' /etc/cron.d/sendmail | sed 's/^[^a-z]*smmsp[[:space:]]*//'").stdout.decode()
     assert "/usr/share/sendmail/sendmail cron-msp" in cron, cron
     r = root.run(cron.strip(), user="smmsp")
     assert r.returncode == 0, out(r)
-    assert wait_for(lambda: "Subject: via the MSP queue" in mailbox(root))
+    assert wait_for(lambda: "Subject: via the MSP queue" in mailbox(root) and "Subject: root via" in mailbox(root))
     assert root.run("ls /var/spool/mqueue-client | grep -q '^qf'").returncode != 0
 
 
