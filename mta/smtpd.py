@@ -23,7 +23,7 @@ import ssl
 import sys
 import time
 
-from mta import VERSION, config, errors, log, maildrop, offload, submit
+from mta import VERSION, config, errors, log, maildrop, offload
 from mta.context import Context
 from mta.delivery import attempt, mode, schedule
 from mta.mailers import esmtp
@@ -340,14 +340,9 @@ class Daemon:
     def _answer(self, ctx, action: Action):
         if action.kind != "queue":
             return answer.answer(ctx, action)
-        q = action.arg
-        try:
-            entries = submit.smtp(ctx, q.client, q.envelope, q.proto)
-        except errors.MTAError as exc:
-            return exc
-        except OSError as exc:
-            return errors.TempFail(f"Insufficient disk space; try again later ({exc.strerror})",
-                                   status="4.3.1", code=452)
+        entries = answer.store(ctx, action.arg)
+        if isinstance(entries, errors.MTAError):
+            return entries
         for entry in entries:  # one per queue group (and recipients limit) it was split into
             how = mode.plan(ctx.cfg, priority=entry.priority)  # QueueLA may queue it
             if how == mode.NOW:  # the reply to DATA waits for the delivery
@@ -494,11 +489,9 @@ def _act_inline(ctx: Context, session: Session, action: Action):
         time.sleep(action.arg)
         return None
     if action.kind == "queue":
-        q = action.arg
-        try:
-            entries = submit.smtp(ctx, q.client, q.envelope, q.proto)
-        except errors.MTAError as exc:
-            return exc
+        entries = answer.store(ctx, action.arg)
+        if isinstance(entries, errors.MTAError):
+            return entries
         for entry in entries:
             attempt.after_queue(ctx, entry)
         return entries[0].qid

@@ -11,7 +11,7 @@ raised, and the session answers it with a 4xx; any other exception is a bug and 
 
 from __future__ import annotations
 
-from mta import errors, queue
+from mta import errors, queue, submit
 from mta.policy import Client, Policy, Refusal, Verdict
 from mta.smtp import requests
 
@@ -54,6 +54,18 @@ def auth(ctx, credentials: tuple[str, str]) -> bool:
 
 
 HANDLERS = {"mail": mail, "rcpt": rcpt, "vrfy": vrfy, "auth": auth}
+
+
+def store(ctx, q: requests.Queue) -> list | errors.MTAError:
+    """The queue request: the message stored (its entries, one per queue group and recipients
+    limit it was split into), or the error to answer DATA with."""
+    try:
+        return submit.smtp(ctx, q.client, q.envelope, q.proto)
+    except errors.MTAError as exc:
+        return exc
+    except OSError as exc:
+        return errors.TempFail(f"Insufficient disk space; try again later ({exc.strerror})",
+                               status="4.3.1", code=452)
 
 
 def answer(ctx, action):
