@@ -274,17 +274,19 @@ def as_json(queues: list[tuple[str, str]], selection: schedule.Selection = ALL) 
     out = []
     for label, qdir in queues:
         try:
-            entries = schedule.sorted_entries(qdir, selection)
+            works = schedule.sorted_works(qdir, selection)
         except errors.MTAError as exc:
             out.append({"queue": label, "path": qdir, "error": exc.text, "entries": []})
             continue
-        out.append({"queue": label, "path": qdir, "entries": [{
-            "id": e.qid, "size": e.body_size, "time": e.ctime, "priority": e.priority,
-            "sender": e.sender, "status": e.status, "tries": e.tries, "last_try": e.last_try,
-            "locked": queue.is_locked(qdir, e.qid), "warned": "w" in e.flags,
-            "quarantine": e.quarantine,
-            "recipients": [{"address": r.addr, "status": r.status} for r in e.recipients],
-        } for e in entries]})
+        out.append({"queue": label, "path": qdir, "entries": [_as_dict(w) for w in works]})
     import json  # only for --json: not in every mailq's start
 
     return json.dumps(out, indent=2) + "\n"
+
+
+def _as_dict(work: schedule.Work) -> dict:
+    e = work.entry
+    return {"id": e.qid, "size": e.body_size, "time": e.ctime, "priority": e.priority,
+            "sender": e.sender, "status": e.status, "tries": e.tries, "last_try": e.last_try,
+            "locked": work.locked, "warned": "w" in e.flags, "quarantine": e.quarantine,
+            "recipients": [{"address": r.addr, "status": r.status} for r in e.recipients]}

@@ -70,10 +70,10 @@ def test_store_read_remove_and_lock(tmp_path):
     got = queue.read(str(tmp_path), e.qid)
     assert got.body_size == 5 and got.recipients[0].addr == "bob"
     with queue.lock(str(tmp_path), e.qid):
-        assert queue.is_locked(str(tmp_path), e.qid)
+        assert queue.glance(queue.qf_path(str(tmp_path), e.qid)).locked
         with pytest.raises(queue.Locked), queue.lock(str(tmp_path), e.qid):
             pass
-    assert not queue.is_locked(str(tmp_path), e.qid)
+    assert not queue.glance(queue.qf_path(str(tmp_path), e.qid)).locked
     queue.remove(str(tmp_path), e.qid)
     assert os.listdir(tmp_path) == []
 

@@ -204,10 +204,10 @@ def sort(works: list[Work], order: str) -> list[Work]:
     return sorted(works, key=keys[kind]) if kind in keys else list(works)
 
 
-def sorted_entries(qdir: str, selection: Selection, cfg=None) -> list[Entry]:
+def sorted_works(qdir: str, selection: Selection, cfg=None) -> list[Work]:
     """Every selected entry of qdir in QueueSortOrder (priority without a cf)."""
     works, _n = gather(cfg, qdir, selection, run=False)
-    return [w.entry for w in sort(works, cfg["QueueSortOrder"] if cfg else "priority")]
+    return sort(works, cfg["QueueSortOrder"] if cfg else "priority")
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -362,9 +362,10 @@ def work_through(ctx: Context, works: list[Work], selection: Selection, *, start
         progress.clear()
         if ctx.verbose:
             ctx.verbose.write(f"\nRunning {where} (sequence {seq} of {len(works)})\n")
-        where_ctx = contexts.get(work.qdir) or contexts.setdefault(work.qdir, ctx.at(work.qdir))
-        where_ctx.run_quarantined = selection.quarantined
-        where_ctx.run_lost = selection.lost
+        where_ctx = contexts.get(work.qdir)
+        if where_ctx is None:
+            where_ctx = contexts[work.qdir] = ctx.at(work.qdir)
+            where_ctx.run_quarantined, where_ctx.run_lost = selection.quarantined, selection.lost
         _count(tally, work, attempt.deliver(where_ctx, work.entry.qid, known=(work.ident, work.entry)))
         progress.show(tally)
     progress.done()
