@@ -494,16 +494,12 @@ def _read_tried(fd: int) -> tuple[bytes, bool]:
 def read_listed(qdir: str, qid: str, letter: str = "q") -> tuple[str, int, bool]:
     """For mailq: the control file's text, the data file's size (-1: none) and whether a
     delivery holds the entry.  Raises OSError."""
-    fd = os.open(qf_path(qdir, qid, letter), os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(qf_path(qdir, qid, letter), _READ)
     try:
         data, locked = _read_tried(fd)
     finally:
         os.close(fd)
-    try:
-        size = os.stat(qf_path(qdir, qid, "d")).st_size
-    except OSError:
-        size = -1
-    return from_bytes(data), size, locked
+    return from_bytes(data), data_size(qdir, qid), locked
 
 
 def scan_listed(qdir: str, qids: list[str], letter: str = "q") -> Iterator[tuple[str, bytes, int, bool]]:
@@ -681,16 +677,6 @@ def stat_mode(qdir: str, qid: str) -> int:
         return 0o600
 
 
-def is_locked(qdir: str, qid: str, lost: bool = False) -> bool:
-    try:
-        with lock(qdir, qid, lost):
-            return False
-    except Locked:
-        return True
-    except errors.MTAError:
-        return False
-
-
 # -- a queue run's housekeeping (queue.c readqf/loseqfile; stale files) ---------------------------
 
 ORPHAN_AGE = 86400  # df/tf/xf/jf files without their qf, older than this, are removed
@@ -763,7 +749,7 @@ def glance(path: str) -> Glance | None:
     """One open: the bytes, the mtime and a shared lock only tried (never waited for, released
     at once), as printqueue and gatherq look; None when it cannot be read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, _READ)
     except OSError:
         return None
     try:

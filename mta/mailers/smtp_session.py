@@ -88,6 +88,10 @@ class Session:
                   "Connection timed out" if isinstance(exc, TimeoutError) else "Connection reset")
         return Outcome.from_error(errors.TempFail(f"{reason} by {self.host}", status="4.4.1"), self.relay)
 
+    def _lost(self, text: str) -> Failed:
+        """The connection broke (or the peer broke the protocol) during a transaction."""
+        return Failed(Outcome.from_error(errors.TempFail(text, status="4.4.2"), self.relay))
+
     def _log(self, mark: str, lines: list[str], verbose: bool = True) -> None:
         if self.s.transcript is not None and verbose:
             self.s.transcript.write("".join(f"{mark + ' ' if mark == '>>>' else ''}{line}\n" for line in lines))
@@ -104,8 +108,7 @@ class Session:
         try:
             self.sock.sendall(data)
         except OSError as exc:
-            raise Failed(Outcome.from_error(errors.TempFail(f"Connection reset by {self.host}: {exc}",
-                                                            status="4.4.2"), self.relay)) from exc
+            raise self._lost(f"Connection reset by {self.host}: {exc}") from exc
 
     @staticmethod
     def _shown(line: str) -> str:
@@ -127,8 +130,7 @@ class Session:
                 self.replies.feed(data)
         except (OSError, client.ProtocolError) as exc:
             why = "timeout waiting for input from" if isinstance(exc, TimeoutError) else "Connection reset by"
-            raise Failed(Outcome.from_error(errors.TempFail(f"{why} {self.host}", status="4.4.2"),
-                                            self.relay)) from exc
+            raise self._lost(f"{why} {self.host}") from exc
 
     def command(self, data: bytes, timeout: float | None = None) -> Reply:
         self.write(data)
@@ -268,7 +270,7 @@ class Session:
                     self.write(out, payload=sent_payload)
                 out = t.feed(self.read(self.s.final_timeout if sent_payload else None))
         except client.ProtocolError as exc:  # feed()'s: a reply out of place, a refused RSET
-            failed = Failed(Outcome.from_error(errors.TempFail(f"{exc} by {self.host}", status="4.4.2"), self.relay))
+            failed = self._lost(f"{exc} by {self.host}")
             failed.unsent = not sent_payload
             raise failed from exc
         except Failed as exc:
