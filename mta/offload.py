@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import queue
 import threading
 
@@ -36,10 +37,14 @@ class Threads(concurrent.futures.Executor):
 
     def run(self, fn, *args) -> asyncio.Future:
         """fn(*args) in a thread; await the answer on the calling loop."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self.jobs.put((loop, fut, fn, args))
+        fut = asyncio.get_running_loop().create_future()
+        self.run_then(functools.partial(_settle, fut), fn, *args)
         return fut
+
+    def run_then(self, done, fn, *args) -> None:
+        """fn(*args) in a thread, then done(ok, result or exception) on the calling loop: no
+        future, for a caller that carries on from a callback (mta.connection)."""
+        self.jobs.put((asyncio.get_running_loop(), done, fn, args))
 
     def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -51,18 +56,18 @@ class Threads(concurrent.futures.Executor):
             job = self.jobs.get()
             if job is None:
                 return
-            loop, fut, fn, args = job
-            if loop is None and not fut.set_running_or_notify_cancel():
+            loop, done, fn, args = job
+            if loop is None and not done.set_running_or_notify_cancel():
                 continue
             try:
                 ok, value = True, fn(*args)
             except BaseException as exc:  # noqa: BLE001 - the awaiting side decides what it means
                 ok, value = False, exc
             if loop is None:
-                fut.set_result(value) if ok else fut.set_exception(value)
+                done.set_result(value) if ok else done.set_exception(value)
             else:
                 try:
-                    loop.call_soon_threadsafe(_settle, fut, ok, value)
+                    loop.call_soon_threadsafe(done, ok, value)
                 except RuntimeError:  # the loop has closed: nobody waits for this answer
                     pass
 

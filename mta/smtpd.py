@@ -23,16 +23,14 @@ import ssl
 import sys
 import time
 
-from mta import VERSION, config, errors, log, maildrop, offload
+from mta import VERSION, config, connection, errors, log, maildrop, offload
 from mta.context import Context
-from mta.delivery import attempt, mode, schedule
-from mta.mailers import esmtp
+from mta.delivery import attempt, schedule
 from mta.policy import Client
 from mta.smtp import answer
-from mta.smtp.session import Action, Session, reply
+from mta.smtp.session import Action, Session
 
-READ_SIZE = 65536
-OFF_LOOP = frozenset(answer.HANDLERS) | {"queue"}  # what a session asks that may block: never on the loop
+READ_SIZE = connection.READ_SIZE
 RDNS_TIMEOUT = 5.0
 SHUTDOWN_GRACE = 60.0
 DELIVERY_GRACE = 10.0  # after the sessions have ended, for deliveries under way
@@ -101,7 +99,7 @@ class Daemon:
         self.work = offload.Threads(32, "mta-session")
         self.pool = offload.Threads(8, "mta-delivery")  # deliveries, ETRN runs, the maildrop
         self.sessions: set[Session] = set()
-        self.tasks: set[asyncio.Task] = set()  # one per connection
+        self.connections: set[connection.Connection] = set()
         self.stopping = asyncio.Event()
         self.sslctx = None
         self.auth = False
@@ -140,20 +138,18 @@ class Daemon:
             asyncio.get_running_loop().create_task(self._accepted(sock, self.listener_opts[int(index)], ip))
 
     async def _accepted(self, sock: socket.socket, opts: dict[str, str], ip: str) -> None:
-        async def serve(reader, writer) -> None:
-            try:
-                await self._connection(reader, writer, opts)
-            finally:
-                self._closed(ip)
-
-        # with a connected callback the protocol is a server's: STARTTLS then handshakes as one
-        protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=READ_SIZE * 2), serve)
+        conn = connection.Connection(self, opts, ip)
+        self.connections.add(conn)
         try:
-            transport, _p = await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
-            transport.max_size = READ_SIZE  # asyncio's 256 KiB would be mapped, shrunk and unmapped per read
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock)
         except OSError:
             sock.close()
-            self._closed(ip)
+            self.connection_closed(conn)
+
+    def connection_closed(self, conn: connection.Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self._closed(conn.ip)
 
     def _closed(self, ip: str) -> None:
         """Tell the parent, which counts connections for the limits."""
@@ -199,12 +195,12 @@ class Daemon:
 
     async def _end_sessions(self) -> None:
         """Idle sessions (and ones past the grace time) are told 421 and closed before the pools
-        they use go away, so nothing is left for asyncio.run to cancel."""
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
+        they use go away."""
+        conns = list(self.connections)
+        for conn in conns:
+            conn.shut_down()
+        if conns:
+            await asyncio.wait([c.finished for c in conns], timeout=10)
 
     def _loop_error(self, loop, context: dict) -> None:
         """Whatever escapes a callback goes to the mail log, never to stderr as a traceback."""
@@ -214,9 +210,10 @@ class Daemon:
 
     # -- one connection ---------------------------------------------------------------------------
 
-    async def _client(self, writer, opts: dict[str, str]) -> Client:
-        peer = writer.get_extra_info("peername") or ("", 0)
-        sock = writer.get_extra_info("sockname") or ("", 0)
+    async def client(self, transport, opts: dict[str, str]) -> Client:
+        """Who is connecting: the address, its name by reverse DNS (in a thread, bounded)."""
+        peer = transport.get_extra_info("peername") or ("", 0)
+        sock = transport.get_extra_info("sockname") or ("", 0)
         ip = peer[0].removeprefix("::ffff:")
         try:
             name = (await asyncio.wait_for(self.work.run(socket.gethostbyaddr, ip), RDNS_TIMEOUT))[0]
@@ -224,186 +221,6 @@ class Daemon:
             name = ""
         modifiers = opts.get("M", "")
         return Client(ip, name, daemon=opts.get("Name", "MTA"), msa="a" in modifiers, local_addr=sock[0])
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opts) -> None:
-        peer = (writer.get_extra_info("peername") or ("?",))[0].removeprefix("::ffff:")
-        if self.stopping.is_set():
-            writer.write(reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service shutting down"))
-            await _close(writer)
-            return
-        task = asyncio.current_task()
-        self.tasks.add(task)
-        session = None
-        try:
-            if self.ctx.cfg["StatusFile"]:
-                from mta import stats
-
-                await self.work.run(lambda: stats.record(
-                    self.ctx.cfg["StatusFile"], cf=1))
-            client = await self._client(writer, opts)
-            ctx = self.ctx
-            rejected, pause = await self.work.run(answer.connect, ctx,
-                                                                               client)
-            session = Session(ctx, client, tls_available=self.sslctx is not None, auth=self.auth,
-                              rejected=rejected)
-            self.sessions.add(session)
-            await self._converse(ctx, session, reader, writer, pause)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:  # the daemon stops
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.write(reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service shutting down"))
-            raise
-        except Exception as exc:  # the edge: log it, tell the client to come back, keep serving others
-            self.ctx.log.line(f"SYSERR: session with {peer}: {type(exc).__name__}: {exc}")
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.write(reply(421, "4.3.0", f"{self.ctx.cfg.hostname} Internal error; try again later"))
-        finally:
-            if session is not None:
-                self.sessions.discard(session)
-                if not session.closed:
-                    line = session.lost()
-                    if line:
-                        session.log(line)
-            self.tasks.discard(task)
-            await _close(writer)
-
-    async def _converse(self, ctx, session: Session, reader, writer, pause: int) -> None:
-        timeout = ctx.cfg["Timeout.command"] or 3600
-        if pause:
-            try:
-                early = await asyncio.wait_for(reader.read(READ_SIZE), pause / 1000)
-            except TimeoutError:
-                early = None
-            if early == b"":  # gone before the greeting
-                return
-            if early is not None:
-                session.log(f"rejecting commands from {session.client.relay_text} due to pre-greeting "
-                             f"traffic after {int(pause / 1000)} seconds")
-                writer.write(session.refuse_early_talker())
-                await self._outputs(ctx, session, session.receive(early), reader, writer)
-        if not session.nullserver or not pause:
-            writer.write(session.greeting())
-        await writer.drain()
-        while not session.closed:
-            if self.stopping.is_set() and session.state in ("connected", "greeted"):
-                writer.write(reply(421, "4.3.2", f"{ctx.cfg.hostname} Service shutting down"))
-                session.closed = True
-                break
-            try:  # Timeout.datablock while a message comes in, Timeout.command between commands
-                wait = (ctx.cfg["Timeout.datablock"] or 3600) if session.state == "data" else timeout
-                async with asyncio.timeout(wait):  # no task per read, as wait_for makes
-                    data = await reader.read(READ_SIZE)
-            except TimeoutError:
-                session.log(f"timeout waiting for input from {session.client.relay_text} during "
-                             f"{'message collect' if session.state == 'data' else 'server cmd read'}")
-                writer.write(reply(421, "4.4.2", f"{ctx.cfg.hostname} Timeout waiting for input"))
-                session.closed = True
-                break
-            if not data:
-                break
-            await self._outputs(ctx, session, session.receive(data), reader, writer)
-
-    async def _outputs(self, ctx, session: Session, outputs: list, reader, writer) -> None:
-        while outputs:
-            out = outputs.pop(0)
-            if isinstance(out, bytes):
-                writer.write(out)
-                continue
-            if out.kind == "mail" and ctx.cfg.has_feature("delay_checks"):
-                # check_mail waits for each RCPT (policy.mail): all MAIL still asks is the queue's
-                # free space (one statvfs), not worth a trip to a thread and back
-                outputs.extend(session.resume(answer.answer(ctx, out)))
-                continue
-            if out.kind in OFF_LOOP:  # this request and the ones right behind it: one trip to a thread
-                written, outputs = await self.work.run(self._answer_run, ctx, session, out, outputs)
-                writer.write(written)
-                continue
-            await writer.drain()
-            outputs.extend(session.resume(await self._act(ctx, session, out, reader, writer)))
-        await writer.drain()
-
-    def _answer_run(self, ctx, session: Session, action: Action, outputs: list) -> tuple[bytes, list]:
-        """In a thread: answer action and the requests that follow it without waiting on the
-        client, up to the end of one transaction (a pipelined MAIL, RCPTs, DATA and the message:
-        one trip per message, its replies sent before the next message is worked on).  The
-        session is this thread's alone meanwhile: its loop waits for this call."""
-        written = bytearray()
-        while True:
-            outputs.extend(session.resume(self._answer(ctx, action)))
-            while outputs and isinstance(outputs[0], bytes):
-                written += outputs.pop(0)
-            if action.kind == "queue" or not outputs or outputs[0].kind not in OFF_LOOP:
-                return bytes(written), outputs
-            action = outputs.pop(0)
-
-    def _answer(self, ctx, action: Action):
-        if action.kind != "queue":
-            return answer.answer(ctx, action)
-        entries = answer.store(ctx, action.arg)
-        if isinstance(entries, errors.MTAError):
-            return entries
-        for entry in entries:  # one per queue group (and recipients limit) it was split into
-            how = mode.plan(ctx.cfg, priority=entry.priority)  # QueueLA may queue it
-            if how == mode.NOW:  # the reply to DATA waits for the delivery
-                _deliver(ctx.at(entry.qdir), entry.qid)
-            elif how == mode.BACKGROUND:
-                self.pool.submit(_deliver, ctx.at(entry.qdir), entry.qid)
-            else:
-                attempt.announce_queued(ctx, entry)
-        return entries[0].qid
-
-    async def _act(self, ctx, session: Session, action: Action, reader, writer):
-        if action.kind == "delay":
-            await asyncio.sleep(action.arg)
-            return None
-        if action.kind == "etrn":
-            sel = schedule.Selection(recipients=((str(action.arg), False),))
-            self.pool.submit(schedule.run_queue, ctx, sel)
-            return None
-        if action.kind == "starttls":
-            # Nothing the client sent in clear after STARTTLS may be obeyed: stop reading, then
-            # drop what the stream already holds; what is still in the socket goes to the
-            # handshake (and fails it).  The core has dropped its own buffer.
-            writer.transport.pause_reading()
-            await writer.drain()
-            _discard_buffered(reader)
-            try:
-                await writer.start_tls(self.sslctx)
-            except (ssl.SSLError, OSError) as exc:
-                session.log(f"STARTTLS=server, error: accept failed={exc}, relay={session.client.relay_text}")
-                return None
-            obj = writer.get_extra_info("ssl_object")
-            if obj is not None:
-                cipher = obj.cipher() or ("", "", 0)
-                session.client.tls_info = (f"version={obj.version()} cipher={cipher[0]} bits={cipher[2]} "
-                                           "verify=NO")
-                return obj.version()
-            return "TLS"
-        return None
-
-
-def _discard_buffered(reader: asyncio.StreamReader) -> None:
-    """Forget the bytes a StreamReader has read ahead (it has no public call for this)."""
-    reader._buffer.clear()  # noqa: SLF001
-
-
-def _deliver(ctx: Context, qid: str) -> None:
-    """A delivery in the pool: whatever goes wrong is logged; the entry stays queued for a retry."""
-    try:
-        attempt.deliver(ctx, qid)
-    except Exception as exc:
-        ctx.log.line(f"SYSERR: delivery failed: {type(exc).__name__}: {exc}", qid)
-    finally:
-        esmtp.forget_hosts()  # a run of its own, as Sendmail's child: the next message tries again
-
-
-async def _close(writer) -> None:
-    try:
-        writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 5)
-    except (TimeoutError, OSError, ssl.SSLError):
-        pass
 
 
 def reloaded(ctx: Context, overrides) -> Context | None:

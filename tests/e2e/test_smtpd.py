@@ -11,6 +11,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -706,5 +707,33 @@ def test_unterminated_data_line_does_not_grow_the_daemon(inst):
         assert c.cmd(b"\r\n.\r\n") == "552 5.2.3 Message exceeds maximum fixed size (2000)\r\n"
         assert _peak_rss_kib(worker) - before < 8 * 1024
         c.cmd("QUIT")
+    finally:
+        d.stop()
+
+
+def test_a_client_that_does_not_read_its_replies_is_not_buffered_for(inst):
+    """100,000 pipelined HELPs (40 MB of replies) from a client that reads nothing: the worker
+    stops reading it once its replies back up, so its memory stays flat, and another client is
+    served meanwhile; once the client reads, every reply comes, in order."""
+    inst.write_cf("O DaemonWorkers=1")
+    d = Daemon(inst)
+    try:
+        flood = Raw(inst.port)
+        [worker] = _workers(d.proc.pid)
+        before = _peak_rss_kib(worker)
+        count = 100_000
+        sender = threading.Thread(target=flood.sock.sendall, args=(b"HELP\r\n" * count + b"NOOP\r\n",))
+        sender.start()
+        time.sleep(3)
+        other = Raw(inst.port)
+        t0 = time.monotonic()
+        assert other.cmd("NOOP") == "250 2.0.0 OK\r\n" and time.monotonic() - t0 < 1
+        other.close()
+        assert _peak_rss_kib(worker) - before < 8 * 1024
+        for _ in range(count):
+            assert flood.read().startswith("214-2.0.0 This is sendmail version ")
+        assert flood.read() == "250 2.0.0 OK\r\n"
+        sender.join(10)
+        flood.close()
     finally:
         d.stop()
