@@ -27,7 +27,7 @@ import fcntl
 import os
 import time
 
-from mta import errors, groupcommit
+from mta import errors, groupcommit, writeback
 from mta.message import Header, from_bytes, to_bytes
 from mta.record import factory, record
 
@@ -305,31 +305,48 @@ def qf_path(qdir: str, qid: str, letter: str = "q") -> str:
     return os.path.join(file_dir(qdir, letter), f"{letter}f{qid}")
 
 
-def _write_file(path: str, data: bytes, mode: int) -> None:
+def _create(path: str, data: bytes, mode: int) -> int:
+    """A new file holding data, still open (for its fsync)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         view = memoryview(data)
         while view:
-            written = os.write(fd, view)
-            view = view[written:]
+            view = view[os.write(fd, view):]
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_file(path: str, data: bytes, mode: int) -> None:
+    fd = _create(path, data, mode)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
 def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -> None:
-    """Durably write entry (and its body, if given) into qdir.
+    """Durably write entry (and its body, if given) into qdir: df and tf written, their writeback
+    started together (mta.writeback: one journal commit for both), each fsynced, the tf renamed
+    to qf and the directory fsynced.
 
     On failure nothing of a new entry is left behind (no df, tf or qf) and the error names no
     path, for it goes back to an SMTP client; a rewrite (body None) keeps the qf it had."""
     stage = "data"
     entry.qdir = qdir
+    fds: list[int] = []
     try:
         if body is not None:
-            _write_file(qf_path(qdir, entry.qid, "d"), to_bytes(body), mode)
+            fds.append(_create(qf_path(qdir, entry.qid, "d"), to_bytes(body), mode))
         stage = "control"
         tf = qf_path(qdir, entry.qid, "t")
-        _write_file(tf, to_bytes(format_entry(entry)), mode)
+        fds.append(_create(tf, to_bytes(format_entry(entry)), mode))
+        writeback.start(fds)
+        for i, fd in enumerate(fds):
+            stage = "data" if body is not None and i == 0 else "control"
+            os.fsync(fd)
+        stage = "control"
         final = _control_letter(entry)
         other = "Q" if entry.lost and final == "h" else "q" if final == "h" else "h"
         os.rename(tf, qf_path(qdir, entry.qid, final))
@@ -341,6 +358,9 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
         for letter in ("tqd" if body is not None else "t"):
             _unlink(qf_path(qdir, entry.qid, letter))
         raise _write_error(stage, exc) from exc
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _control_letter(entry: Entry) -> str:

@@ -23,7 +23,7 @@ import ssl
 import sys
 import time
 
-from mta import VERSION, config, connection, errors, log, maildrop, offload
+from mta import VERSION, config, connection, errors, log, maildrop, offload, writeback
 from mta.context import Context
 from mta.delivery import attempt, schedule
 from mta.policy import Client
@@ -264,6 +264,7 @@ def remove_pidfile(ctx: Context) -> None:
 
 def run_worker(ctx: Context, ctrl: socket.socket, listener_opts: list[dict[str, str]], *, overrides=None) -> None:
     """A worker process's life: its own loop, serving what the parent hands over, until SIGTERM."""
+    writeback.enable()  # a message's df and tf made durable by one journal commit
     asyncio.run(Daemon(ctx, ctrl, listener_opts, overrides=overrides).run())
 
 
