@@ -280,8 +280,23 @@ def _uucp(local: str) -> Address:
         return Address(local)
 
 
+_PARSED: dict[str, Address] = {}  # parse()'s answers: a daemon sees the same addresses again and again
+PARSED_KEPT = 1024  # at most this many (each text at most MAXADDR * 4 long), then forgotten at once
+
+
 def parse(text: str) -> Address:
-    """Parse one envelope or header address into an ``Address``."""
+    """Parse one envelope or header address into an ``Address`` (kept: an Address is frozen;
+    what fails to parse is parsed, and refused, again each time)."""
+    addr = _PARSED.get(text)
+    if addr is None:
+        addr = _parse(text)
+        if len(_PARSED) >= PARSED_KEPT:
+            _PARSED.clear()
+        _PARSED[text] = addr
+    return addr
+
+
+def _parse(text: str) -> Address:
     if "\r" in text or "\n" in text or "\x00" in text:
         raise _error("Invalid character in address", "5.0.0")
     if len(text) > MAXADDR * 4:

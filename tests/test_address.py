@@ -18,8 +18,18 @@ def test_parse(text, want):
     ("a\r\nRCPT TO:<x>", "Invalid character"), ("a\x00b", "Invalid character"),
 ])
 def test_parse_errors(text, why):
-    with pytest.raises(errors.AddressError, match=why.replace("(", r"\(")):
-        address.parse(text)
+    for _ in range(2):  # the second time too: a refusal is never kept as an answer
+        with pytest.raises(errors.AddressError, match=why.replace("(", r"\(")):
+            address.parse(text)
+
+
+def test_parse_keeps_answers_within_a_bound():
+    address._PARSED.clear()  # noqa: SLF001
+    first = address.parse("<kept@x.org>")
+    assert address.parse("<kept@x.org>") is first
+    for i in range(address.PARSED_KEPT + 5):
+        assert str(address.parse(f"u{i}@x.org")) == f"u{i}@x.org"
+    assert len(address._PARSED) <= address.PARSED_KEPT  # noqa: SLF001
 
 
 def test_split_list_groups_and_quotes():
