@@ -4,7 +4,8 @@ event loop).  Two views: the samples holding the GIL (what costs CPU in Python, 
 CPU per message is divided by) and all busy samples (also the threads waiting in fsync).
 
 Writes docs/performance-flame.svg (the flame graph) and prints the table docs/performance.md
-shows.  Needs root for nothing; needs py-spy (pip) and smtp-source (scripts/install-bench-deps).
+shows.  As root its spool is on bench/accept.py's journaled file system.  Needs py-spy (pip)
+and smtp-source (scripts/install-bench-deps).
 Environment: BENCH_MESSAGES (6000).
 """
 
@@ -22,6 +23,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE / "bench"))
+import accept  # noqa: E402 - bench/accept.py: the spool's file system
+
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "6000"))
 BIN = Path(sys.executable).parent
 
@@ -33,8 +37,8 @@ STAGES = [
     ("routing and aliases", ("mta/router.py", "mta/aliases.py")),
     ("policy and maps", ("mta/policy.py", "mta/access.py", "mta/maps.py", "mta/bdb.py", "mta/smtp/answer.py")),
     ("SMTP parse and replies", ("mta/smtp/session.py", "mta/smtp/wire.py", "mta/address.py")),
-    ("event loop and streams", ("asyncio/", "selectors.py", "mta/smtpd.py")),
-    ("thread hand-offs", ("concurrent/futures", "threading.py")),
+    ("event loop and connection", ("asyncio/", "selectors.py", "mta/smtpd.py", "mta/connection.py")),
+    ("thread hand-offs", ("concurrent/futures", "threading.py", "mta/offload.py")),
 ]
 
 
@@ -75,7 +79,8 @@ def main() -> None:
     if not os.path.exists(spy) or not shutil.which("smtp-source"):
         sys.exit("needs py-spy (pip install py-spy) and smtp-source (scripts/install-bench-deps)")
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
+    # as root, on the bench's journaled file system (bench/accept.py spool_fs explains why)
+    with tempfile.TemporaryDirectory(dir=accept.spool_fs() if os.geteuid() == 0 else None) as tmp:
         t = Path(tmp)
         for sub in ("mqueue", "mail"):
             (t / sub).mkdir()
