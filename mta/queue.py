@@ -327,26 +327,34 @@ def _write_file(path: str, data: bytes, mode: int) -> None:
 
 
 def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -> None:
-    """Durably write entry (and its body, if given) into qdir: df and tf written, their writeback
-    started together (mta.writeback: one journal commit for both), each fsynced, the tf renamed
-    to qf and the directory fsynced.
+    """Durably write entry (and its body, if given) into qdir: df and tf written, each fsynced,
+    the tf renamed to qf and the directory fsynced; only then may anyone acknowledge it.  In the
+    daemon (mta.writeback) both files are first written back and waited for, which lets the
+    rename come before their fsyncs: one journal commit then makes the files and the name
+    durable together, and the fsyncs find them done.
 
     On failure nothing of a new entry is left behind (no df, tf or qf) and the error names no
     path, for it goes back to an SMTP client; a rewrite (body None) keeps the qf it had."""
     stage = "data"
     entry.qdir = qdir
     fds: list[int] = []
+
+    def sync_files() -> None:
+        nonlocal stage
+        for i, fd in enumerate(fds):
+            stage = "data" if body is not None and i == 0 else "control"
+            os.fsync(fd)
+        stage = "control"
+
     try:
         if body is not None:
             fds.append(_create(qf_path(qdir, entry.qid, "d"), to_bytes(body), mode))
         stage = "control"
         tf = qf_path(qdir, entry.qid, "t")
         fds.append(_create(tf, to_bytes(format_entry(entry)), mode))
-        writeback.start(fds)
-        for i, fd in enumerate(fds):
-            stage = "data" if body is not None and i == 0 else "control"
-            os.fsync(fd)
-        stage = "control"
+        written = writeback.start(fds)  # their data on disk already: they may be named first
+        if not written:
+            sync_files()
         final = _control_letter(entry)
         other = "Q" if entry.lost and final == "h" else "q" if final == "h" else "h"
         os.rename(tf, qf_path(qdir, entry.qid, final))
@@ -354,6 +362,8 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
         groupcommit.sync_dir(file_dir(qdir, "q"))  # shared with the other sessions committing now
         if body is not None and file_dir(qdir, "d") != file_dir(qdir, "q"):
             groupcommit.sync_dir(file_dir(qdir, "d"))
+        if written:
+            sync_files()
     except OSError as exc:
         for letter in ("tqd" if body is not None else "t"):
             _unlink(qf_path(qdir, entry.qid, letter))

@@ -1,9 +1,10 @@
 """The SMTP daemon (`sendmail -bd`, `-bD`): asyncio around the protocol core in mta.smtp.
 
 Holds: listeners from every DaemonPortOptions line, TLS (ServerCertFile/ServerKeyFile),
-GreetPause, timeouts, the PidFile in Sendmail's two-line format, and one worker's loop: the
-connections mta.workers hands over, signals (SIGHUP re-reads the config and maps, SIGTERM lets
-transactions in flight finish) and delivery of accepted mail.  The parent in mta.workers
+the PidFile in Sendmail's two-line format, and one worker's loop: the connections mta.workers
+hands over (each an mta.connection.Connection: GreetPause, timeouts, STARTTLS), signals
+(SIGHUP re-reads the config and maps, SIGTERM lets transactions in flight finish) and delivery
+of accepted mail.  The parent in mta.workers
 listens, keeps the connection caps (MaxDaemonChildren, ClientConn:, ClientRate:, RefuseLA) for
 all workers together and runs the queue for -qTIME.
 Nothing that blocks runs on the event loop: the session's requests (access maps, routing,
