@@ -10,7 +10,8 @@ concurrent sessions.  Every server fsyncs each message before its 250.
 
 Rounds alternate the servers (ours, Debian, Postfix, ours, ...); each figure is the median of
 the rounds, with its spread.  Server CPU is the cpuacct cgroup of the server's whole process
-tree, divided by the messages accepted.  Also measured, in the same root: `sendmail -t` wall
+tree, divided by the messages accepted; journal commits are the spool file system's
+(/proc/fs/jbd2), divided likewise.  Also measured, in the same root: `sendmail -t` wall
 and CPU time, `mailq` on 10,000 and 100,000 queued entries (time and peak memory), and the
 memory of 1,000 idle SMTP connections (PSS of every server process).
 
@@ -171,16 +172,23 @@ def wait_port(port: int, seconds: float = 30) -> bool:
     return False
 
 
-def load(server: Server, sessions: int, messages: int, rcpt: str) -> tuple[float, float]:
-    """smtp-source: messages/s accepted, and server CPU ms per message."""
-    cpu0, t0 = server.cpu_ns(), time.perf_counter()
+def journal_commits() -> int:
+    """Commits the spool's file system's journal has made (/proc/fs/jbd2)."""
+    dev = os.path.basename(sh("findmnt", "-n", "-o", "SOURCE", str(SPOOL)).stdout.strip())
+    with open(f"/proc/fs/jbd2/{dev}-8/info") as fh:
+        return int(fh.readline().split()[0])
+
+
+def load(server: Server, sessions: int, messages: int, rcpt: str) -> tuple[float, float, float]:
+    """smtp-source: messages/s accepted, server CPU ms and journal commits per message."""
+    commits0, cpu0, t0 = journal_commits(), server.cpu_ns(), time.perf_counter()
     r = subprocess.run(["ip", "netns", "exec", NS, "smtp-source", "-d", "-s", str(sessions), "-m", str(messages),
                         "-l", "2000", "-f", f"sender@{HOSTNAME}", "-t", rcpt, "-M", "client.example.test",
                         f"127.0.0.1:{server.port}"], capture_output=True, text=True, timeout=600)
     elapsed, cpu = time.perf_counter() - t0, server.cpu_ns() - cpu0
     if r.returncode:
         sys.exit(f"smtp-source against {server.name}: {r.stderr.strip()[:300]}")
-    return messages / elapsed, cpu / 1e6 / messages
+    return messages / elapsed, cpu / 1e6 / messages, (journal_commits() - commits0) / messages
 
 
 def idle_memory(server: Server, count: int = 1000) -> float:
@@ -270,6 +278,7 @@ def main() -> None:
     sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
     rates: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
+    commits: dict[tuple[str, int], list[float]] = {}
     memory: dict[str, float] = {}
     starters = {"ours": lambda: start_ours(root), "debian": lambda: start_debian(root), "postfix": start_postfix}
     rcpt = {"ours": "root@localhost", "debian": "root@localhost", "postfix": f"anyone@{HOSTNAME}"}
@@ -281,11 +290,12 @@ def main() -> None:
                 try:
                     for sessions in LOADS:
                         n = MESSAGES // 4 if sessions == 1 else MESSAGES
-                        rate, cpu = load(server, sessions, n, rcpt[name])
+                        rate, cpu, per = load(server, sessions, n, rcpt[name])
                         rates.setdefault((name, sessions), []).append(rate)
                         cpus.setdefault((name, sessions), []).append(cpu)
-                        print(f"round {rnd + 1} {name:8} c{sessions:<3} {rate:7.0f} msg/s  {cpu:.2f} ms CPU/msg",
-                              flush=True)
+                        commits.setdefault((name, sessions), []).append(per)
+                        print(f"round {rnd + 1} {name:8} c{sessions:<3} {rate:7.0f} msg/s  {cpu:.2f} ms CPU/msg"
+                              f"  {per:.2f} commits/msg", flush=True)
                     if rnd == 0 and not QUICK:
                         memory[name] = idle_memory(server)
                 finally:
@@ -302,6 +312,10 @@ def main() -> None:
         c = {n: statistics.median(cpus[(n, sessions)]) for n in starters}
         print(f"| server CPU per message, c{sessions} | {c['debian']:.2f} ms | {c['ours']:.2f} ms | "
               f"{c['postfix']:.2f} ms | {c['ours'] / c['debian']:.2f} | {c['ours'] / c['postfix']:.2f} |")
+    for sessions in LOADS:
+        j = {n: statistics.median(commits[(n, sessions)]) for n in starters}
+        print(f"| journal commits per message, c{sessions} | {j['debian']:.2f} | {j['ours']:.2f} | "
+              f"{j['postfix']:.2f} | | |")
     if memory:
         print(f"| 1,000 idle connections, MiB | {memory['debian']:.0f} | {memory['ours']:.0f} | "
               f"{memory['postfix']:.0f} | {memory['ours'] / memory['debian']:.2f} | "

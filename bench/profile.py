@@ -31,7 +31,7 @@ BIN = Path(sys.executable).parent
 
 # (stage, what marks a sample as that stage: a function or module in its stack), first match wins
 STAGES = [
-    ("fsync", ("fsync_dir", "posix.fsync", "_write_file")),
+    ("fsync", ("fsync_dir", "posix.fsync", "_write_file", "mta/writeback.py")),
     ("queue write", ("mta/queue.py", "mta/submit.py", "mta/message.py")),
     ("logging", ("mta/log.py",)),
     ("routing and aliases", ("mta/router.py", "mta/aliases.py")),

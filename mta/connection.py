@@ -167,7 +167,6 @@ class Connection(asyncio.Protocol):
 
     def _answered(self, ok: bool, value) -> None:
         """Back on the loop from a thread: its replies, and the outputs still to carry out."""
-        self.busy = False
         if not ok:
             return self._fail(value)
         written, outputs = value
