@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from mta import queue, writeback
+from mta import errors, queue, writeback
 
 
 @pytest.fixture
@@ -68,3 +68,18 @@ def test_a_refused_writeback_fails_the_write(enabled, tmp_path):
 
 def test_off_it_does_nothing(tmp_path):
     writeback.start([-1, -1])
+
+
+def test_a_failed_fsync_after_the_rename_leaves_nothing(enabled, tmp_path, monkeypatch):
+    """Named before its fsyncs, an entry whose fsync then fails is removed whole (its qf too),
+    and the error names no path (it goes back to the SMTP client as 452)."""
+    def broken(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    entry = queue.Entry("x00000000001", ctime=0, sender="<a@b.example>",
+                        recipients=[queue.Recipient("<c@d.example>", "P")])
+    with pytest.raises(errors.TempFail) as failed:
+        queue.store(str(tmp_path), entry, "x\n")
+    assert str(tmp_path) not in failed.value.text and failed.value.code == 452
+    assert os.listdir(tmp_path) == []
