@@ -2,8 +2,11 @@
 
 This is the only module that touches spool files.  Promises:
   * ``store()`` writes df (fsync), then tf (fsync), renames tf -> qf and fsyncs the directory;
-    only after it returns may a message be acknowledged.  A qf without its closing '.' line is
-    no message (``read()`` raises ``BadQueueFile``) and a crash leaves either nothing or a whole qf.
+    only after it returns may a message be acknowledged.  (In the daemon, mta.writeback: both
+    files written back and waited for, the rename, the directory's fsync, then theirs - one
+    journal commit.)  A qf without its closing '.' line is no message (``read()`` raises
+    ``BadQueueFile``) and a crash leaves either nothing or a whole qf (without a journal, an
+    empty one may be left before the acknowledgment; sweep removes it when old).
   * Every value written goes through ``_clean()`` (newline -> space), so no envelope text can
     start a qf line of its own (sendmail's denlstring).
   * ``lock()`` takes flock(LOCK_EX|LOCK_NB) on the qf, as sendmail does on Linux; mailq shows '*'.
