@@ -244,18 +244,17 @@ def chroot_cmd(root: Path, script: str, binds: tuple[tuple[Path, str], ...] = ()
 def fill_queue(qdir: Path, count: int) -> None:
     """count entries in Sendmail's qf/df format, written by our queue module (same bytes either way)."""
     sys.path.insert(0, str(HERE))
-    from mta import queue
+    from mta import qf
 
     qdir.mkdir(parents=True, exist_ok=True)
     have = sum(1 for n in os.listdir(qdir) if n.startswith("qf"))
     now = int(time.time())
     for i in range(have, count):
         qid = f"u{i:07d}B{i % 100000:06d}"[:14]
-        entry = queue.Entry(qid=qid, sender="<sender@client.example.test>", ctime=now - i, priority=30000 + i,
-                            recipients=[queue.Recipient(addr=f"<user{i % 97}@far.example.test>", flags="PN")],
-                            status="Deferred: Connection refused by far.example.test.")
-        qf = qdir / f"qf{qid}"
-        qf.write_text(queue.format_entry(entry))
+        entry = qf.Entry(qid=qid, sender="<sender@client.example.test>", ctime=now - i, priority=30000 + i,
+                         recipients=[qf.Recipient(addr=f"<user{i % 97}@far.example.test>", flags="PN")],
+                         status="Deferred: Connection refused by far.example.test.")
+        (qdir / f"qf{qid}").write_text(qf.format_entry(entry))
         (qdir / f"df{qid}").write_text("x" * 2000 + "\n")
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import postfix_private  # noqa: E402
 
-from mta import queue
+from mta import qf, queue
 from mta.message import Header, to_bytes
-from mta.queue import Entry, Recipient
+from mta.qf import Entry, Recipient
 
 N = int(os.environ.get("BENCH_QUEUE", "10000"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def build_queue(qdir: str) -> None:
         with open(queue.qf_path(qdir, e.qid, "d"), "wb") as fh:
             fh.write(to_bytes(BODY))
         with open(queue.qf_path(qdir, e.qid), "wb") as fh:
-            fh.write(to_bytes(queue.format_entry(e)))
+            fh.write(to_bytes(qf.format_entry(e)))
 
 
 def queued(qdir: str) -> int:

@@ -13,7 +13,7 @@ import time
 
 from mta import address, config, dsn, errors, log, message, queue
 from mta.message import Header
-from mta.queue import Entry, Recipient
+from mta.qf import Entry, Recipient
 from mta.record import record
 
 

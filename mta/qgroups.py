@@ -19,7 +19,7 @@ entry per group and per ``recipients=`` limit (queue.c setnewqueue, split_by_rec
 from __future__ import annotations
 
 from mta import config, errors, queue
-from mta.queue import Entry
+from mta.qf import Entry
 from mta.record import record
 
 DEFAULT = "mqueue"

@@ -1,14 +1,13 @@
 """The queue: sendmail 8 qf/df files, queue IDs, durable writes, flock locking and listing.
 
-This is the only module that touches spool files.  Promises:
+This is the only module that touches spool files (what a qf says - Entry, its format and its
+parsing - is mta.qf's).  Promises:
   * ``store()`` writes df (fsync), then tf (fsync), renames tf -> qf and fsyncs the directory;
     only after it returns may a message be acknowledged.  (In the daemon, mta.writeback: both
     files written back and waited for, the rename, the directory's fsync, then theirs - one
     journal commit.)  A qf without its closing '.' line is no message (``read()`` raises
     ``BadQueueFile``) and a crash leaves either nothing or a whole qf (without a journal, an
     empty one may be left before the acknowledgment; sweep removes it when old).
-  * Every value written goes through ``_clean()`` (newline -> space), so no envelope text can
-    start a qf line of its own (sendmail's denlstring).
   * ``lock()`` takes flock(LOCK_EX|LOCK_NB) on the qf, as sendmail does on Linux; mailq shows '*'.
     After the lock it checks the name still leads to the locked file (a rewrite renames a new qf
     over it), so two runners never hold one entry at once.
@@ -30,9 +29,9 @@ import fcntl
 import os
 import time
 
-from mta import errors, groupcommit, writeback
-from mta.message import Header, from_bytes, to_bytes
-from mta.record import factory, record
+from mta import errors, groupcommit, qf, writeback
+from mta.message import from_bytes, to_bytes
+from mta.record import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,16 +39,6 @@ if TYPE_CHECKING:
 
 QID_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MACRO_BYTE = "\x81"  # sendmail's internal macro character, as in H?P?Return-Path: <\x81g>
-
-
-class BadQueueFile(errors.MTAError):
-    """A qf that is torn, garbage or not ours; ``why`` is loseqfile()'s reason for the log."""
-
-    exitcode = errors.EX_SOFTWARE
-
-    def __init__(self, text: str, why: str = "bogus queue line"):
-        super().__init__(text)
-        self.why = why
 
 
 class Locked(errors.TempFail):
@@ -88,192 +77,6 @@ def _new_id(st) -> str:
     c = QID_CHARS
     return (c[(tm.tm_year - 1900) % 60] + c[tm.tm_mon - 1] + c[tm.tm_mday] + c[tm.tm_hour]
             + c[tm.tm_min % 62] + c[tm.tm_sec % 62] + c[seq // 60] + c[seq % 60] + f"{pid % 1000000:06d}")
-
-
-# -- the entry ---------------------------------------------------------------------------------
-
-@record
-class Recipient:
-    """One R line and the M/C/Q/r lines that precede it."""
-
-    addr: str
-    flags: str = "PFD"
-    orcpt: str = ""
-    final: str = ""
-    status: str = ""  # per-recipient M line (deferral reason)
-    ctladdr: str = ""  # C line
-
-    @property
-    def primary(self) -> bool:
-        return "P" in self.flags
-
-
-@record
-class Entry:
-    qid: str
-    ctime: int = 0  # T
-    last_try: int = 0  # K
-    tries: int = 0  # N
-    priority: int = 0  # P
-    flags: str = ""  # F
-    bodytype: str = ""  # B
-    status: str = ""  # M (envelope)
-    macros: dict[str, str] = factory(dict)  # $x and ${name}
-    sender: str = ""  # S
-    envid: str = ""  # Z
-    recipients: list[Recipient] = factory(list)
-    headers: list[Header] = factory(list)
-    body_size: int = -1  # df size, filled in when read from a directory
-    quarantine: str = ""  # q: the reason it is held (file hf<id>); empty for a normal entry
-    unsafe: bool = False  # the qf is owned by someone else than us or root: no programs, no files
-    qdir: str = ""  # the queue directory it was stored in or read from ('' when not known)
-    lost: bool = False  # read from a Qf file by a -qL run: kept as Qf when rewritten
-
-    def header(self, name: str) -> Header | None:
-        lname = name.lower()
-        return next((h for h in self.headers if h.name.lower() == lname), None)
-
-
-def _clean(value: str) -> str:
-    return value.replace("\r", " ").replace("\n", " ").replace("\x00", " ")
-
-
-def _clean_header(value: str) -> str:
-    """Keep continuation lines (newline + SP/TAB); any other newline becomes newline + TAB."""
-    value = value.replace("\r", "").replace("\x00", " ")
-    lines = value.split("\n")
-    return "\n".join([lines[0]] + [ln if ln[:1] in (" ", "\t") else "\t" + ln for ln in lines[1:]])
-
-
-def format_entry(e: Entry) -> str:
-    """The qf text, in the order queueup() writes it."""
-    out = ["V8", f"T{e.ctime}", f"K{e.last_try}", f"N{e.tries}", f"P{e.priority}"]
-    if e.bodytype:
-        out.append(f"B{_clean(e.bodytype)}")
-    if e.quarantine:
-        out.append(f"q{_clean(e.quarantine)}")
-    if e.status:
-        out.append(f"M{_clean(e.status)}")
-    if e.flags:
-        out.append(f"F{_flag_order(e.flags)}")
-    for name, value in e.macros.items():
-        key = name if len(name) == 1 else "{" + name + "}"
-        out.append(f"${key}{_clean(value)}")
-    out.append(f"S{_clean(e.sender)}")
-    if e.envid:
-        out.append(f"Z{_clean(e.envid)}")
-    for r in e.recipients:
-        if r.status:
-            out.append(f"M{_clean(r.status)}")
-        if r.ctladdr:
-            out.append(f"C{_clean(r.ctladdr)}")
-        if r.orcpt:
-            out.append(f"Q{_clean(r.orcpt)}")
-        if r.final:
-            out.append(f"r{_clean(r.final)}")
-        out.append(f"R{r.flags}:{_clean(r.addr)}")
-    for h in e.headers:
-        out.append(f"H?{h.cond}?{_clean(h.name)}: {_clean_header(h.value)}")
-    out.append(".")
-    return "\n".join(out) + "\n"
-
-
-def _number(value: str) -> bool:
-    """-?[0-9]{1,19}: a qf number line's value."""
-    digits = value[1:] if value[:1] == "-" else value
-    return 0 < len(digits) <= 19 and digits.isascii() and digits.isdigit()
-
-
-_FLAG_ORDER = "wr8bdns"  # queueup() writes the F letters in this order
-
-
-def _flag_order(flags: str) -> str:
-    """The F line's letters in queueup()'s order (any others after them, as they came)."""
-    return "".join(f for f in _FLAG_ORDER if f in flags) + "".join(f for f in flags if f not in _FLAG_ORDER)
-
-
-_NUMBERS = {"T": "ctime", "K": "last_try", "N": "tries", "P": "priority"}
-
-
-def unfold(text: str) -> list[str]:
-    """qf text as its lines, each continuation line (space or tab first) joined to the one before."""
-    lines: list[str] = []
-    for raw in text.split("\n"):
-        if raw[:1] in (" ", "\t") and lines:
-            lines[-1] += "\n" + raw
-        else:
-            lines.append(raw)
-    return lines
-
-
-def parse_entry(qid: str, text: str) -> Entry:
-    """Read qf text; raises BadQueueFile for a torn, unknown-version or bogus file."""
-    lines = unfold(text)
-    if not lines or not lines[0].startswith("V"):
-        raise BadQueueFile(f"{qid}: not a version 8 queue file", "unsupported queue file version")
-    e = Entry(qid)
-    pending = Recipient("")
-    ended = False
-    for n, line in enumerate(lines, 1):
-        if ended:
-            if line:
-                raise BadQueueFile(f"{qid}: extra or bogus data in queue file")
-            continue
-        kind, value = line[:1], line[1:]
-        if kind == "V":
-            if not value.isdigit() or int(value) > 8:
-                raise BadQueueFile(f"{qid}: unsupported queue file version", "unsupported queue file version")
-        elif kind in "TKNP" and kind:
-            if value and not _number(value):
-                raise BadQueueFile(f"{qid}: line {n}: bad number \"{line[:40]}\"")
-            setattr(e, _NUMBERS[kind], int(value or 0))
-        elif kind == "F":
-            e.flags = value
-        elif kind == "B":
-            e.bodytype = value
-        elif kind == "q":
-            e.quarantine = value
-        elif kind == "M":
-            if e.sender:
-                pending.status = value
-            else:
-                e.status = value
-        elif kind == "$":
-            if value.startswith("{"):
-                name, _, rest = value[1:].partition("}")
-            else:
-                name, rest = value[:1], value[1:]
-            e.macros[name] = rest
-        elif kind == "S":
-            e.sender = value
-        elif kind == "Z":
-            e.envid = value
-        elif kind == "C":
-            pending.ctladdr = value
-        elif kind == "Q":
-            pending.orcpt = value
-        elif kind == "r":
-            pending.final = value
-        elif kind == "R":
-            flags, _, addr = value.partition(":")
-            e.recipients.append(Recipient(addr, flags, pending.orcpt, pending.final, pending.status,
-                                          pending.ctladdr))
-            pending = Recipient("", ctladdr=pending.ctladdr)
-        elif kind == "H":
-            cond = ""
-            if value.startswith("?"):
-                cond, _, value = value[1:].partition("?")
-            name, _, hval = value.partition(":")
-            e.headers.append(Header(name, hval[1:] if hval.startswith(" ") else hval, cond))
-        elif kind == ".":
-            ended = True
-        elif kind in "dIAD!EL" or line == "":
-            continue
-        else:
-            raise BadQueueFile(f"{qid}: line {n}: bad line \"{line[:40]}\"", "unrecognized line")
-    if not ended:
-        raise BadQueueFile(f"{qid}: incomplete queue file read", "incomplete queue file read")
-    return e
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -329,7 +132,7 @@ def _write_file(path: str, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -> None:
+def store(qdir: str, entry: qf.Entry, body: str | None = None, mode: int = 0o600) -> None:
     """Durably write entry (and its body, if given) into qdir: df and tf written, each fsynced,
     the tf renamed to qf and the directory fsynced; only then may anyone acknowledge it.  In the
     daemon (mta.writeback) both files are first written back and waited for, which lets the
@@ -354,7 +157,7 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
             fds.append(_create(qf_path(qdir, entry.qid, "d"), to_bytes(body), mode))
         stage = "control"
         tf = qf_path(qdir, entry.qid, "t")
-        fds.append(_create(tf, to_bytes(format_entry(entry)), mode))
+        fds.append(_create(tf, to_bytes(qf.format_entry(entry)), mode))
         written = writeback.start(fds)  # their data on disk already: they may be named first
         if not written:
             sync_files()
@@ -376,7 +179,7 @@ def store(qdir: str, entry: Entry, body: str | None = None, mode: int = 0o600) -
             os.close(fd)
 
 
-def _control_letter(entry: Entry) -> str:
+def _control_letter(entry: qf.Entry) -> str:
     """queue_letter(): hf for a quarantined entry, Qf for a lost one in a -qL run, else qf."""
     return "h" if entry.quarantine else "Q" if entry.lost else "q"
 
@@ -441,7 +244,7 @@ def _ident(st: os.stat_result) -> tuple:
 
 
 def read(qdir: str, qid: str, lost: bool = False, *, fd: int = -1,
-         known: tuple[tuple, Entry] | None = None) -> Entry:
+         known: tuple[tuple, qf.Entry] | None = None) -> qf.Entry:
     """The entry qid (its qf or hf; its Qf when lost, for a -qL run); fd: the control file,
     already open (under lock()); known: (Glance.ident, the entry parsed from that glance), taken
     as it is when the file is still that one (a rewrite is always a new file, renamed into place)."""
@@ -453,7 +256,7 @@ def read(qdir: str, qid: str, lost: bool = False, *, fd: int = -1,
             if known and known[0] == _ident(st):
                 entry = known[1]
             else:
-                entry = parse_entry(qid, from_bytes(os.pread(fd, st.st_size + 1, 0)))
+                entry = qf.parse_entry(qid, from_bytes(os.pread(fd, st.st_size + 1, 0)))
         finally:
             if own:
                 os.close(fd)
@@ -645,7 +448,7 @@ def _unlink(path: str, ignore: type[OSError] = OSError) -> None:
 _CHECKPOINTS: dict[tuple[str, str], list[int]] = {}  # locks on qf files written mid-delivery
 
 
-def checkpoint(qdir: str, entry: Entry, mode: int = 0o600) -> None:
+def checkpoint(qdir: str, entry: qf.Entry, mode: int = 0o600) -> None:
     """Rewrite a locked entry's control file during its delivery (CheckpointInterval): the new
     file is locked before it is renamed into place, as queueup() locks its tf, so no other
     runner can take the entry until the lock() around this delivery ends."""
@@ -653,7 +456,7 @@ def checkpoint(qdir: str, entry: Entry, mode: int = 0o600) -> None:
     fd = os.open(tf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        view = memoryview(to_bytes(format_entry(entry)))
+        view = memoryview(to_bytes(qf.format_entry(entry)))
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
@@ -687,7 +490,7 @@ def set_quarantine(qdir: str, qid: str, reason: str | None) -> str | None:
     reason ("" if none), or None when nothing changed; raises Locked or MTAError."""
     with lock(qdir, qid):
         entry = read(qdir, qid)
-        new = _clean(reason) if reason else ""
+        new = qf.clean(reason) if reason else ""
         if entry.quarantine == new:
             return None
         old, entry.quarantine = entry.quarantine, new
@@ -757,8 +560,8 @@ def _check_qf(qdir: str, qid: str, has_df: bool, log, now: float) -> None:
                     remove(qdir, qid)
                 return
             try:
-                parse_entry(qid, from_bytes(os.pread(fd, st.st_size, 0)))
-            except BadQueueFile as exc:
+                qf.parse_entry(qid, from_bytes(os.pread(fd, st.st_size, 0)))
+            except qf.BadQueueFile as exc:
                 lose(qdir, qid, exc.why, log)
                 return
             if not os.path.exists(qf_path(qdir, qid, "d")):

@@ -17,7 +17,7 @@ import time
 from mta import address, errors, message, qgroups, queue, router
 from mta.context import Context
 from mta.message import Header, Message
-from mta.queue import Entry, Recipient
+from mta.qf import Entry, Recipient
 from mta.record import factory, record
 
 

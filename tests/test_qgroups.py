@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mta import config, qgroups, queue
+from mta import config, qf, qgroups, queue
 from mta.message import Header
-from mta.queue import Entry, Recipient
+from mta.qf import Entry, Recipient
 
 
 def cfg_with(text: str) -> config.Config:
@@ -161,4 +161,4 @@ def test_every_stored_piece_is_marked_split_in_sendmails_flag_order(tmp_path):
     for stored in qgroups.store(cfg, pieces, "x\n", 0o600, current=str(tmp_path / "main")):
         text = Path(queue.qf_path(stored.qdir, stored.qid)).read_text()
         assert "\nFbs\n" in text
-    assert "\nFwbs\n" in queue.format_entry(Entry("X", flags="bsw"))
+    assert "\nFwbs\n" in qf.format_entry(Entry("X", flags="bsw"))

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from mta import errors, queue
+from mta import errors, qf, queue
 from mta.message import Header, from_bytes
 
 from .conftest import DATA
@@ -26,14 +26,14 @@ def test_captured_qf_roundtrips():
         if not name.startswith("qf"):
             continue
         text = from_bytes((DATA / "mqueue" / name).read_bytes())
-        entry = queue.parse_entry(name[2:], text)
-        again = queue.parse_entry(name[2:], queue.format_entry(entry))
+        entry = qf.parse_entry(name[2:], text)
+        again = qf.parse_entry(name[2:], qf.format_entry(entry))
         assert again == entry
         assert entry.headers[0].name == "Return-Path" and entry.headers[0].cond == "P"
 
 
 def test_msp_sample_fields():
-    entry = queue.parse_entry("6APNq6DA015059", from_bytes((DATA / "qf-msp-sample").read_bytes()))
+    entry = qf.parse_entry("6APNq6DA015059", from_bytes((DATA / "qf-msp-sample").read_bytes()))
     assert (entry.ctime, entry.tries, entry.priority, entry.sender) == (1795650726, 1, 30059, "alice")
     assert entry.status == "Deferred: Connection refused by [127.0.0.1]"
     assert entry.macros["_"] == "alice@localhost"
@@ -50,21 +50,21 @@ def test_msp_sample_fields():
     ("", "not a version 8"),
 ])
 def test_bad_files_refused(text, why):
-    with pytest.raises(queue.BadQueueFile, match=why):
-        queue.parse_entry("X", text)
+    with pytest.raises(qf.BadQueueFile, match=why):
+        qf.parse_entry("X", text)
 
 
 def test_newlines_cannot_forge_lines(tmp_path):
-    e = queue.Entry("Q", sender="a\nRPFD:evil", recipients=[queue.Recipient("b\n.\nX")],
+    e = qf.Entry("Q", sender="a\nRPFD:evil", recipients=[qf.Recipient("b\n.\nX")],
                     headers=[Header("Subject", "x\nRPFD:evil")])
-    text = queue.format_entry(e)
-    back = queue.parse_entry("Q", text)
+    text = qf.format_entry(e)
+    back = qf.parse_entry("Q", text)
     assert [r.addr for r in back.recipients] == ["b . X"]
     assert back.headers[0].value == "x\n\tRPFD:evil"
 
 
 def test_store_read_remove_and_lock(tmp_path):
-    e = queue.Entry(queue.new_id(), ctime=1, sender="root", recipients=[queue.Recipient("bob")])
+    e = qf.Entry(queue.new_id(), ctime=1, sender="root", recipients=[qf.Recipient("bob")])
     queue.store(str(tmp_path), e, "body\n")
     assert sorted(os.listdir(tmp_path)) == sorted(["df" + e.qid, "qf" + e.qid])
     got = queue.read(str(tmp_path), e.qid)
@@ -79,7 +79,7 @@ def test_store_read_remove_and_lock(tmp_path):
 
 
 def test_store_into_missing_dir_is_cantcreat(tmp_path):
-    e = queue.Entry("Q", sender="root")
+    e = qf.Entry("Q", sender="root")
     with pytest.raises(errors.CantCreate):
         queue.store(str(tmp_path / "nope"), e, "x")
 
@@ -102,25 +102,25 @@ def test_mailq_golden(tmp_path, monkeypatch):
 
 
 def test_quarantine_reason_is_the_q_line():
-    e = queue.Entry("Q", ctime=1, sender="<a@b>", quarantine="held\nRPFD:evil", recipients=[queue.Recipient("<c@d>")])
-    text = queue.format_entry(e)
+    e = qf.Entry("Q", ctime=1, sender="<a@b>", quarantine="held\nRPFD:evil", recipients=[qf.Recipient("<c@d>")])
+    text = qf.format_entry(e)
     assert "\nqheld RPFD:evil\n" in text and text.index("\nq") < text.index("\nS")
-    assert queue.parse_entry("Q", text).quarantine == "held RPFD:evil"
+    assert qf.parse_entry("Q", text).quarantine == "held RPFD:evil"
 
 
 def test_what_a_run_glanced_at_is_reparsed_only_when_the_file_changed(tmp_path):
     """A queue run parses each qf once, at the glance; the delivery takes that entry under the
     lock only while the qf is the very file glanced at, else it reads the new one."""
     qdir = str(tmp_path)
-    e = queue.Entry(queue.new_id(), ctime=1, sender="root", recipients=[queue.Recipient("bob")])
+    e = qf.Entry(queue.new_id(), ctime=1, sender="root", recipients=[qf.Recipient("bob")])
     queue.store(qdir, e, "body\n")
     g = queue.glance(queue.qf_path(qdir, e.qid))
     assert g is not None and not g.locked and g.data.startswith(b"V")
-    seen = queue.parse_entry(e.qid, from_bytes(g.data))
+    seen = qf.parse_entry(e.qid, from_bytes(g.data))
     with queue.lock(qdir, e.qid) as fd:
         assert queue.read(qdir, e.qid, fd=fd, known=(g.ident, seen)) is seen
         assert queue.glance(queue.qf_path(qdir, e.qid)).locked
-    e.recipients = [queue.Recipient("carol")]  # another runner rewrote it (tf, rename)
+    e.recipients = [qf.Recipient("carol")]  # another runner rewrote it (tf, rename)
     queue.store(qdir, e)
     with queue.lock(qdir, e.qid) as fd:
         got = queue.read(qdir, e.qid, fd=fd, known=(g.ident, seen))

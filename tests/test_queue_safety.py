@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mta import errors, queue
+from mta import errors, qf, queue
 from mta.message import from_bytes
 
 GOOD = ("V8\nT1795650726\nK0\nN0\nP30059\nMDeferred: x\nFb\n$_root@localhost\n${daemon_flags}\nSroot\n"
@@ -21,11 +21,11 @@ LINES = GOOD.split("\n")
 
 def _parsed_or_typed(qid: str, data: bytes) -> None:
     try:
-        entry = queue.parse_entry(qid, from_bytes(data))
-    except queue.BadQueueFile:
+        entry = qf.parse_entry(qid, from_bytes(data))
+    except qf.BadQueueFile:
         return
-    assert isinstance(entry, queue.Entry)
-    queue.parse_entry(qid, queue.format_entry(entry))  # what we read we can write back and read again
+    assert isinstance(entry, qf.Entry)
+    qf.parse_entry(qid, qf.format_entry(entry))  # what we read we can write back and read again
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile (make fuzz)
@@ -62,13 +62,13 @@ def test_mutated_real_qf_gives_an_entry_or_bad_queue_file(data):
 
 @pytest.mark.parametrize("line", ["Tsoon", "K1.5", "N-", "Pnan", "T 12", "N1_0", "T\u0663"])
 def test_non_numeric_number_lines_are_bad_files(line):
-    with pytest.raises(queue.BadQueueFile) as info:
-        queue.parse_entry("X", f"V8\n{line}\nSroot\nRPFD:bob\n.\n")
+    with pytest.raises(qf.BadQueueFile) as info:
+        qf.parse_entry("X", f"V8\n{line}\nSroot\nRPFD:bob\n.\n")
     assert info.value.why == "bogus queue line"
 
 
 def test_numbers_as_sendmail_writes_them():
-    e = queue.parse_entry("X", "V8\nT17\nK\nN3\nP-1800\nSroot\nRPFD:bob\n.\n")
+    e = qf.parse_entry("X", "V8\nT17\nK\nN3\nP-1800\nSroot\nRPFD:bob\n.\n")
     assert (e.ctime, e.last_try, e.tries, e.priority) == (17, 0, 3, -1800)
 
 
@@ -82,8 +82,8 @@ class Log:
         self.lines.append((qid, text))
 
 
-def _entry(qdir, body="body\n") -> queue.Entry:
-    e = queue.Entry(queue.new_id(), ctime=int(time.time()), sender="root", recipients=[queue.Recipient("bob")])
+def _entry(qdir, body="body\n") -> qf.Entry:
+    e = qf.Entry(queue.new_id(), ctime=int(time.time()), sender="root", recipients=[qf.Recipient("bob")])
     queue.store(str(qdir), e, body)
     return e
 
@@ -180,7 +180,7 @@ def test_lock_notices_a_qf_replaced_while_waiting(tmp_path, monkeypatch):
 
 
 def test_failed_store_leaves_no_partial_files(tmp_path, monkeypatch):
-    e = queue.Entry(queue.new_id(), sender="root", recipients=[queue.Recipient("bob")])
+    e = qf.Entry(queue.new_id(), sender="root", recipients=[qf.Recipient("bob")])
     real = os.rename
 
     def full(src, dst):
@@ -208,4 +208,4 @@ def test_low_on_space(tmp_path):
 def test_the_sweeps_quick_test_passes_only_what_the_reader_reads(data):
     """sweep() parses only files its quick test suspects: none it passes may be a bad file."""
     if queue._looks_whole(data):
-        queue.parse_entry("Q", from_bytes(data))
+        qf.parse_entry("Q", from_bytes(data))

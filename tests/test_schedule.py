@@ -9,7 +9,7 @@ import pytest
 
 from mta import config, errors, metrics, notify, qgroups, queue
 from mta.delivery import load, schedule
-from mta.queue import Entry, Recipient
+from mta.qf import Entry, Recipient
 
 
 def cfg_with(text: str = "", tmp_path=None) -> config.Config:

@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mta import address, config, message, queue
+from mta import address, config, message, qf
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,7 +128,7 @@ def test_dot_atom_and_label_are_the_fullmatch(text):
 @SETTINGS
 @given(st.text(alphabet="-0123456789٣ x", max_size=24))
 def test_qf_number_is_the_fullmatch(text):
-    assert queue._number(text) == bool(re.fullmatch(r"-?[0-9]{1,19}", text))
+    assert qf._number(text) == bool(re.fullmatch(r"-?[0-9]{1,19}", text))
 
 
 def test_the_esmtp_mailer_loads_ssl_only_for_starttls():

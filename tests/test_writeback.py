@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from mta import errors, queue, writeback
+from mta import errors, qf, queue, writeback
 
 
 @pytest.fixture
@@ -45,8 +45,8 @@ def _commits_per_store(mnt, info: str, tag: str, n: int = 40) -> float:
 
     before = commits()
     for i in range(n):
-        entry = queue.Entry(f"{tag}{i:011d}", ctime=0, sender="<a@b.example>",
-                            recipients=[queue.Recipient("<c@d.example>", "P")])
+        entry = qf.Entry(f"{tag}{i:011d}", ctime=0, sender="<a@b.example>",
+                            recipients=[qf.Recipient("<c@d.example>", "P")])
         queue.store(str(mnt), entry, "x" * 2000 + "\n")
     return (commits() - before) / n
 
@@ -77,8 +77,8 @@ def test_a_failed_fsync_after_the_rename_leaves_nothing(enabled, tmp_path, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", broken)
-    entry = queue.Entry("x00000000001", ctime=0, sender="<a@b.example>",
-                        recipients=[queue.Recipient("<c@d.example>", "P")])
+    entry = qf.Entry("x00000000001", ctime=0, sender="<a@b.example>",
+                        recipients=[qf.Recipient("<c@d.example>", "P")])
     with pytest.raises(errors.TempFail) as failed:
         queue.store(str(tmp_path), entry, "x\n")
     assert str(tmp_path) not in failed.value.text and failed.value.code == 452

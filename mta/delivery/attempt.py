@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import time
 
-from mta import errors, log, message, notify, queue, router, submit
+from mta import errors, log, message, notify, qf, queue, router, submit
 from mta.context import Context
 from mta.delivery import handoff, mode
 from mta.mailers import Outcome, table
-from mta.queue import Entry, Recipient
+from mta.qf import Entry, Recipient
 from mta.record import record
 
 
@@ -156,7 +156,7 @@ def deliver(ctx: Context, qid: str, known: tuple[tuple, Entry] | None = None) ->
             try:
                 entry = queue.read(ctx.qdir, qid, ctx.run_lost, fd=fd, known=known)
                 body = queue.read_body(ctx.qdir, qid)
-            except queue.BadQueueFile as exc:
+            except qf.BadQueueFile as exc:
                 queue.lose(ctx.qdir, qid, exc.why, ctx.log)
                 return errors.EX_SOFTWARE
             except FileNotFoundError:

@@ -16,7 +16,7 @@ from mta import errors, queue, router
 from mta.context import Context
 from mta.delivery import render
 from mta.mailers import Outcome, table
-from mta.queue import Entry, Recipient
+from mta.qf import Entry, Recipient
 
 
 def _say_connect(ctx: Context, addrs: list[str], route: router.Route) -> None:

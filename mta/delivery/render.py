@@ -9,7 +9,7 @@ from __future__ import annotations
 from mta import address, message, queue
 from mta.mailers import table
 from mta.message import Header, Message
-from mta.queue import Entry, Recipient
+from mta.qf import Entry, Recipient
 
 _BARE_NAME = r"(^|,\s*|<)([A-Za-z0-9._+-]+)(?=\s*(?:>|,|$))"  # compiled when first used: re is not imported to submit
 _QUALIFIED_HEADERS = ("from", "sender", "reply-to", "to", "cc")

@@ -21,10 +21,10 @@ import os
 import sys
 import time
 
-from mta import config, errors, message, qgroups, queue
+from mta import config, errors, message, qf, qgroups, queue
 from mta.context import Context
 from mta.delivery import attempt, load
-from mta.queue import Entry
+from mta.qf import Entry
 from mta.record import factory, record
 
 SORT_ORDERS = {"p": "priority", "h": "host", "f": "filename", "t": "time", "r": "random",
@@ -167,7 +167,7 @@ def _read(cfg, qdir: str, qid: str, selection: Selection, now: float, g: queue.G
     if g is None:
         return None
     try:
-        entry = queue.parse_entry(qid, message.from_bytes(g.data))
+        entry = qf.parse_entry(qid, message.from_bytes(g.data))
     except errors.MTAError:
         return None
     entry.qdir, entry.lost = qdir, selection.lost

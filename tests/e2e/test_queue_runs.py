@@ -16,7 +16,7 @@ import pytest
 
 from mta import queue
 from mta.message import Header
-from mta.queue import Entry, Recipient
+from mta.qf import Entry, Recipient
 from tests.conftest import BIN, free_port, wait_for, wait_port
 from tests.smtp_sink import Sink, serve
 
