@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import re
 
-from mta import config
+from mta import config, options
 from mta.record import record
 
 HONOURED, DIFFERENT, MISSING = "honoured", "honoured differently", "not implemented"
 RULES_ONLY = "looked up only by rule sets, which sendmail-py does not run"
 
 # (an m4 define is judged by the cf line it writes)
-# options read from the cf that act although config.OPTIONS does not convert them
+# options read from the cf that act although options.OPTIONS does not convert them
 EXTRA_OPTIONS = {"DaemonPortOptions", "ProcessTitlePrefix"}
 DIFFERENT_OPTIONS = {
     "SuperSafe": "every queue file is fsynced before it is acknowledged, whatever the value",
@@ -86,9 +86,9 @@ class Item:
 def option_verdict(name: str) -> tuple[str, str]:
     if name in DIFFERENT_OPTIONS:
         return DIFFERENT, DIFFERENT_OPTIONS[name]
-    if name in config.OPTIONS or name in EXTRA_OPTIONS:
+    if name in options.OPTIONS or name in EXTRA_OPTIONS:
         return HONOURED, ""
-    if name not in config.KNOWN_OPTIONS and not name.startswith("Timeout."):
+    if name not in options.KNOWN_OPTIONS and not name.startswith("Timeout."):
         return MISSING, "unknown option name"
     return MISSING, "read and ignored"
 
@@ -191,7 +191,7 @@ def cf_items(path: str) -> list[Item]:
         short = line if len(line) <= 70 else line[:67] + "..."
         if kind == "O":
             name = (body.strip().partition("=")[0] if body.startswith(" ") else
-                    config.SHORT_OPTIONS.get(body[:1], body[:1])).strip()
+                    options.SHORT_OPTIONS.get(body[:1], body[:1])).strip()
             items.append(Item(path, lineno, short, *option_verdict(name)))
         elif kind == "K":
             items.append(Item(path, lineno, short, *map_verdict(config._parse_map(body))))

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from mta import config, errors, log
+from mta import config, errors, log, options
 from mta.context import Context
 
 
@@ -214,7 +214,7 @@ def daemon(req) -> int:
     if not ctx.trusted():
         print("550 Permission denied (real uid not trusted)", flush=True)
         return errors.EX_USAGE
-    interval = config.interval(req.queue_interval) if req.queue_interval else 0
+    interval = options.interval(req.queue_interval) if req.queue_interval else 0
     proctitle.sendmail(ctx.cfg, "accepting connections")
     from mta import check
 
@@ -244,7 +244,7 @@ def run_queue(req) -> int:
         print(f"cannot chdir({ctx.qdir}/): No such file or directory", flush=True)
         return errors.EX_CONFIG
     selection = _selection(req)
-    interval = config.interval(req.queue_interval) if req.queue_interval else 0
+    interval = options.interval(req.queue_interval) if req.queue_interval else 0
     from mta import maildrop
 
     maildrop.pickup(ctx.cfg)  # root's runs also take what users dropped (mta.maildrop)

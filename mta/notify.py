@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from mta import address, config, dsn, errors, log, message, queue
+from mta import address, dsn, errors, log, message, options, queue
 from mta.message import Header
 from mta.qf import Entry, Recipient
 from mta.record import record
@@ -70,12 +70,12 @@ def timeouts(cfg, entry: Entry) -> tuple[int, int]:
 def returns_now(cfg, entry: Entry) -> bool:
     """Timeout.queuereturn=now for this entry: it is returned at once, without an attempt
     (deliver.c sendall) - unless it is a notification itself (EF_RESPONSE)."""
-    return timeouts(cfg, entry)[1] == config.NOW and not about_a_notice(entry)
+    return timeouts(cfg, entry)[1] == options.NOW and not about_a_notice(entry)
 
 
 def return_text(seconds: int) -> str:
     """The age in 'Cannot send message for ...' (Sendmail's pintvl, not brief)."""
-    if seconds == config.NOW:
+    if seconds == options.NOW:
         return "too long"
     return "zero seconds" if seconds == 0 else log.pintvl_long(seconds)
 

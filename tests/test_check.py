@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from mta import check, config
+from mta import check, config, options
 from tests.conftest import BIN, DATA
 
 CF = str(DATA / "debian" / "sendmail.cf")
@@ -28,7 +28,7 @@ def test_each_feature_option_map_and_mailer_gets_one_verdict():
         verdict == "not implemented: read and ignored" for k, verdict in v.items() if k.startswith(f"O {ignored}="))
     assert v["O QueueDirectory=/var/spool/mqueue"] == "honoured"
     assert v["O Timeout.ident=5s"] == check.option_verdict("Timeout.ident")[0] + (
-        ": read and ignored" if "Timeout.ident" not in config.OPTIONS else "")
+        ": read and ignored" if "Timeout.ident" not in options.OPTIONS else "")
     assert v["Kaccess hash -T<TMPF> /etc/mail/access"] == "honoured: the access map (policy)"
     assert v["Karith arith"].startswith("honoured differently: not used")
     local = next(verdict for k, verdict in v.items() if k.startswith("Mlocal,"))

@@ -1,6 +1,6 @@
 import pytest
 
-from mta import config, errors
+from mta import config, errors, options
 
 from .conftest import DATA
 
@@ -78,8 +78,8 @@ def test_expand(text, macros, want):
 
 
 def test_interval():
-    assert config.interval("15m") == 900 and config.interval("1h30m") == 5400
-    assert config.interval("5d") == 432000 and config.interval("90") == 90
+    assert options.interval("15m") == 900 and options.interval("1h30m") == 5400
+    assert options.interval("5d") == 432000 and options.interval("90") == 90
 
 
 def test_every_interface_address_is_a_local_literal():

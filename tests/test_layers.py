@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("daemon", ("mta.workers", "mta.smtpd", "mta.connection", "mta.offload")),
     ("delivery", ("mta.delivery", "mta.mailers.", "mta.notify", "mta.mailq", "mta.queuescan", "mta.maildrop")),
     ("submit/router", ("mta.submit", "mta.router", "mta.smtp", "mta.policy", "mta.aliases", "mta.context")),
-    ("queue/maps/config", ("mta.queue", "mta.maps", "mta.config", "mta.bdb", "mta.cdb", "mta.sdbm",
+    ("queue/maps/config", ("mta.queue", "mta.maps", "mta.config", "mta.options", "mta.bdb", "mta.cdb", "mta.sdbm",
                            "mta.makemap", "mta.stats", "mta.hoststat", "mta.log", "mta.message",
                            "mta.address", "mta.access", "mta.dns", "mta.dsn", "mta.pgp", "mta.authdb",
                            "mta.groupcommit", "mta.writeback", "mta.metrics", "mta.qgroups", "mta.qf",

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mta import config, errors, metrics, notify, qgroups, queue
+from mta import config, errors, metrics, notify, options, qgroups, queue
 from mta.delivery import load, schedule
 from mta.qf import Entry, Recipient
 
@@ -175,12 +175,12 @@ def test_queue_timeouts_now_and_units_as_convtime():
     cfg = cfg_with("O Timeout.queuereturn=3\nO Timeout.queuewarn=2\nO Timeout.queuereturn.non-urgent=now")
     assert cfg.queue_timeout("queuereturn", 0) == 3 * 86400
     assert cfg.queue_timeout("queuewarn", 0) == 2 * 3600
-    assert cfg.queue_timeout("queuereturn", -60) == config.NOW
+    assert cfg.queue_timeout("queuereturn", -60) == options.NOW
     cfg.set_option("Timeout.queuereturn", "NOW")
-    assert all(cfg.queue_timeout("queuereturn", p) == config.NOW for p in (-60, 0, 100))
+    assert all(cfg.queue_timeout("queuereturn", p) == options.NOW for p in (-60, 0, 100))
     cfg.set_option("Timeout.queuereturn.urgent", "0")
     assert cfg.queue_timeout("queuereturn", 100) == 0
-    assert notify.return_text(config.NOW) == "too long" and notify.return_text(0) == "zero seconds"
+    assert notify.return_text(options.NOW) == "too long" and notify.return_text(0) == "zero seconds"
     assert notify.return_text(5 * 86400) == "5 days"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mta import address, config, message, qf
+from mta import address, config, message, options, qf
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,13 +61,13 @@ SETTINGS = settings(max_examples=400, deadline=None)
 @given(TEXT)
 @example("1h30m 90 ٣d 5w x7")
 def test_numbers_and_units_are_the_findall(text):
-    assert config._numbers_and_units(text) == re.findall(r"(\d+)([smhdw]?)", text)
+    assert options._numbers_and_units(text) == re.findall(r"(\d+)([smhdw]?)", text)
 
 
 @SETTINGS
 @given(TEXT)
 def test_words_are_the_split(text):
-    assert config.words(text) == tuple(w.lower() for w in re.split(r"[\s,]+", text) if w)
+    assert options.words(text) == tuple(w.lower() for w in re.split(r"[\s,]+", text) if w)
 
 
 @SETTINGS
