@@ -28,6 +28,7 @@ from mta.smtp.session import Action, Session, reply
 READ_SIZE = 65536
 OFF_LOOP = frozenset(answer.HANDLERS) | {"queue"}  # what a session asks that may block: never on the loop
 COMMAND_SLICE = 1024  # commands are fed to the session this much at a time (see _drain)
+SHUTTING_DOWN = "Service shutting down"
 CLOSE_GRACE = 5.0  # a client that does not read its last reply is cut off after this
 
 
@@ -96,10 +97,8 @@ class Connection(asyncio.Protocol):
         d = self.daemon
         try:
             if d.stopping.is_set():
-                self._send(reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service shutting down"))
                 self.busy = False
-                self._close()
-                return
+                return self._end("4.3.2", SHUTTING_DOWN)
             if self.ctx.cfg["StatusFile"]:
                 from mta import stats
 
@@ -185,12 +184,10 @@ class Connection(asyncio.Protocol):
     def _idle(self) -> None:
         """Nothing is out: close if the session has ended, else take what came meanwhile."""
         session = self.session
-        if not session.closed and self.daemon.stopping.is_set() and session.state in ("connected", "greeted"):
-            self._send(reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service shutting down"))
-            session.closed = True
         if session.closed:
             return self._close()
-        self.busy = False
+        if self.daemon.stopping.is_set() and session.state in ("connected", "greeted"):
+            return self._end("4.3.2", SHUTTING_DOWN)
         self.last = self.loop.time()
         if self.timer is not None and self._wait() != self.armed:  # into DATA or out of it
             self.timer.cancel()
@@ -314,23 +311,24 @@ class Connection(asyncio.Protocol):
             return self._arm()
         session.log(f"timeout waiting for input from {session.client.relay_text} during "
                     f"{'message collect' if session.state == 'data' else 'server cmd read'}")
-        self._send(reply(421, "4.4.2", f"{self.ctx.cfg.hostname} Timeout waiting for input"))
-        session.closed = True
-        self._close()
+        self._end("4.4.2", "Timeout waiting for input")
 
     def shut_down(self) -> None:
         """The daemon stops: 421 to a session that is not answered or finished by now."""
         if self.lost:
             return
         if self.session is not None and not self.session.closed and not self.busy:
-            self._send(reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service shutting down"))
-            self.session.closed = True
+            return self._end("4.3.2", SHUTTING_DOWN)
         self._close()
 
     def _fail(self, exc: BaseException) -> None:
         self.busy = False  # nothing is out any more: a thread's failure has come back
         self.ctx.log.line(f"SYSERR: session with {self.ip}: {type(exc).__name__}: {exc}")
-        self._send(reply(421, "4.3.0", f"{self.ctx.cfg.hostname} Internal error; try again later"))
+        self._end("4.3.0", "Internal error; try again later")
+
+    def _end(self, status: str, text: str) -> None:
+        """A 421 (our host name first), the session over, the connection closed after it."""
+        self._send(reply(421, status, f"{self.ctx.cfg.hostname} {text}"))
         if self.session is not None:
             self.session.closed = True
         self._close()
