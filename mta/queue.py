@@ -143,22 +143,21 @@ def store(qdir: str, entry: qf.Entry, body: str | None = None, mode: int = 0o600
     path, for it goes back to an SMTP client; a rewrite (body None) keeps the qf it had."""
     stage = "data"
     entry.qdir = qdir
-    fds: list[int] = []
+    files: list[tuple[str, int]] = []  # (the stage an error names, the open file)
 
     def sync_files() -> None:
         nonlocal stage
-        for i, fd in enumerate(fds):
-            stage = "data" if body is not None and i == 0 else "control"
+        for name, fd in files:
+            stage = name  # what the error below names
             os.fsync(fd)
-        stage = "control"
 
     try:
         if body is not None:
-            fds.append(_create(qf_path(qdir, entry.qid, "d"), to_bytes(body), mode))
+            files.append(("data", _create(qf_path(qdir, entry.qid, "d"), to_bytes(body), mode)))
         stage = "control"
         tf = qf_path(qdir, entry.qid, "t")
-        fds.append(_create(tf, to_bytes(qf.format_entry(entry)), mode))
-        written = writeback.start(fds)  # their data on disk already: they may be named first
+        files.append(("control", _create(tf, to_bytes(qf.format_entry(entry)), mode)))
+        written = writeback.start([fd for _stage, fd in files])  # data on disk: may be named first
         if not written:
             sync_files()
         final = _control_letter(entry)
@@ -175,7 +174,7 @@ def store(qdir: str, entry: qf.Entry, body: str | None = None, mode: int = 0o600
             _unlink(qf_path(qdir, entry.qid, letter))
         raise _write_error(stage, exc) from exc
     finally:
-        for fd in fds:
+        for _stage, fd in files:
             os.close(fd)
 
 
