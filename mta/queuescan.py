@@ -2,9 +2,11 @@
 tried, read, close, and a stat of its df: queue.scan_listed), and of each entry only its sort
 key and its listing bytes are kept, compactly, until they are printed in order.
 
-A big queue is read by two processes, each half of the directory: the child sends what it
-kept through a pipe.  The listing is the same, byte for byte; it only comes sooner when the
-machine has a second core.
+A big queue is read by two processes.  The directory's names are cut into chunks, and each
+process takes the next chunk not yet taken (a byte read from a shared pipe of chunk numbers),
+so that neither waits for the other when one is slower; the child sends what it kept through a
+second pipe.  Each entry keeps its place in the directory, so the listing is the same, byte for
+byte; it only comes sooner when the machine has a second core.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
 
     Entry = Callable[[str, bytes, int, bool], tuple[object, str | None] | None]
 
-PARALLEL_AT = 4000  # control files from which a second process reads half the directory
+PARALLEL_AT = 4000  # control files from which a second process shares the reading
+CHUNK = 1000  # names in a chunk, at least; a queue has at most 255 chunks (one byte each)
 
 
 class Kept:
@@ -34,13 +37,15 @@ class Kept:
         self.keys: list = []
         self.text = bytearray()
         self.ends = array("Q")
+        self.places = array("Q")  # each entry's place in the directory, when read in chunks
 
-    def add(self, key, listing: str | None) -> None:
+    def add(self, key, listing: str | None, place: int = 0) -> None:
         self.kept += 1
         if listing is not None:  # a bad file: the next queue run moves it aside
             self.keys.append(key)
             self.text += listing.encode("latin-1")
             self.ends.append(len(self.text))
+            self.places.append(place)
 
     def in_order(self, kind: str) -> list[int]:
         """The entries' numbers in QueueSortOrder; equal keys keep directory order."""
@@ -49,7 +54,10 @@ class Kept:
             import random  # only for this order: not in every mailq's start
 
             random.shuffle(order)
-        elif kind != "none":
+            return order
+        if any(self.places):  # read in chunks: back to directory order first
+            order.sort(key=self.places.__getitem__)
+        if kind != "none":
             order.sort(key=self.keys.__getitem__)
         return order
 
@@ -80,11 +88,17 @@ def collect(qdir: str, letter: str, entry: Entry, limit: int = 0) -> Kept:
     names = queue.ids(qdir, letter)
     if limit or len(names) < PARALLEL_AT:
         return _scan(qdir, letter, names, entry, limit)
-    half = len(names) // 2
-    child = _spawn(qdir, letter, names[half:], entry)
-    kept = _scan(qdir, letter, names[:half], entry, 0)
+    size = max(CHUNK, -(-len(names) // 255))
+    chunks = [names[at:at + size] for at in range(0, len(names), size)]
     del names
-    if child is None or not _receive(kept, *child):
+    child = _spawn(qdir, letter, chunks, entry)
+    if child is None:
+        return _scan(qdir, letter, [qid for chunk in chunks for qid in chunk], entry, 0)
+    pid, tokens, results = child
+    kept = Kept()
+    _scan_chunks(qdir, letter, chunks, tokens, entry, kept)
+    os.close(tokens)
+    if not _receive(kept, pid, results):
         return _scan(qdir, letter, queue.ids(qdir, letter), entry, 0)  # the helper failed: all of it here
     return kept
 
@@ -101,21 +115,46 @@ def _scan(qdir: str, letter: str, qids: list[str], entry: Entry, limit: int) -> 
     return kept
 
 
-def _spawn(qdir: str, letter: str, qids: list[str], entry: Entry) -> tuple[int, int] | None:
-    """A child that scans qids and writes what it kept to a pipe: (pid, read end), or None."""
+def _scan_chunks(qdir: str, letter: str, chunks: list[list[str]], tokens: int, entry: Entry,
+                 kept: Kept) -> None:
+    """Take chunk after chunk from the shared pipe of chunk numbers until it is empty, and keep
+    each entry with its place in the directory (1 upwards: 0 means "not read in chunks")."""
+    size = len(chunks[0])
+    while number := os.read(tokens, 1):
+        base = number[0] * size + 1
+        places = {qid: base + at for at, qid in enumerate(chunks[number[0]])}
+        for qid, data, df_size, locked in queue.scan_listed(qdir, chunks[number[0]], letter):
+            found = entry(qid, data, df_size, locked)
+            if found is not None:
+                kept.requests += 1
+                kept.add(*found, places[qid])
+
+
+def _spawn(qdir: str, letter: str, chunks: list[list[str]], entry: Entry) -> tuple[int, int, int] | None:
+    """A child that reads chunks as they come and writes what it kept to a pipe: (pid, the
+    read end of the chunk numbers, the read end of the results), or None."""
+    opened: list[int] = []
     try:
-        r, w = os.pipe()
+        opened += os.pipe()
+        os.write(opened[1], bytes(range(len(chunks))))  # at most 255 bytes: the pipe holds them all
+        os.close(opened.pop())
+        opened += os.pipe()
         pid = os.fork()
     except OSError:
+        for fd in opened:
+            os.close(fd)
         return None
+    tokens, r, w = opened
     if pid:
         os.close(w)
-        return pid, r
+        return pid, tokens, r
     status = 1
     try:  # the child: never back into the caller's code, never its atexit or buffers
         os.close(r)
-        kept = _scan(qdir, letter, qids, entry, 0)
-        head = marshal.dumps((kept.requests, kept.kept, kept.keys, kept.ends.tobytes(), len(kept.text)))
+        kept = Kept()
+        _scan_chunks(qdir, letter, chunks, tokens, entry, kept)
+        head = marshal.dumps((kept.requests, kept.kept, kept.keys, kept.ends.tobytes(), kept.places.tobytes(),
+                              len(kept.text)))
         _write_all(w, len(head).to_bytes(8, "big") + head)
         _write_all(w, kept.text)
         status = 0
@@ -124,10 +163,10 @@ def _spawn(qdir: str, letter: str, qids: list[str], entry: Entry) -> tuple[int, 
 
 
 def _receive(kept: Kept, pid: int, r: int) -> bool:
-    """Append the child's entries to ours (they come after ours in directory order)."""
+    """Append the child's entries to ours (their places say where they belong)."""
     try:
         size = int.from_bytes(_read_exactly(r, 8), "big")
-        requests, count, keys, ends, length = marshal.loads(_read_exactly(r, size))
+        requests, count, keys, ends, places, length = marshal.loads(_read_exactly(r, size))
         base = len(kept.text)
         kept.text.extend(bytes(length))
         with memoryview(kept.text) as whole:
@@ -149,6 +188,7 @@ def _receive(kept: Kept, pid: int, r: int) -> bool:
     kept.kept += count
     kept.keys += keys
     kept.ends.extend(base + end for end in array("Q", ends))
+    kept.places.extend(array("Q", places))
     return True
 
 

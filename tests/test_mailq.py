@@ -122,10 +122,11 @@ def listing_of(q, variant: dict) -> str:
 
 @pytest.fixture(params=["one process", "two processes"])
 def scan(request, monkeypatch):
-    """Each listing test runs twice: read by one process, and by two (each half the directory)."""
+    """Each listing test runs twice: read by one process, and by two (taking chunks of 3 names)."""
     spawned = []
     if request.param == "two processes":
         monkeypatch.setattr(queuescan, "PARALLEL_AT", 2)
+        monkeypatch.setattr(queuescan, "CHUNK", 3)
         spawn = queuescan._spawn
         monkeypatch.setattr(queuescan, "_spawn", lambda *a: spawned.append(1) or spawn(*a))
     yield request.param
