@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from mta.journal import Commit
 from mta.mailers import local
 
 TEXT = "Return-Path: <a@b>\nSubject: s{n}\n\nline one\n\nFrom here\nbody {n}\n"
@@ -152,7 +153,7 @@ def test_a_holder_killed_after_its_append_is_kept_when_its_delivery_was_done(tmp
     start = box.stat().st_size
     journal, qf = tmp_path / "jfQ", tmp_path / "qfQ"
     qf.write_text("V8\n")
-    commit = local.Commit(str(journal), "<a@b> local me", str(qf))
+    commit = Commit(str(journal), "<a@b> local me", str(qf))
     with open(box, "ab") as fh:
         fh.write(local.mbox_entry("k@b", TEXT.format(n="killed"), 0))
     st = box.stat()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from mta import errors, log, message, notify, qf, queue, router, submit
+from mta import errors, journal, log, message, notify, qf, queue, router, submit
 from mta.context import Context
 from mta.delivery import handoff, mode
 from mta.mailers import Outcome, table
@@ -51,9 +51,7 @@ def _routes_for(ctx: Context, entry: Entry, rcpt: Recipient) -> list[router.Rout
 
 
 def _attempt(ctx: Context, entry: Entry, body: str) -> list[Result]:
-    from mta.mailers import local
-
-    done = local.noted(queue.qf_path(ctx.qdir, entry.qid, "j"))
+    done = journal.noted(queue.qf_path(ctx.qdir, entry.qid, "j"))
     results: list[Result] = []
     batches: dict[tuple, tuple[table.Agent, list[tuple[Recipient, router.Route]]]] = {}
     for rcpt in entry.recipients:

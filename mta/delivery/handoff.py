@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from mta import errors, queue, router
+from mta import errors, journal, queue, router
 from mta.context import Context
 from mta.delivery import render
 from mta.mailers import Outcome, table
@@ -177,9 +177,7 @@ def _commit(ctx: Context, entry: Entry, rcpt: Recipient, route: router.Route):
     """How a local, file or program delivery is noted as done in the entry's journal (jf), so a
     run killed before it rewrote the qf does not deliver it again, and a mailbox append killed
     before the note is cut off by the next delivery (mailers/local.py)."""
-    from mta.mailers import local
-
-    return local.Commit(queue.qf_path(ctx.qdir, entry.qid, "j"), f"{rcpt.addr} {route.mailer} {route.user}",
+    return journal.Commit(queue.qf_path(ctx.qdir, entry.qid, "j"), f"{rcpt.addr} {route.mailer} {route.user}",
                         queue.qf_path(ctx.qdir, entry.qid))
 
 

@@ -27,9 +27,9 @@ import stat
 import time
 
 from mta import errors
+from mta.journal import Commit, one_line
 from mta.mailers import Outcome
 from mta.message import ctime, to_bytes
-from mta.record import record
 
 DOTLOCK_TRIES = 60  # seconds
 DOTLOCK_STALE = 300  # a lock older than this is broken, as procmail's default
@@ -51,42 +51,6 @@ def mbox_entry(sender: str, text: str, when: float) -> bytes:
     return to_bytes(blob + "\n")
 
 
-@record(frozen=True)
-class Commit:
-    """How a delivery is noted as done once its message is whole in the mailbox: a key in a
-    journal (the queue entry's jf), owed while ``pending`` (its qf) exists.  A delivery killed
-    before the note is cut off by the next one; one killed after it is kept, and the queue run
-    does not deliver it again; once its entry is gone, nothing is owed."""
-
-    path: str
-    key: str
-    pending: str = ""
-
-    def note(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, f"{_one_line(self.key)}\n".encode("utf-8", "surrogateescape"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def done(self) -> bool:
-        return _one_line(self.key) in noted(self.path) or not (self.pending and os.path.exists(self.pending))
-
-
-def noted(path: str) -> set[str]:
-    """The keys in a commit journal (none when there is none)."""
-    try:
-        with open(path, "rb") as fh:
-            return set(fh.read().decode("utf-8", "surrogateescape").split("\n")) - {""}
-    except OSError:
-        return set()
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\n", " ").replace("\r", " ")
-
-
 class Lock:
     """A USER.lock we hold: its fd (to record the mailbox size in it before an append) and what
     a dead holder's lock we took over said (its record, for repairing that holder's append)."""
@@ -97,7 +61,7 @@ class Lock:
     def record(self, size: int, st: os.stat_result, commit: Commit | None) -> None:
         text = f"{os.getpid()}\n{size} {st.st_dev} {st.st_ino}\n"
         if commit is not None:
-            text += f"{_one_line(commit.path)}\n{_one_line(commit.key)}\n{_one_line(commit.pending)}\n"
+            text += f"{one_line(commit.path)}\n{one_line(commit.key)}\n{one_line(commit.pending)}\n"
         os.pwrite(self.fd, text.encode("utf-8", "surrogateescape"), 0)
 
     def recorded_size(self, st: os.stat_result) -> int | None:
