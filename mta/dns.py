@@ -15,8 +15,7 @@ kept for the run (``forget()`` ends it), so a dead name server costs one timeout
 
 from __future__ import annotations
 
-import random
-import socket
+import _socket  # not socket.py: its enums and selectors would be in every relayed submission's start
 import time
 
 from mta import errors
@@ -106,6 +105,8 @@ def mail_hosts(domain: str, nameservers: str = "", *, is_local=None, fallback: s
         raise
     if not records:
         return [domain] + (_fallback_hosts(fallback, nameservers) if fallback else [])
+    import random  # only for MX records: not in a submission to [127.0.0.1]
+
     ordered = sorted(records, key=lambda r: (r.preference, random.random()))
     hosts = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in ordered]
     if [h for _p, h in hosts] in ([""], ["."]):
@@ -155,10 +156,10 @@ def _system_addresses(host: str) -> list[str]:
     if hit is not None and time.monotonic() - hit[0] < KEEP:
         return hit[1]  # type: ignore[return-value]
     try:
-        infos = socket.getaddrinfo(host, 25, type=socket.SOCK_STREAM)
+        infos = _socket.getaddrinfo(host, 25, 0, _socket.SOCK_STREAM)
     except OSError:
         infos = []
-    found = list(dict.fromkeys(info[4][0] for info in sorted(infos, key=lambda i: i[0] != socket.AF_INET)))
+    found = list(dict.fromkeys(info[4][0] for info in sorted(infos, key=lambda i: i[0] != _socket.AF_INET)))
     _memo[key] = (time.monotonic(), found)
     return found
 

@@ -8,7 +8,6 @@ lines: V0, E errno, H h_errno, S exit status, D enhanced status, R reply, U last
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -31,12 +30,14 @@ def record(root: str, host: str, *, exitstat: int, status: str = "", reply: str 
     path = path_for(root, host)
     text = (f"V0\nE{errno}\nH0\nS{exitstat}\n" + (f"D{status}\n" if status else "")
             + (f"R{reply[:100]}\n" if reply else "") + f"U{int(time.time())}\n.\n")
-    with contextlib.suppress(OSError):
+    try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w") as fh:
             fh.write(text)
         os.rename(tmp, path)
+    except OSError:
+        pass
 
 
 def _read(path: str) -> dict[str, str]:

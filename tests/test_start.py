@@ -5,6 +5,7 @@ expressions found, on any text."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,12 +23,12 @@ HEAVY = {"re", "socket", "json", "random", "ipaddress", "subprocess", "asyncio",
          "contextlib", "functools", "collections"}
 
 
-def loaded(tmp_path, prog: str, args: list[str], stdin: bytes = b"") -> set[str]:
+def loaded(tmp_path, prog: str, args: list[str], stdin: bytes = b"", cf_text: str = "") -> set[str]:
     """The modules a command loaded, run as the package runs it (python3 -IS)."""
     (tmp_path / "q").mkdir(exist_ok=True)
     cf = tmp_path / "submit.cf"
     cf.write_text(f"Djhost.example.test\nO QueueDirectory={tmp_path}/q\nO LogFile={tmp_path}/log\n"
-                  "D{MTAHost}[127.0.0.1]\n")
+                  "D{MTAHost}[127.0.0.1]\n" + cf_text)
     script = textwrap.dedent(f"""
         import sys
         sys.path[:0] = [{str(ROOT)!r}]
@@ -46,6 +47,21 @@ def test_sendmail_t_imports_nothing_heavy(tmp_path):
     got = loaded(tmp_path, "sendmail", ["-odq", "-t"], b"To: root\nSubject: s\n\nhi\n")
     assert [n for n in (tmp_path / "q").iterdir() if n.name.startswith("qf")]
     assert "mta.submit" in got and not HEAVY & got, sorted(HEAVY & got)
+
+
+def test_a_relayed_submission_imports_only_what_it_sends_with(tmp_path):
+    """submit.cf's own mode: the MSP relays to its MTA at once (here: nobody listens, so it
+    stays queued).  The SMTP client's re (with functools and collections) is all it adds: not
+    socket.py, threading or random, nor the local mailer."""
+    with socket.socket() as free:  # a port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    relay = f"O DeliveryMode=i\nMrelay, P=[IPC], F=mDFMuXa8k, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {port}\n"
+    got = loaded(tmp_path, "sendmail", ["-t"], b"To: root\nSubject: s\n\nhi\n", relay)
+    assert [n for n in (tmp_path / "q").iterdir() if n.name.startswith("qf")]
+    assert "mta.mailers.esmtp" in got and "mta.mailers.local" not in got
+    heavy = HEAVY - {"re", "functools", "collections"}
+    assert not heavy & got, sorted(heavy & got)
 
 
 def test_mailq_imports_nothing_heavy(tmp_path):

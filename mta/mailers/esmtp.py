@@ -17,8 +17,8 @@ message it just accepted is a run of its own (``forget_hosts``), as Sendmail's c
 from __future__ import annotations
 
 import atexit
-import threading
 import time
+from _thread import _local  # threading.local itself, without threading's import
 
 from mta import dns, errors, hoststat
 from mta.mailers import Outcome, smtp_session
@@ -48,7 +48,7 @@ def settings(cfg, maps=None, transcript=None, traffic=None, flags: str = "") -> 
 # -- the connection cache and the host status ------------------------------------------------------
 
 _cache: dict[tuple[str, int], Session] = {}
-_runs = threading.local()  # .down: host -> (when, outcome), the failures this run remembers
+_runs = _local()  # .down: host -> (when, outcome), the failures this run remembers
 
 
 def _down() -> dict[str, tuple[float, Outcome]]:

@@ -8,11 +8,11 @@ With ``transcript`` set, the dialog is written there as sendmail -v does; ``traf
 
 from __future__ import annotations
 
+import _socket  # socket.py's enums and selectors are a tenth of a relayed submission's start
 import os
-import socket
 import time
 
-from mta import access, errors
+from mta import errors
 from mta.mailers import Outcome
 from mta.record import record
 from mta.smtp import client
@@ -66,6 +66,18 @@ class TLSFailed(Exception):
 
 # -- one session -----------------------------------------------------------------------------------
 
+def _connect(ip: str, port: int, timeout: float) -> _socket.socket:
+    """A TCP connection to an address (never a name: nothing is resolved here)."""
+    sock = _socket.socket(_socket.AF_INET6 if ":" in ip else _socket.AF_INET, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Session:
     """A connection to one address of one host, after greeting and EHLO."""
 
@@ -79,7 +91,7 @@ class Session:
         self.reused = False  # taken from the connection cache
         self.probe = False  # the next transaction starts with RSET (mci_get's smtpprobe)
         try:
-            self.sock = socket.create_connection((ip, port), timeout=s.connect_timeout)
+            self.sock = _connect(ip, port, s.connect_timeout)
         except OSError as exc:
             raise Failed(self._conn_error(exc)) from exc
 
@@ -286,6 +298,8 @@ def _tagged_lookup(s: Settings, mapname: str, tag: str, host: str, ip: str) -> s
     """$>D on the server's name (and its parents), then $>A on its address, then ``Tag:``."""
     if s.lookup is None:
         return None
+    from mta import access  # only with an access map: its re and ipaddress are not in every relayed submission
+
     keys = [] if host.startswith("[") else [f"{tag}:{d}" for d in access.parents(host.lower())]
     keys += [f"{tag}:{k}" for k in access.address_keys(ip)] + [f"{tag}:"]
     for key in keys:
@@ -303,6 +317,8 @@ def tls_rcpt(s: Settings, rcpt: str) -> str:
     """TLS_Rcpt: for the full address, user@, then the domain and its parents (tag only)."""
     if s.lookup is None:
         return ""
+    from mta import access
+
     user, at, domain = rcpt.lower().rpartition("@")
     keys = [rcpt.lower(), f"{user}@"] + access.parents(domain) if at else [f"{rcpt.lower()}@"]
     for key in keys:
