@@ -15,6 +15,7 @@ from tests.e2e.test_smtpd import Daemon, Raw, pipelined_burst, subjects
 
 
 def children(pid: int) -> set[int]:
+    """The live children of pid (not the killed ones it has not reaped yet)."""
     out = set()
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -23,14 +24,21 @@ def children(pid: int) -> set[int]:
                     fields = fh.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
+            if int(fields[1]) == pid and fields[0] != "Z":
                 out.add(int(name))
     return out
 
 
 def workers_of(d: Daemon, n: int) -> set[int]:
-    assert wait_for(lambda: len(children(d.proc.pid)) == n), children(d.proc.pid)
-    return children(d.proc.pid)
+    """The daemon's workers, once there are n: the set that was counted, not a second look."""
+    seen = [set()]
+
+    def counted() -> bool:
+        seen[0] = children(d.proc.pid)
+        return len(seen[0]) == n
+
+    assert wait_for(counted), seen[0]
+    return seen[0]
 
 
 def greeted(port: int) -> bool:
