@@ -4,6 +4,7 @@ expressions found, on any text."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -67,6 +68,23 @@ def test_a_relayed_submission_imports_only_what_it_sends_with(tmp_path):
 def test_mailq_imports_nothing_heavy(tmp_path):
     got = loaded(tmp_path, "mailq", ["-Ac"])
     assert "mta.queuescan" in got and not {"re", "json", "random", "socket", "typing", "threading"} & got
+
+
+def test_a_reader_gone_is_exit_74_without_a_traceback(tmp_path):
+    """mailq's output flushed at exit, into a pipe nobody reads any more (mailq | true): the
+    exit code of a broken pipe during the run, and no "Exception ignored" on stderr."""
+    (tmp_path / "q").mkdir()
+    cf = tmp_path / "submit.cf"
+    cf.write_text(f"O QueueDirectory={tmp_path}/q\n")
+    script = f"import sys; sys.path[:0] = [{str(ROOT)!r}]; from mta.cli import sendmail; sendmail.mailq_main()"
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([sys.executable, "-IS", "-c", script, "-C", str(cf)], stdout=w,
+                              stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(w)
+    assert (proc.returncode, proc.stderr) == (74, b"")
 
 
 TEXT = st.text(alphabet="ab Z_-$?{}.,=\t\n\r\x0b\u00a0\u0663\u00b2#:Idm4smhdw019AP", max_size=60)
