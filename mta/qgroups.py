@@ -88,7 +88,7 @@ def split(cfg: config.Config, entry: Entry, rcpt_groups: list[str | None]) -> tu
     for rcpt, name in zip(entry.recipients, rcpt_groups, strict=True):
         by_group.setdefault(name if name in table else home, []).append(rcpt)
     order = [name for name in table if name in by_group and name != home]
-    first = _copy(entry, entry.qid, by_group.get(home, []))
+    first = _copy(entry, entry.qid, by_group.get(home, [])) if order else entry  # all of it stays home
     across = [_copy(entry, queue.new_id(), by_group[name]) for name in order]
     pieces: list[Piece] = []
     lines: list[tuple[str, str]] = []
