@@ -20,7 +20,7 @@ import contextlib
 import ssl
 
 from mta import errors
-from mta.delivery import attempt, mode, schedule
+from mta.delivery import attempt, fresh, mode, schedule
 from mta.mailers import esmtp
 from mta.smtp import answer
 from mta.smtp.session import Action, Session, reply
@@ -240,7 +240,7 @@ class Connection(asyncio.Protocol):
             elif how == mode.BACKGROUND:
                 self.daemon.pool.submit(deliver, ctx.at(entry.qdir), entry.qid)
             else:
-                attempt.announce_queued(ctx, entry)
+                fresh.announce_queued(ctx, entry)
         return entries[0].qid
 
     async def _act(self, action: Action) -> None:

@@ -28,7 +28,7 @@ import time
 
 from mta import config, errors, groupcommit, submit
 from mta.context import Context
-from mta.delivery import attempt, mode
+from mta.delivery import fresh, mode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -219,8 +219,10 @@ def finish(ctx: Context, done: submit.Submitted) -> None:
     """A picked-up message, queued: errors go back by mail, then it is delivered here and now
     (DeliveryMode q or d leave it to the queue run)."""
     if done.entry is None or not done.queued:
-        attempt.after_submit(ctx, done)  # only bounces or dead.letter on this path
+        fresh.after_submit(ctx, done)  # only bounces or dead.letter on this path
         return
+    from mta.delivery import attempt  # the daemon's pickup: never a user's submission
+
     for owner, errs in done.failed_by_owner().items():
         attempt.bounce(ctx, done.entry, errs, body=done.body, to=owner)
     if not mode.queue_only(ctx.cfg):

@@ -81,7 +81,7 @@ def submit(req) -> int:
         print("Recipient names must be specified", flush=True)
         return errors.EX_USAGE
     from mta import submit as submission
-    from mta.delivery import attempt
+    from mta.delivery import fresh
 
     ctx = _context(req)
     ctx.interactive = True
@@ -92,7 +92,7 @@ def submit(req) -> int:
 
     if maildrop.wanted(ctx):  # a user who may not write the queue: the daemon takes it from here
         return maildrop.drop(ctx, sub, data)
-    return attempt.after_submit(ctx, submission.command_line(ctx, sub, data))
+    return fresh.after_submit(ctx, submission.command_line(ctx, sub, data))
 
 
 def print_queue(req) -> int:

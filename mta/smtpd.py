@@ -26,7 +26,7 @@ import time
 
 from mta import VERSION, config, connection, errors, log, maildrop, offload, writeback
 from mta.context import Context
-from mta.delivery import attempt, schedule
+from mta.delivery import fresh, schedule
 from mta.policy import Client
 from mta.smtp import answer
 from mta.smtp.session import Action, Session
@@ -312,7 +312,7 @@ def _act_inline(ctx: Context, session: Session, action: Action):
         if isinstance(entries, errors.MTAError):
             return entries
         for entry in entries:
-            attempt.after_queue(ctx, entry)
+            fresh.after_queue(ctx, entry)
         return entries[0].qid
     if action.kind == "etrn":
         schedule.run_queue(ctx, schedule.Selection(recipients=((str(action.arg), False),)))

@@ -48,6 +48,8 @@ def test_sendmail_t_imports_nothing_heavy(tmp_path):
     got = loaded(tmp_path, "sendmail", ["-odq", "-t"], b"To: root\nSubject: s\n\nhi\n")
     assert [n for n in (tmp_path / "q").iterdir() if n.name.startswith("qf")]
     assert "mta.submit" in got and not HEAVY & got, sorted(HEAVY & got)
+    stack = {"mta.delivery.attempt", "mta.notify", "mta.dsn", "mta.delivery.handoff", "mta.mailers.esmtp"}
+    assert not stack & got, sorted(stack & got)  # queued only: nothing delivers, nothing bounces
 
 
 def test_a_relayed_submission_imports_only_what_it_sends_with(tmp_path):

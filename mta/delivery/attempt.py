@@ -3,14 +3,13 @@
 ``deliver()`` locks the entry, routes each recipient, hands the message to the mailers, logs a
 to= line per outcome, sends the notifications (one failure DSN per sender or list owner, return
 receipts, the delay warning), and either removes the entry or rewrites its qf with what is left
-and why.  ``after_queue()`` runs a fresh entry as ``mode.plan()`` says; ``send()`` queues a
+and why (a fresh entry comes here through mta.delivery.fresh); ``send()`` queues a
 notification and delivers it: notifications are messages like any other, queued here.
 Raises nothing for a bad entry: it is logged and moved aside, or kept for the next run.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 from mta import errors, journal, log, message, notify, qf, queue, router, submit
@@ -311,73 +310,4 @@ def _save_dead_letter(ctx: Context, entry: Entry, body: str) -> bool:
     ctx.log.line(f"Saved message in {saved}", entry.qid)
     if ctx.interactive:
         ctx.tell(f"{saved}... Saved message in {saved}")
-    return True
-
-
-# -- after queueing ---------------------------------------------------------------------------------
-
-def announce_queued(ctx: Context, entry: Entry) -> None:
-    """Queue-only modes log each recipient as queued (Sendmail's QUP_ANNOUNCE at LogLevel > 8)."""
-    if ctx.cfg["LogLevel"] <= 8:
-        return
-    for r in entry.recipients:
-        ctx.log.delivery(entry.qid, to=r.addr, delay=0, mailer="relay" if ctx.cfg.is_msp else "local",
-                         pri=entry.priority, stat="queued")
-
-
-def after_queue(ctx: Context, entry: Entry) -> int:
-    """Deliver a fresh entry in this process as mode.plan() says: now, in a child, or not at all.
-    A deferral is no error for the submitter: the entry is safely queued."""
-    if entry.qdir and entry.qdir != ctx.qdir:  # split into another queue group's directory
-        ctx = ctx.at(entry.qdir)
-    how = mode.plan(ctx.cfg, verbose=bool(ctx.verbose), priority=entry.priority)
-    if how == mode.QUEUE:
-        announce_queued(ctx, entry)
-        return errors.EX_OK
-    if how == mode.BACKGROUND:
-        _deliver_in_child(ctx, entry.qid)
-        return errors.EX_OK
-    code = deliver(ctx, entry.qid)
-    return errors.EX_OK if code == errors.EX_TEMPFAIL else code
-
-
-def _deliver_in_child(ctx: Context, qid: str) -> None:
-    if os.fork():
-        return
-    try:
-        os.setsid()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        ctx.interactive = False
-        deliver(ctx, qid)
-    finally:
-        os._exit(0)
-
-
-def after_submit(ctx: Context, done: submit.Submitted) -> int:
-    """The command line's submission, finished: errors for the recipients that failed at once go
-    to the sender (or a list's owner), then the good ones are delivered as DeliveryMode says."""
-    if done.entry is None:
-        return done.exitcode
-    if not done.queued:  # nothing could be queued: mail the errors back if we can, else keep it
-        if ctx.cfg.is_msp or not _bounce_unqueued(ctx, done):
-            saved = submit.dead_letter(ctx, done.entry.sender, message.Message(done.entry.headers, done.body),
-                                       done.entry.ctime)
-            if saved:
-                ctx.tell(f"{saved}... Saved message in {saved}")
-        return done.exitcode
-    for owner, errs in done.failed_by_owner().items():
-        bounce(ctx, done.entry, errs, body=done.body, to=owner)
-    delivered = after_queue(ctx, done.entry)  # the good recipients go out now, whatever failed
-    for other in done.others:  # the entries of other queue groups, each in its own directory
-        delivered = after_queue(ctx, other) or delivered
-    return done.exitcode or delivered
-
-
-def _bounce_unqueued(ctx: Context, done: submit.Submitted) -> bool:
-    try:
-        bounce(ctx, done.entry, [(a, e) for a, e, _o in done.failed], body=done.body)
-    except errors.MTAError:
-        return False
     return True
