@@ -7,6 +7,7 @@ Each command runs chrooted in fresh PID and mount namespaces, in a network names
 own (nothing listens there); `true` through the same wrapper is measured too, the cost of
 entering the root, the same for both.
 
+- `python3 -IS -c pass`: the interpreter's start and exit alone, the floor of our front.
 - `sendmail -t -odq`: queued only; and `sendmail -t` with submit.cf's own DeliveryMode
   (Debian's is interactive: it connects to the MTA at 127.0.0.1, finds none, and queues -
   a host whose MTA is down).  Wall time and CPU (user + system of every process waited for,
@@ -80,11 +81,12 @@ def medians(argv: list[str], stdin: bytes = b"", runs: int = RUNS) -> tuple[floa
 
 
 def submit_times(root: Path, runs: int = RUNS) -> dict[tuple[str, str], tuple[float, float]]:
-    """(who, how) -> (wall s, CPU s), who in ours/debian/true, how in -odq/default."""
+    """(who, how) -> (wall s, CPU s), who in ours/debian/true/python, how in -odq/default."""
     bindir = install_ours(root)
     msg = b"To: root\nSubject: bench\n\n" + b"x" * 2000 + b"\n"
     progs = {"debian": "/usr/sbin/sendmail", "ours": f"{bindir}/sendmail"}
-    out = {("true", ""): medians(command(root, "exec true"), runs=runs)}
+    out = {("true", ""): medians(command(root, "exec true"), runs=runs),
+           ("python", ""): medians(command(root, "exec /usr/bin/python3 -IS -c pass"), runs=runs)}
     for how, flags in (("-odq", "-t -odq"), ("default", "-t")):
         for _ in range(2):  # alternate, so that neither always runs on a warmer cache
             for who, prog in progs.items():
@@ -148,9 +150,10 @@ def measure(root: Path) -> list[str]:
         mq = mailq_times(root)
     finally:
         subprocess.run(["ip", "netns", "del", NS], capture_output=True, check=False)
-    t = sub[("true", "")]
+    t, py = sub[("true", "")], sub[("python", "")]
     return [f"entering the root (true): {t[0] * 1000:.0f} ms wall, {t[1] * 1000:.0f} ms CPU (in every figure); "
-            f"load average {os.getloadavg()[0]:.1f}", *rows(sub, mq)]
+            f"python3 -IS -c pass: {py[0] * 1000:.0f} ms wall, {py[1] * 1000:.0f} ms CPU (the floor of any "
+            f"Python front); load average {os.getloadavg()[0]:.1f}", *rows(sub, mq)]
 
 
 def main() -> None:
