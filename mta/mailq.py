@@ -221,7 +221,7 @@ def _scanned(qdir: str, selection, kind: str, limit: int, verbose: bool, marks: 
     stamps = Stamps()
 
     def entry(qid: str, data: bytes, size: int, locked: bool):
-        numbers = queue.listed_numbers(data)
+        numbers = queuescan.listed_numbers(data)
         if numbers is None:
             return None
         key = numbers[0] if kind == "priority" else numbers[1] if kind == "time" else qid
@@ -240,7 +240,7 @@ def _gathered(cfg, qdir: str, selection, order: str, limit: int, verbose: bool, 
     for work in schedule.sort(works, order):
         qid = work.entry.qid
         try:
-            qf, size, locked = queue.read_listed(qdir, qid, letter)
+            qf, size, locked = queuescan.read_listed(qdir, qid, letter)
         except FileNotFoundError:
             texts.append(f"{qid:>13}  (job completed)\n")  # delivered since we counted it, as Sendmail says
             continue

@@ -33,10 +33,6 @@ from mta import errors, groupcommit, qf, writeback
 from mta.message import from_bytes, to_bytes
 from mta.record import record
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 QID_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MACRO_BYTE = "\x81"  # sendmail's internal macro character, as in H?P?Return-Path: <\x81g>
 
@@ -275,44 +271,12 @@ def data_size(qdir: str, qid: str) -> int:
         return -1
 
 
-_HEAD = 4096  # most control files are shorter: one read() holds the whole file
+READ = os.O_RDONLY | os.O_NOFOLLOW  # a queue file, never through a symlink
+_MAX_READ = 0x7FFFF000  # Linux returns at most this much from one read()
+HEAD = 4096  # most control files are shorter: one read() holds the whole file
 
 
-def listed_numbers(data: bytes) -> tuple[int, int] | None:
-    """(priority, creation time) from the top of a control file's bytes, for sorting a listing;
-    None for a file that is torn (no closing '.') or whose numbers are not numbers - the
-    entries a full read would refuse too."""
-    if not data.startswith(b"V") or data[-2:] != b".\n":
-        return None
-    head = data[:_HEAD]
-    numbers = []
-    for kind in (b"\nP", b"\nT"):  # queueup() writes T, K, N, P first; no other line starts so
-        start = head.find(kind)
-        if start < 0:
-            numbers.append(0)
-            continue
-        value = head[start + 2:head.find(b"\n", start + 2)]
-        if not value.isdigit() and value:
-            return None
-        numbers.append(int(value or 0))
-    return numbers[0], numbers[1]
-
-
-def read_numbers(qdir: str, qid: str, letter: str = "q") -> tuple[int, int] | None:
-    """listed_numbers() of one control file; None also when it cannot be read."""
-    try:
-        fd = os.open(qf_path(qdir, qid, letter), _READ)
-    except OSError:
-        return None
-    try:
-        return listed_numbers(_read_tried(fd)[0])
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _read_tried(fd: int) -> tuple[bytes, bool]:
+def read_tried(fd: int) -> tuple[bytes, bool]:
     """A control file's bytes and whether a delivery holds it: the lock only tried (shared,
     never waited for), on the same open, as printqueue does."""
     try:
@@ -320,54 +284,10 @@ def _read_tried(fd: int) -> tuple[bytes, bool]:
         locked = False
     except BlockingIOError:
         locked = True
-    data = os.read(fd, _HEAD)
-    if len(data) == _HEAD:
-        data += os.pread(fd, os.fstat(fd).st_size + 1, _HEAD)
+    data = os.read(fd, HEAD)
+    if len(data) == HEAD:
+        data += os.pread(fd, os.fstat(fd).st_size + 1, HEAD)
     return data, locked
-
-
-def read_listed(qdir: str, qid: str, letter: str = "q") -> tuple[str, int, bool]:
-    """For mailq: the control file's text, the data file's size (-1: none) and whether a
-    delivery holds the entry.  Raises OSError."""
-    fd = os.open(qf_path(qdir, qid, letter), _READ)
-    try:
-        data, locked = _read_tried(fd)
-    finally:
-        os.close(fd)
-    return from_bytes(data), data_size(qdir, qid), locked
-
-
-def scan_listed(qdir: str, qids: list[str], letter: str = "q") -> Iterator[tuple[str, bytes, int, bool]]:
-    """For mailq over a whole queue: (qid, control file bytes, data file size or -1, locked)
-    of each entry that can be read, in the order given.  Each file is opened once, relative to
-    its directory (no path walk), and its df only stat-ed: a few system calls per entry."""
-    qfd = os.open(file_dir(qdir, letter), os.O_RDONLY | os.O_DIRECTORY)
-    dfd = os.open(file_dir(qdir, "d"), os.O_RDONLY | os.O_DIRECTORY)
-    prefix, open_, close, stat = letter + "f", os.open, os.close, os.stat
-    try:
-        for qid in qids:
-            try:
-                fd = open_(prefix + qid, _READ, dir_fd=qfd)
-            except OSError:
-                continue
-            try:
-                data, locked = _read_tried(fd)
-            except OSError:
-                continue
-            finally:
-                close(fd)
-            try:
-                size = stat("df" + qid, dir_fd=dfd).st_size
-            except OSError:
-                size = -1
-            yield qid, data, size, locked
-    finally:
-        os.close(qfd)
-        os.close(dfd)
-
-
-_READ = os.O_RDONLY | os.O_NOFOLLOW
-_MAX_READ = 0x7FFFF000  # Linux returns at most this much from one read()
 
 
 def read_body(qdir: str, qid: str) -> str:
@@ -512,62 +432,7 @@ def stat_mode(qdir: str, qid: str) -> int:
         return 0o600
 
 
-# -- a queue run's housekeeping (queue.c readqf/loseqfile; stale files) ---------------------------
-
-ORPHAN_AGE = 86400  # df/tf/xf/jf files without their qf, older than this, are removed
-EMPTY_QF_AGE = 600  # an empty qf older than this is removed with its df, as readqf() does
-
-
-def sweep(qdir: str, log, now: float | None = None) -> dict[str, Glance]:
-    """Before a queue run: move bad qf files aside to Qf (logged once, as loseqfile), a qf whose
-    df is gone too; remove empty qf files and df/tf/xf orphans that are old.  Locked files and
-    files of held (hf) or lost (Qf) entries are left alone.  Returns what it read of the qf files
-    that look whole, so the run does not read them again to sort them."""
-    now = time.time() if now is None else now
-    names: list[str] = []
-    seen: dict[str, Glance] = {}
-    for where in dict.fromkeys(file_dir(qdir, letter) for letter in "qdx"):  # qf/ df/ xf/ or qdir
-        try:
-            names += os.listdir(where)
-        except OSError:
-            return seen
-    by_kind: dict[str, set[str]] = {}
-    for name in names:
-        if len(name) > 2 and name[1] == "f":
-            by_kind.setdefault(name[0], set()).add(name[2:])
-    has_df = by_kind.get("d", set())
-    for qid in by_kind.get("q", ()):
-        g = glance(qf_path(qdir, qid))
-        if g is not None and qid in has_df and _looks_whole(g.data):
-            seen[qid] = g  # the common case: no lock taken, no full parse
-        else:
-            _check_qf(qdir, qid, qid in has_df, log, now)
-    owned = by_kind.get("q", set()) | by_kind.get("h", set()) | by_kind.get("Q", set())
-    for letter in "dtxj":
-        for qid in by_kind.get(letter, set()) - (owned if letter != "t" else set()):
-            _remove_if_old(qf_path(qdir, qid, letter), now - ORPHAN_AGE, log)
-    return seen
-
-
-def _check_qf(qdir: str, qid: str, has_df: bool, log, now: float) -> None:
-    """A suspect qf, looked at again under its lock."""
-    try:
-        with lock(qdir, qid) as fd:
-            st = os.fstat(fd)
-            if st.st_size == 0:
-                if st.st_ctime < now - EMPTY_QF_AGE:
-                    remove(qdir, qid)
-                return
-            try:
-                qf.parse_entry(qid, from_bytes(os.pread(fd, st.st_size, 0)))
-            except qf.BadQueueFile as exc:
-                lose(qdir, qid, exc.why, log)
-                return
-            if not os.path.exists(qf_path(qdir, qid, "d")):
-                lose(qdir, qid, "data file missing", log)
-    except errors.MTAError:
-        return  # locked (being delivered or written) or gone
-
+# -- a first look at a control file (gatherq) ---------------------------------------------------
 
 @record(frozen=True)
 class Glance:
@@ -584,47 +449,17 @@ def glance(path: str) -> Glance | None:
     """One open: the bytes, the mtime and a shared lock only tried (never waited for, released
     at once), as printqueue and gatherq look; None when it cannot be read."""
     try:
-        fd = os.open(path, _READ)
+        fd = os.open(path, READ)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        data, locked = _read_tried(fd)
+        data, locked = read_tried(fd)
         return Glance(data, st.st_mtime, locked, _ident(st))
     except OSError:
         return None
     finally:
         os.close(fd)
-
-
-_SUSPECT_LINE = (rb"\n(?:[TKNP](?!-?[0-9]{0,19}\n)|[^TKNPFBM$SZCQrRH.dIqAD!EL \t\n])"
-                 rb"|(?:^|\n)[VTKNP][^\n]*\n[ \t]|\n\n[ \t]")  # folded version, number, empty line
-_SUSPECT: list = []  # the compiled _SUSPECT_LINE, once a sweep needs it (re is not imported to submit)
-
-
-def _looks_whole(data: bytes) -> bool:
-    """A quick test that parse_entry() would accept data: a version line, one '.' line at the
-    very end, number lines that are numbers, only letters it knows."""
-    return (data[:1] == b"V" and data[1:2] in b"012345678" and data[2:3] == b"\n"
-            and data.endswith(b"\n.\n") and data.count(b"\n.") == 1 and not _suspect(data))
-
-
-def _suspect(data: bytes):
-    if not _SUSPECT:
-        import re
-
-        _SUSPECT.append(re.compile(_SUSPECT_LINE))
-    return _SUSPECT[0].search(data)
-
-
-def _remove_if_old(path: str, before: float, log) -> None:
-    try:
-        if os.stat(path, follow_symlinks=False).st_mtime >= before:
-            return
-        os.unlink(path)
-    except OSError:
-        return
-    log.line(f"removed stale {path}")
 
 
 def ids(qdir: str, letter: str = "q") -> list[str]:

@@ -1,5 +1,5 @@
 """One pass over a queue directory, for mailq: each control file is read once (open, the lock
-tried, read, close, and a stat of its df: queue.scan_listed), and of each entry only its sort
+tried, read, close, and a stat of its df: scan_listed), and of each entry only its sort
 key and its listing bytes are kept, compactly, until they are printed in order.
 
 A big queue is read by two processes.  The directory's names are cut into chunks, and each
@@ -15,7 +15,7 @@ import marshal
 import os
 from array import array
 
-from mta import queue
+from mta import message, queue
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -81,6 +81,84 @@ class _Listed:
         return self.kept.pieces(self.order)
 
 
+# -- reading control files for a listing --------------------------------------------------------
+
+def listed_numbers(data: bytes) -> tuple[int, int] | None:
+    """(priority, creation time) from the top of a control file's bytes, for sorting a listing;
+    None for a file that is torn (no closing '.') or whose numbers are not numbers - the
+    entries a full read would refuse too."""
+    if not data.startswith(b"V") or data[-2:] != b".\n":
+        return None
+    head = data[:queue.HEAD]
+    numbers = []
+    for kind in (b"\nP", b"\nT"):  # queueup() writes T, K, N, P first; no other line starts so
+        start = head.find(kind)
+        if start < 0:
+            numbers.append(0)
+            continue
+        value = head[start + 2:head.find(b"\n", start + 2)]
+        if not value.isdigit() and value:
+            return None
+        numbers.append(int(value or 0))
+    return numbers[0], numbers[1]
+
+
+def read_numbers(qdir: str, qid: str, letter: str = "q") -> tuple[int, int] | None:
+    """listed_numbers() of one control file; None also when it cannot be read."""
+    try:
+        fd = os.open(queue.qf_path(qdir, qid, letter), queue.READ)
+    except OSError:
+        return None
+    try:
+        return listed_numbers(queue.read_tried(fd)[0])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_listed(qdir: str, qid: str, letter: str = "q") -> tuple[str, int, bool]:
+    """For mailq: the control file's text, the data file's size (-1: none) and whether a
+    delivery holds the entry.  Raises OSError."""
+    fd = os.open(queue.qf_path(qdir, qid, letter), queue.READ)
+    try:
+        data, locked = queue.read_tried(fd)
+    finally:
+        os.close(fd)
+    return message.from_bytes(data), queue.data_size(qdir, qid), locked
+
+
+def scan_listed(qdir: str, qids: list[str], letter: str = "q") -> Iterator[tuple[str, bytes, int, bool]]:
+    """For mailq over a whole queue: (qid, control file bytes, data file size or -1, locked)
+    of each entry that can be read, in the order given.  Each file is opened once, relative to
+    its directory (no path walk), and its df only stat-ed: a few system calls per entry."""
+    qfd = os.open(queue.file_dir(qdir, letter), os.O_RDONLY | os.O_DIRECTORY)
+    dfd = os.open(queue.file_dir(qdir, "d"), os.O_RDONLY | os.O_DIRECTORY)
+    prefix, open_, close, stat = letter + "f", os.open, os.close, os.stat
+    try:
+        for qid in qids:
+            try:
+                fd = open_(prefix + qid, queue.READ, dir_fd=qfd)
+            except OSError:
+                continue
+            try:
+                data, locked = queue.read_tried(fd)
+            except OSError:
+                continue
+            finally:
+                close(fd)
+            try:
+                size = stat("df" + qid, dir_fd=dfd).st_size
+            except OSError:
+                size = -1
+            yield qid, data, size, locked
+    finally:
+        os.close(qfd)
+        os.close(dfd)
+
+
+# -- one pass over a directory ---------------------------------------------------------------------
+
 def collect(qdir: str, letter: str, entry: Entry, limit: int = 0) -> Kept:
     """Read every control file of this letter in qdir once: ``entry(qid, data, df size,
     locked)`` gives (sort key, listing or None) for a request, None for a file that is not one.
@@ -105,7 +183,7 @@ def collect(qdir: str, letter: str, entry: Entry, limit: int = 0) -> Kept:
 
 def _scan(qdir: str, letter: str, qids: list[str], entry: Entry, limit: int) -> Kept:
     kept = Kept()
-    for qid, data, size, locked in queue.scan_listed(qdir, qids, letter):
+    for qid, data, size, locked in scan_listed(qdir, qids, letter):
         found = entry(qid, data, size, locked)
         if found is None:
             continue
@@ -123,7 +201,7 @@ def _scan_chunks(qdir: str, letter: str, chunks: list[list[str]], tokens: int, e
     while number := os.read(tokens, 1):
         base = number[0] * size + 1
         places = {qid: base + at for at, qid in enumerate(chunks[number[0]])}
-        for qid, data, df_size, locked in queue.scan_listed(qdir, chunks[number[0]], letter):
+        for qid, data, df_size, locked in scan_listed(qdir, chunks[number[0]], letter):
             found = entry(qid, data, df_size, locked)
             if found is not None:
                 kept.requests += 1

@@ -14,7 +14,7 @@ Still durable, and still acknowledged only after every fsync.  With a journal, t
 be on disk without the data and sizes (one atomic commit, after the data, with a cache flush
 before it).  Without one (ext2, ext4 -O ^has_journal) a power cut after the rename and before
 the fsyncs - before the 250, so the client sends again - may leave an empty qf, which the queue
-removes with its df once it is old, as Sendmail does (queue.sweep), and never delivers.
+removes with its df once it is old, as Sendmail does (queuesweep.sweep), and never delivers.
 
 Off until ``enable()`` (the daemon's workers): ctypes costs a one-shot command more to import
 than the commit it saves, and commands keep Sendmail's order (fsync, then rename).  Where libc

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                            "mta.makemap", "mta.stats", "mta.hoststat", "mta.log", "mta.message",
                            "mta.address", "mta.access", "mta.dns", "mta.dsn", "mta.pgp", "mta.authdb",
                            "mta.groupcommit", "mta.writeback", "mta.metrics", "mta.qgroups", "mta.qf", "mta.journal",
+                           "mta.queuesweep",
                            "mta.mailers", "mta.mailers.table")),  # Outcome; the mailer table
     ("record/errors", ("mta.record", "mta.errors", "mta.proctitle", "mta.__init__")),
 ]

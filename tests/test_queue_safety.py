@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mta import errors, qf, queue
+from mta import errors, qf, queue, queuesweep
 from mta.message import from_bytes
 
 GOOD = ("V8\nT1795650726\nK0\nN0\nP30059\nMDeferred: x\nFb\n$_root@localhost\n${daemon_flags}\nSroot\n"
@@ -100,8 +100,8 @@ def test_sweep_loses_bad_qf_once_and_keeps_good(tmp_path):
     (tmp_path / "qfTORN00000001").write_text("V8\nT1\nSroot\nRPF")
     (tmp_path / "dfTORN00000001").write_text("x\n")
     log = Log()
-    queue.sweep(str(tmp_path), log)
-    queue.sweep(str(tmp_path), log)
+    queuesweep.sweep(str(tmp_path), log)
+    queuesweep.sweep(str(tmp_path), log)
     names = sorted(os.listdir(tmp_path))
     assert names == sorted(["QfBADT00000001", "QfTORN00000001", "dfBADT00000001", "dfTORN00000001",
                             "df" + good.qid, "qf" + good.qid])
@@ -118,7 +118,7 @@ def test_sweep_moves_qf_without_df_aside(tmp_path):
     e = _entry(tmp_path)
     os.unlink(tmp_path / f"df{e.qid}")
     log = Log()
-    queue.sweep(str(tmp_path), log)
+    queuesweep.sweep(str(tmp_path), log)
     assert os.listdir(tmp_path) == [f"Qf{e.qid}"]
     assert log.lines == [(e.qid, f"Losing {tmp_path}/qf{e.qid}: data file missing")]
 
@@ -128,7 +128,7 @@ def test_sweep_leaves_a_locked_bad_qf_alone(tmp_path):
     fd = os.open(tmp_path / "qfBUSY00000001", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        queue.sweep(str(tmp_path), Log())
+        queuesweep.sweep(str(tmp_path), Log())
         assert os.path.exists(tmp_path / "qfBUSY00000001")
     finally:
         os.close(fd)
@@ -144,7 +144,7 @@ def test_sweep_removes_orphans_older_than_a_day(tmp_path):
         _age(tmp_path / name, days)
     (tmp_path / "qfLOST00000001").unlink(missing_ok=True)
     log = Log()
-    queue.sweep(str(tmp_path), log)
+    queuesweep.sweep(str(tmp_path), log)
     assert sorted(os.listdir(tmp_path)) == sorted([
         f"df{kept.qid}", f"qf{kept.qid}", "dfNEW000000001", "tfNEW000000001",
         "dfLOST00000001", "QfLOST00000001", "dfHELD00000001", "hfHELD00000001"])
@@ -155,9 +155,9 @@ def test_sweep_removes_orphans_older_than_a_day(tmp_path):
 def test_sweep_removes_old_empty_qf_as_sendmail(tmp_path):
     (tmp_path / "qfZERO00000001").write_text("")
     (tmp_path / "dfZERO00000001").write_text("x")
-    queue.sweep(str(tmp_path), Log())
+    queuesweep.sweep(str(tmp_path), Log())
     assert sorted(os.listdir(tmp_path)) == ["dfZERO00000001", "qfZERO00000001"]  # young: being written
-    queue.sweep(str(tmp_path), Log(), now=time.time() + 3600)
+    queuesweep.sweep(str(tmp_path), Log(), now=time.time() + 3600)
     assert os.listdir(tmp_path) == []
 
 
@@ -207,5 +207,5 @@ def test_low_on_space(tmp_path):
 @given(mutated_qf())
 def test_the_sweeps_quick_test_passes_only_what_the_reader_reads(data):
     """sweep() parses only files its quick test suspects: none it passes may be a bad file."""
-    if queue._looks_whole(data):
+    if queuesweep.looks_whole(data):
         qf.parse_entry("Q", from_bytes(data))

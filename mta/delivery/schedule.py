@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from mta import config, errors, message, qf, qgroups, queue
+from mta import config, errors, message, qf, qgroups, queue, queuesweep
 from mta.context import Context
 from mta.delivery import attempt, load
 from mta.qf import Entry
@@ -267,7 +267,7 @@ def run_group(ctx: Context, group: config.QueueGroup, selection: Selection) -> T
     jobs = _jobs(cfg, group)
     works: list[Work] = []
     for qdir in qgroups.directories(group):
-        seen = queue.sweep(qdir, ctx.log)  # bad qf aside to Qf, old orphans removed (durable)
+        seen = queuesweep.sweep(qdir, ctx.log)  # bad qf aside to Qf, old orphans removed (durable)
         try:
             found, _n = gather(cfg, qdir, selection, limit=max(jobs - len(works), 0) if jobs else 0, seen=seen)
         except errors.MTAError as exc:
