@@ -25,18 +25,26 @@ HEADER_V = "-----Q-ID----- --Size-- -Priority- ---Q-Time--- --------Sender/Recip
 
 
 def prtstr(text: str, limit: int) -> str:
-    """sendmail's prtstr(): backslashes doubled, non-printables as \\ooo, cut at limit."""
-    text = text[:limit]
+    """sendmail's prtstr() (queue.c): printable ASCII as is, a backslash doubled, any other byte
+    as \\ooo (char is signed: every byte over 0x7f too); at most limit columns, each escape
+    counted, and one that would not fit left out.  text is latin-1: a character per byte."""
     if text.isascii() and text.isprintable() and "\\" not in text:
-        return text
-    out = []
+        return text[:limit]
+    out, room = [], limit
     for ch in text:
+        if room <= 0 or ch == "\0":  # while (ml-- > 0 && (c = *s++) != '\0')
+            break
+        room -= 1
         if ch == "\\":
-            out.append("\\\\")
-        elif " " <= ch <= "~" or ord(ch) >= 0xA0:
+            if room > 0:
+                out.append("\\\\")
+            room -= 1
+        elif " " <= ch <= "~":
             out.append(ch)
         else:
-            out.append(f"\\{ord(ch):03o}")
+            room -= 3
+            if room > 0:
+                out.append(f"\\{ord(ch) & 0xFF:03o}")
     return "".join(out)
 
 

@@ -168,3 +168,21 @@ def test_max_queue_run_size_lists_the_first_found_sorted(tmp_path):
     out = "".join(mailq.show(str(q), cfg=cfg_with("O QueueLA=1000\nO MaxQueueRunSize=7")))
     assert "(30 requests, only 7 printed)" in out and "Total requests: 30" in out
     assert order_of(out) == sorted(listed[:7], key=lambda qid: 40000 - int(qid[5:]))
+
+
+@pytest.mark.parametrize(("text", "limit", "want"), [
+    ("<plain@b.test>", 39, "<plain@b.test>"),
+    ("x" * 50, 39, "x" * 39),
+    ("<\xe9@b.test>", 39, "<\\351@b.test>"),  # char is signed: a byte over 0x7f is no ASCII
+    ("<t\xa0@b>", 39, "<t\\240@b>"),
+    ("a\\b", 39, "a\\\\b"),  # a backslash doubled, two columns
+    ("a\\b", 2, "a"),  # no room left for both
+    ("ab\x01", 6, "ab"),  # an escape that would end the line is left out
+    ("ab\x01c", 7, "ab\\001c"),  # the escape fits, and one column is left
+    ("a\0b", 39, "a"),  # a C string ends at NUL
+])
+def test_prtstr_is_sendmails(text, limit, want):
+    """queue.c prtstr() of Sendmail 8.17.1.9 (Debian 12's): isascii() && isprint() or \\ooo,
+    and the limit counts the columns printed, escapes included."""
+    assert mailq.prtstr(text, limit) == want
+
