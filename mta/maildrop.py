@@ -139,7 +139,7 @@ def ask_listing(where: str, args: list[str]) -> tuple[int, str] | None:
     status, _, text = data.partition(b"\n")
     if not status.startswith(b"status "):
         return None
-    return int(status.split()[1]), text.decode(errors="replace")
+    return int(status.split()[1]), text.decode("latin-1")  # the listing's bytes, as they are
 
 
 # -- the daemon's side ------------------------------------------------------------------------
@@ -344,7 +344,7 @@ def listing(cfg: config.Config, uid: int, asked: list) -> tuple[int, str]:
 
     program = [sys.executable, "-s", os.path.abspath(sys.argv[0])]
     out = subprocess.run([*program, *args], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
-    return out.returncode, out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+    return out.returncode, out.stdout.decode("latin-1") + out.stderr.decode("latin-1")
 
 
 async def serve(get_cfg, pool) -> None:
@@ -372,7 +372,7 @@ async def serve(get_cfg, pool) -> None:
             elif line.startswith(b"list "):
                 uid = peer_uid(writer.get_extra_info("socket"))
                 code, text = await loop.run_in_executor(pool, listing, get_cfg(), uid, json.loads(line[5:]))
-                writer.write(f"status {code}\n".encode() + text.encode())
+                writer.write(f"status {code}\n".encode() + text.encode("latin-1"))
                 await writer.drain()
         except (TimeoutError, ValueError, OSError, subprocess.SubprocessError):
             pass

@@ -115,13 +115,22 @@ def print_queue(req) -> int:
             sys.stdout.write(mailq.as_json([("MSP", msp_dir), *mta], sel))
             return errors.EX_OK
         msp = [mailq.listing(msp_dir, **show)]  # with -Ac both sections list it: read once, printed twice
-        sys.stdout.write("MSP Queue status...\n")
-        sys.stdout.writelines(mailq.with_total(msp))
-        sys.stdout.write("MTA Queue status...\n")
-        sys.stdout.writelines(mailq.with_total(msp) if req.submit_cf else mailq.show(dirs, **show, cfg=cfg))
+        _write_raw(["MSP Queue status...\n"])
+        _write_raw(mailq.with_total(msp))
+        _write_raw(["MTA Queue status...\n"])
+        _write_raw(mailq.with_total(msp) if req.submit_cf else mailq.show(dirs, **show, cfg=cfg))
         return errors.EX_OK
-    sys.stdout.writelines(mailq.show(dirs, **show, cfg=cfg))
+    _write_raw(mailq.show(dirs, **show, cfg=cfg))
     return errors.EX_OK
+
+
+def _write_raw(pieces) -> None:
+    """A queue listing as Sendmail prints it: the bytes of the control files as they are (our
+    text of them is latin-1, a character per byte), not encoded again for the terminal."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    for piece in pieces:
+        out.write(piece.encode("latin-1", "replace"))
 
 
 def _listing_from_daemon(req, ctx: Context, msp_dir: str) -> int:
@@ -140,9 +149,7 @@ def _listing_from_daemon(req, ctx: Context, msp_dir: str) -> int:
         if got is None:
             got = (errors.EX_NOPERM, f"{qdir}: Permission denied (the daemon that lists it for users does "
                                      "not answer)\n")
-        if title:
-            sys.stdout.write(f"{title} Queue status...\n")
-        sys.stdout.write(got[1])
+        _write_raw([f"{title} Queue status...\n" if title else "", got[1]])
         status = status or got[0]
     sys.stdout.flush()
     return status

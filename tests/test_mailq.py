@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -14,6 +16,8 @@ from mta import config, mailq, queuescan
 from mta.delivery import schedule
 
 from .conftest import DATA
+
+ROOT = DATA.parent.parent
 
 T0 = 1795650726  # Wed Nov 25 23:52:06 2026 UTC
 FUTURE = 4000000000
@@ -186,3 +190,18 @@ def test_prtstr_is_sendmails(text, limit, want):
     and the limit counts the columns printed, escapes included."""
     assert mailq.prtstr(text, limit) == want
 
+
+def test_mailq_prints_the_control_files_bytes_as_they_are(tmp_path):
+    """Sendmail prints a status with %.60s: an 8-bit byte goes out as it is in the qf, never
+    re-encoded (it came out as UTF-8, two bytes); in an address it is \\ooo (prtstr)."""
+    q = tmp_path / "q"
+    q.mkdir()
+    (q / "qfAA8bit000001").write_bytes(qf("<caf\xe9@b.test>", status="Deferred: r\xe9ponse 4.2.0"))
+    (q / "dfAA8bit000001").write_bytes(b"x")
+    cf = tmp_path / "sendmail.cf"
+    cf.write_text(f"O QueueDirectory={q}\n")
+    script = f"import sys; sys.path[:0] = [{str(ROOT)!r}]; from mta.cli import sendmail; sendmail.main()"
+    out = subprocess.run([sys.executable, "-IS", "-c", script, "-bp", "-C", str(cf)], capture_output=True,
+                         timeout=60, env={"TZ": "UTC", "PATH": os.environ["PATH"]})
+    assert out.returncode == 0, out.stderr
+    assert b"(Deferred: r\xe9ponse 4.2.0)\n" in out.stdout and b"<caf\\351@b.test>" in out.stdout
