@@ -21,6 +21,7 @@ so one bad recipient does not hide the others.
 from __future__ import annotations
 
 import pwd
+import time
 
 from mta import address, aliases, errors
 from mta.config import Config
@@ -99,13 +100,29 @@ def mailertable_keys(domain: str) -> list[tuple[str, str]]:
     return keys
 
 
+KNOWN_FOR = 1.0  # seconds a passwd entry found is used again; a name not found is asked each time
+_KNOWN: dict[str, tuple[float, pwd.struct_passwd]] = {}
+
+
 def local_user(name: str) -> pwd.struct_passwd | None:
-    """The passwd entry for a local name: exact, lower-cased, then without +detail."""
-    for candidate in (name, name.lower(), name.split("+", 1)[0], name.split("+", 1)[0].lower()):
+    """The passwd entry for a local name: exact, lower-cased, then without +detail.  An entry
+    found is kept for KNOWN_FOR seconds: routing one recipient asks for it twice (the mailbox,
+    then ~/.forward), and a daemon's next message asks again; each ask reads /etc/passwd (five
+    system calls) or goes to NSS (LDAP, perhaps)."""
+    now = time.monotonic()
+    hit = _KNOWN.get(name)
+    if hit is not None and now - hit[0] < KNOWN_FOR:
+        return hit[1]
+    base = name.split("+", 1)[0]
+    for candidate in dict.fromkeys((name, name.lower(), base, base.lower())):  # each asked once
         try:
-            return pwd.getpwnam(candidate)
+            entry = pwd.getpwnam(candidate)
         except (KeyError, ValueError):
             continue
+        if len(_KNOWN) >= 1024:
+            _KNOWN.clear()
+        _KNOWN[name] = (now, entry)
+        return entry
     return None
 
 

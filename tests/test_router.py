@@ -135,3 +135,26 @@ def test_unreadable_map_defers(mapped, tmp_path):
 def test_quoted_local_part_stays_local(cfg, table, text):
     routes = router.resolve(cfg, table, text)
     assert [(r.mailer, r.describe()) for r in routes] == [("error", "User unknown")]
+
+
+def test_a_passwd_entry_found_is_used_again_for_a_second_only(monkeypatch):
+    """Routing one RCPT asks passwd for the user twice (the mailbox, then ~/.forward), and a
+    daemon asks again for the next message: an entry found is kept for KNOWN_FOR seconds; a name
+    not found is asked again every time (a user added now is known at once)."""
+    asked = []
+    real = pwd.getpwnam
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: asked.append(name) or real(name))
+    clock = [1000.0]
+    monkeypatch.setattr(router.time, "monotonic", lambda: clock[0])
+    router._KNOWN.clear()
+    assert router.local_user("root").pw_uid == 0
+    assert router.local_user("root").pw_uid == 0
+    assert asked == ["root"]
+    clock[0] += router.KNOWN_FOR
+    assert router.local_user("root").pw_uid == 0
+    assert asked == ["root", "root"]
+    assert router.local_user("no-such-user-here") is None
+    assert router.local_user("no-such-user-here") is None
+    assert router.local_user("No-Such+x") is None
+    assert asked[-4:] == ["No-Such+x", "no-such+x", "No-Such", "no-such"]
+    assert asked.count("no-such-user-here") == 2  # once each time, not once per (equal) candidate
