@@ -159,7 +159,8 @@ def store(qdir: str, entry: qf.Entry, body: str | None = None, mode: int = 0o600
         final = _control_letter(entry)
         other = "Q" if entry.lost and final == "h" else "q" if final == "h" else "h"
         os.rename(tf, qf_path(qdir, entry.qid, final))
-        _unlink(qf_path(qdir, entry.qid, other), FileNotFoundError)  # quarantined or released: one name only
+        if body is None:  # a rewrite, quarantined or released: one name only (a new entry has one)
+            _unlink(qf_path(qdir, entry.qid, other), FileNotFoundError)
         groupcommit.sync_dir(file_dir(qdir, "q"))  # shared with the other sessions committing now
         if body is not None and file_dir(qdir, "d") != file_dir(qdir, "q"):
             groupcommit.sync_dir(file_dir(qdir, "d"))
