@@ -191,15 +191,17 @@ def load(server: Server, sessions: int, messages: int, rcpt: str) -> tuple[float
     return messages / elapsed, cpu / 1e6 / messages, (journal_commits() - commits0) / messages
 
 
-def idle_memory(server: Server, count: int = 1000) -> float:
-    """MiB (PSS, all server processes) with count idle connections open, greeted."""
+def idle_memory(server: Server, count: int = 1000) -> float | None:
+    """MiB (PSS, all server processes) with count idle connections open, greeted; None when the
+    client could not open them all (a connect timed out: then there is no figure to give)."""
     code = (f"import socket, time\nss = [socket.create_connection(('127.0.0.1', {server.port}))"
             f" for _ in range({count})]\nfor s in ss[-20:]: s.settimeout(30); s.recv(200)\n"
             "print('ready', flush=True)\ntime.sleep(60)\n")
     client = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", code],
                               stdout=subprocess.PIPE, text=True)
     try:
-        client.stdout.readline()
+        if client.stdout.readline() != "ready\n":
+            return None
         time.sleep(2)
         return server.pss_kb() / 1024
     finally:
@@ -278,7 +280,7 @@ def main() -> None:
     rates: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     commits: dict[tuple[str, int], list[float]] = {}
-    memory: dict[str, float] = {}
+    memory: dict[str, float | None] = {}
     starters = {"ours": lambda: start_ours(root), "debian": lambda: start_debian(root), "postfix": start_postfix}
     rcpt = {"ours": "root@localhost", "debian": "root@localhost", "postfix": f"anyone@{HOSTNAME}"}
     try:
@@ -316,9 +318,10 @@ def main() -> None:
         print(f"| journal commits per message, c{sessions} | {j['debian']:.2f} | {j['ours']:.2f} | "
               f"{j['postfix']:.2f} | | |")
     if memory:
-        print(f"| 1,000 idle connections, MiB | {memory['debian']:.0f} | {memory['ours']:.0f} | "
-              f"{memory['postfix']:.0f} | {memory['ours'] / memory['debian']:.2f} | "
-              f"{memory['ours'] / memory['postfix']:.2f} |")
+        shown = {n: "failed" if m is None else f"{m:.0f}" for n, m in memory.items()}
+        ratio = {n: "" if None in (m, memory["ours"]) else f"{memory['ours'] / m:.2f}" for n, m in memory.items()}
+        print(f"| 1,000 idle connections, MiB | {shown['debian']} | {shown['ours']} | {shown['postfix']} | "
+              f"{ratio['debian']} | {ratio['postfix']} |")
     if QUICK:
         return
     import submit  # bench/submit.py: sendmail -t and mailq, ours and Debian's, in this root
