@@ -26,11 +26,8 @@ def main() -> None:
     trees = [Path(t).resolve() for t in sys.argv[1:]]
     root = accept.debian_root()
     accept.spool_fs()
-    accept.sh("ip", "netns", "del", accept.NS, check=False)
-    accept.sh("ip", "netns", "add", accept.NS)
-    accept.sh("ip", "netns", "exec", accept.NS, "ip", "link", "set", "lo", "up")
     got: dict[Path, list[tuple[float, float]]] = {t: [] for t in trees}
-    try:
+    with accept.network_namespace():
         for rnd in range(ROUNDS):
             for tree in trees if rnd % 2 == 0 else trees[::-1]:
                 accept.HERE = tree  # what start_ours binds into the root as /opt/sendmail-py
@@ -41,8 +38,6 @@ def main() -> None:
                     server.stop()
                 got[tree].append((rate, cpu))
                 print(f"round {rnd + 1} {tree}: {rate:.0f} msg/s, {cpu:.2f} ms CPU/msg", flush=True)
-    finally:
-        accept.sh("ip", "netns", "del", accept.NS, check=False)
     for tree, runs in got.items():
         print(f"{tree}: c{SESSIONS} median {statistics.median(r for r, _ in runs):.0f} msg/s, "
               f"{statistics.median(c for _, c in runs):.2f} ms CPU/msg")

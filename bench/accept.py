@@ -49,6 +49,18 @@ def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
 
 
+@contextlib.contextmanager
+def network_namespace(name: str = NS):
+    """A fresh network namespace with its loopback up, for the with block; removed after it."""
+    sh("ip", "netns", "del", name, check=False)
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
 # -- the Debian root ------------------------------------------------------------------------------
 
 def debian_root() -> Path:
@@ -274,16 +286,13 @@ def main() -> None:
             sys.exit(f"{tool} is missing: run scripts/install-bench-deps")
     root = debian_root()
     spool_fs()
-    sh("ip", "netns", "del", NS, check=False)
-    sh("ip", "netns", "add", NS)
-    sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
     rates: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     commits: dict[tuple[str, int], list[float]] = {}
     memory: dict[str, float | None] = {}
     starters = {"ours": lambda: start_ours(root), "debian": lambda: start_debian(root), "postfix": start_postfix}
     rcpt = {"ours": "root@localhost", "debian": "root@localhost", "postfix": f"anyone@{HOSTNAME}"}
-    try:
+    with network_namespace():
         for rnd in range(1 if QUICK else ROUNDS):
             order = list(starters) if rnd % 2 == 0 else list(reversed(starters))
             for name in order:
@@ -301,8 +310,6 @@ def main() -> None:
                         memory[name] = idle_memory(server)
                 finally:
                     server.stop()
-    finally:
-        sh("ip", "netns", "del", NS, check=False)
     print("\n| measure | Debian sendmail | ours | Postfix | ours/Debian | ours/Postfix |\n|---|---|---|---|---|---|")
     for sessions in LOADS:
         m = {n: statistics.median(rates[(n, sessions)]) for n in starters}

@@ -142,14 +142,9 @@ def rows(sub: dict, mq: dict) -> list[str]:
 
 def measure(root: Path) -> list[str]:
     """Every measure here, in its own network namespace; the table's lines, after notes."""
-    subprocess.run(["ip", "netns", "del", NS], capture_output=True, check=False)
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up"], check=True)
+    with accept.network_namespace(NS):
         sub = submit_times(root)
         mq = mailq_times(root)
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], capture_output=True, check=False)
     t, py = sub[("true", "")], sub[("python", "")]
     return [f"entering the root (true): {t[0] * 1000:.0f} ms wall, {t[1] * 1000:.0f} ms CPU (in every figure); "
             f"python3 -IS -c pass: {py[0] * 1000:.0f} ms wall, {py[1] * 1000:.0f} ms CPU (the floor of any "
