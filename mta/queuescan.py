@@ -171,41 +171,39 @@ def collect(qdir: str, letter: str, entry: Entry, limit: int = 0) -> Kept:
     del names
     child = _spawn(qdir, letter, chunks, entry)
     if child is None:
-        return _scan(qdir, letter, [qid for chunk in chunks for qid in chunk], entry, 0)
+        return _scan(qdir, letter, [qid for chunk in chunks for qid in chunk], entry)
     pid, tokens, results = child
     kept = Kept()
     _scan_chunks(qdir, letter, chunks, tokens, entry, kept)
     os.close(tokens)
     if not _receive(kept, pid, results):
-        return _scan(qdir, letter, queue.ids(qdir, letter), entry, 0)  # the helper failed: all of it here
+        return _scan(qdir, letter, queue.ids(qdir, letter), entry)  # the helper failed: all of it here
     return kept
 
 
-def _scan(qdir: str, letter: str, qids: list[str], entry: Entry, limit: int) -> Kept:
-    kept = Kept()
+def _scan(qdir: str, letter: str, qids: list[str], entry: Entry, limit: int = 0, kept: Kept | None = None,
+          first: int = 0) -> Kept:
+    """Read qids into kept (a new one unless given): the first limit requests found are kept (0:
+    all), each with its place in the directory when first is qids[0]'s (1 upwards; 0: the
+    directory is read whole, in order)."""
+    kept = Kept() if kept is None else kept
+    places = {qid: first + at for at, qid in enumerate(qids)} if first else None
     for qid, data, size, locked in scan_listed(qdir, qids, letter):
         found = entry(qid, data, size, locked)
         if found is None:
             continue
         kept.requests += 1
         if not limit or kept.kept < limit:
-            kept.add(*found)
+            kept.add(*found, places[qid] if places else 0)
     return kept
 
 
 def _scan_chunks(qdir: str, letter: str, chunks: list[list[str]], tokens: int, entry: Entry,
                  kept: Kept) -> None:
-    """Take chunk after chunk from the shared pipe of chunk numbers until it is empty, and keep
-    each entry with its place in the directory (1 upwards: 0 means "not read in chunks")."""
+    """Take chunk after chunk from the shared pipe of chunk numbers until it is empty."""
     size = len(chunks[0])
     while number := os.read(tokens, 1):
-        base = number[0] * size + 1
-        places = {qid: base + at for at, qid in enumerate(chunks[number[0]])}
-        for qid, data, df_size, locked in scan_listed(qdir, chunks[number[0]], letter):
-            found = entry(qid, data, df_size, locked)
-            if found is not None:
-                kept.requests += 1
-                kept.add(*found, places[qid])
+        _scan(qdir, letter, chunks[number[0]], entry, kept=kept, first=number[0] * size + 1)
 
 
 def _spawn(qdir: str, letter: str, chunks: list[list[str]], entry: Entry) -> tuple[int, int, int] | None:
