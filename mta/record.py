@@ -27,23 +27,25 @@ def record(cls=None, *, frozen: bool = False):
 
         plain = {n: d for n, d in defaults.items() if not isinstance(d, factory)}
         made = tuple((n, d.make) for n, d in defaults.items() if isinstance(d, factory))
-        known = frozenset(names)
+        known, count = frozenset(names), len(names)
+        leading = [frozenset(names[:i]) for i in range(count + 1)]  # the names given by position
 
         def __init__(self, *args, **kwargs):
             # one dict built and stored at once: queue listings make hundreds of thousands of these
-            if len(args) > len(names):
-                raise TypeError(f"{cls.__name__}() takes {len(names)} arguments, {len(args)} given")
+            given = len(args)
+            if given > count:
+                raise TypeError(f"{cls.__name__}() takes {count} arguments, {given} given")
             values = dict(plain)
-            if args:
+            if given:
                 values.update(zip(names, args, strict=False))
             if kwargs:
-                if not known.issuperset(kwargs) or any(n in kwargs for n in names[:len(args)]):
+                if not known.issuperset(kwargs) or not leading[given].isdisjoint(kwargs):
                     raise TypeError(f"{cls.__name__}() got unexpected arguments {sorted(kwargs)}")
                 values.update(kwargs)
             for n, make in made:
                 if n not in values:
                     values[n] = make()
-            if len(values) != len(names):
+            if len(values) != count:
                 missing = next(n for n in names if n not in values)
                 raise TypeError(f"{cls.__name__}() missing argument {missing!r}")
             self.__dict__.update(values)  # also for frozen records: their __setattr__ refuses
