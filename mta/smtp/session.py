@@ -19,13 +19,12 @@ STARTTLS and AUTH are only outside a transaction; a second EHLO/HELO resets.
 
 from __future__ import annotations
 
-import base64
 import re
 
 from mta import address, errors, maps, queue
 from mta.message import arpadate
 from mta.policy import Client, Mark, Refusal
-from mta.smtp import requests, wire
+from mta.smtp import requests, sasl, wire
 from mta.smtp.requests import NO_SPACE, Action, Check, Envelope, Queue, Recipient, reply
 
 __all__ = ["NO_SPACE", "Action", "Check", "Envelope", "Queue", "Recipient", "Session", "reply"]
@@ -479,47 +478,22 @@ class Session:
             return self._bad(503, "5.5.0", "AUTH not permitted during a mail transaction")
         mech, _, initial = arg.partition(" ")
         mech = mech.upper()
-        if not self.auth or not self.client.tls or mech not in ("PLAIN", "LOGIN"):
+        if not self.auth or not self.client.tls or mech not in sasl.MECHANISMS:
             return self._bad(504, "5.3.3", f"AUTH mechanism {mech[:32]} not available")
-        if mech == "PLAIN":
-            if initial and initial != "=":
-                return self._auth_plain(initial)
-            self._auth_step = ("PLAIN",)
-            return [reply(334, "", "")]
-        if initial:
-            return self._auth_continue_login(("LOGIN",), initial)
-        self._auth_step = ("LOGIN",)
-        return [reply(334, "", "VXNlcm5hbWU6")]
+        return self._auth_next(sasl.start(mech, initial))
 
     def _auth_continue(self, line: str) -> list:
-        step, self._auth_step = self._auth_step, None
-        if line.strip() == "*":
-            return self._bad(501, "5.0.0", "AUTH aborted")
-        if step[0] == "PLAIN":
-            return self._auth_plain(line.strip())
-        return self._auth_continue_login(step, line.strip())
+        state, self._auth_step = self._auth_step, None
+        return self._auth_next(sasl.step(state, line))
 
-    def _auth_continue_login(self, step: tuple, line: str) -> list:
-        try:
-            value = base64.b64decode(line, validate=True).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            return self._bad(501, "5.5.2", "Cannot decode response")
-        if len(step) == 1:
-            self._auth_step = ("LOGIN", value)
-            return [reply(334, "", "UGFzc3dvcmQ6")]
-        return self._auth_check(step[1], value)
-
-    def _auth_plain(self, blob: str) -> list:
-        try:
-            parts = base64.b64decode(blob, validate=True).decode("utf-8").split("\0")
-        except (ValueError, UnicodeDecodeError):
-            return self._bad(501, "5.5.2", "Cannot decode response")
-        if len(parts) != 3:
-            return self._bad(501, "5.5.2", "Cannot decode response")
-        return self._auth_check(parts[1], parts[2])
-
-    def _auth_check(self, user: str, password: str) -> list:
-        return self._ask("auth", (user, password), lambda ok: self._auth_done(user, ok))
+    def _auth_next(self, got) -> list:
+        """A challenge sent, the credentials checked (a request) or the exchange's failure."""
+        if isinstance(got, sasl.Challenge):
+            self._auth_step = got.state
+            return [reply(334, "", got.text)]
+        if isinstance(got, sasl.Failure):
+            return self._bad(got.code, got.status, got.text)
+        return self._ask("auth", (got.user, got.password), lambda ok: self._auth_done(got.user, ok))
 
     def _auth_done(self, user: str, ok) -> list:
         if ok is True:
