@@ -67,7 +67,8 @@ def debian_root() -> Path:
     """An unpacked copy of the cached Debian root, made once per tarball."""
     tar = sh("sh", str(HERE / "scripts" / "debian-root")).stdout.strip()
     root = CACHE / ("bench-" + Path(tar).stem)
-    if not (root / "usr" / "sbin" / "sendmail-mta").exists():
+    # lexists: sendmail-mta is a link to /etc/alternatives/, which exists inside the root only
+    if not os.path.lexists(root / "usr" / "sbin" / "sendmail-mta"):
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         sh("tar", "-xpf", tar, "-C", str(root), "--numeric-owner")
