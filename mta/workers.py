@@ -11,6 +11,9 @@ Signals, as with one process: SIGHUP re-reads the config in the parent (limits) 
 worker (sessions under way keep theirs); SIGTERM stops accepting and lets every worker finish its
 transactions; SIGINT is SIGTERM.  A worker that dies is replaced at once; its clients lose their
 connection, never an acknowledged message (a 250 is sent only after the queue files are on disk).
+Workers that keep dying young (within STEADY seconds: one that cannot start) are replaced after
+pauses of 1, 2, 4 ... up to MAX_PAUSE seconds, during which the parent goes on accepting and
+answers 421 when it has no worker; it never sleeps.
 The parent forks one child per -qTIME interval for the queue run, as Sendmail does.
 
 Trusts: the workers (its own children) for the ``closed`` messages; nothing from clients reaches
@@ -35,7 +38,9 @@ from mta.mailers import table
 from mta.smtp.session import reply
 
 BACKLOG = 512
-RESPAWN_PAUSE = 1.0  # a worker that dies at once is not respawned in a tight loop
+RESPAWN_PAUSE = 1.0  # the first pause before replacing a worker that died young, doubled each time
+MAX_PAUSE = 60.0
+STEADY = 10.0  # a worker that lived this long did not die of starting
 
 
 def count(cfg) -> int:
@@ -47,7 +52,7 @@ class Worker:
     """The parent's view of one worker: its pid, its end of the socket pair, who it serves."""
 
     def __init__(self, pid: int, ctrl: socket.socket):
-        self.pid, self.ctrl = pid, ctrl
+        self.pid, self.ctrl, self.started = pid, ctrl, time.monotonic()
         self.clients: dict[str, int] = {}  # ip -> open connections handed to this worker
 
     @property
@@ -110,6 +115,8 @@ class Pool:
         self.stopping = False
         self.signals: list[int] = []
         self.runner_pid = 0
+        self.due: list[float] = []  # when each replacement of a dead worker is to start
+        self.young_deaths = 0  # workers in a row that died within STEADY seconds
 
     # -- the parent's loop ----------------------------------------------------------------------
 
@@ -134,7 +141,8 @@ class Pool:
             self.ctx.log.line(f"{self.ctx.cfg.path}: {notice}")
         next_run = time.monotonic()
         while not self.stopping:
-            timeout = max(0.0, next_run - time.monotonic()) if self.queue_interval else None
+            wake_at = min(self.due + ([next_run] if self.queue_interval else []), default=None)
+            timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
             for key, _mask in self.sel.select(timeout):
                 kind, arg = key.data
                 if kind == "listen":
@@ -144,6 +152,7 @@ class Pool:
                 else:
                     _drain(wake_r)
             self._handle_signals()
+            self._replace_due()
             if self.queue_interval and time.monotonic() >= next_run and not self.stopping:
                 self._queue_run()
                 next_run = time.monotonic() + self.queue_interval
@@ -282,8 +291,25 @@ class Pool:
                 pass
             worker.ctrl.close()
             if not self.stopping:
-                self.ctx.log.line(f"worker {pid} died ({_status_text(status)}); starting another")
-                time.sleep(RESPAWN_PAUSE if os.WIFSIGNALED(status) else 0)
+                pause = self._pause(worker)
+                self.ctx.log.line(f"worker {pid} died ({_status_text(status)}); starting another"
+                                  + (f" in {pause:g} s" if pause else ""))
+                self.due.append(time.monotonic() + pause)
+
+    def _pause(self, worker: Worker) -> float:
+        """How long to wait before replacing worker: nothing for one that lived STEADY seconds or
+        the first of a row that did not, then RESPAWN_PAUSE doubled for each more (a worker that
+        cannot start is not forked again and again)."""
+        if time.monotonic() - worker.started >= STEADY:
+            self.young_deaths = 0
+        self.young_deaths += 1
+        return min(RESPAWN_PAUSE * 2 ** (self.young_deaths - 2), MAX_PAUSE) if self.young_deaths > 1 else 0.0
+
+    def _replace_due(self) -> None:
+        now = time.monotonic()
+        for at in [at for at in self.due if at <= now]:
+            self.due.remove(at)
+            if not self.stopping:
                 self._spawn()
 
     def _queue_run(self) -> None:

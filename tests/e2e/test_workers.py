@@ -164,6 +164,35 @@ def test_a_killed_worker_is_replaced_and_nothing_acknowledged_is_lost(inst, user
         d.stop()
 
 
+def test_a_worker_that_keeps_dying_is_restarted_after_growing_pauses(inst):
+    """A worker killed as soon as it starts (as by a broken install or an OOM killer) is replaced at
+    once the first time, then after 1 s, then 2 s: not in a loop of forks and log lines.  The
+    parent never sleeps meanwhile: a client it has no worker for gets a 421 at once."""
+    inst.write_cf("O DaemonWorkers=1")
+    d = Daemon(inst)
+    try:
+        seen: list[tuple[float, int]] = []  # (when it appeared, pid)
+        end = time.monotonic() + 4.5
+        while time.monotonic() < end:
+            for pid in children(d.proc.pid) - {p for _t, p in seen}:
+                seen.append((time.monotonic(), pid))
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+        starts = [t for t, _p in seen]
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        assert len(seen) == 4 and gaps[0] < 0.5 and 0.8 < gaps[1] < 1.6 and 1.8 < gaps[2] < 2.6, gaps
+        log = inst.log()
+        assert "died (signal 9); starting another\n" in log
+        assert "died (signal 9); starting another in 1 s" in log and "starting another in 2 s" in log
+        t0 = time.monotonic()
+        c = Raw(inst.port)  # the fourth worker is dead and the fifth due in 4 s
+        assert c.greeting.startswith("421 4.3.2 ") and time.monotonic() - t0 < 0.5, c.greeting
+        c.close()
+        assert wait_for(lambda: len(children(d.proc.pid)) == 1, 8) and greeted(inst.port)
+    finally:
+        d.stop()
+
+
 def test_sigterm_drains_every_worker(inst, users):
     inst.write_cf(f"O DaemonWorkers=2\nO PidFile={inst.root}/sendmail.pid")
     d = Daemon(inst)
