@@ -144,20 +144,19 @@ def enqueue(ctx: Context, *, qid: str, sender: str, recipients: list[Recipient],
             proto: str = "", daemon: str = "", relay: str = "", quarantine: str = "") -> list[Entry]:
     """Store the message durably and log its from= line; returns its entries: the one with qid
     first, then one per other queue group and per group's recipients limit (qgroups.split)."""
-    klass = precedence_class(ctx, msg)
-    entry = Entry(qid, ctime=int(when), priority=msg.size - klass * ctx.cfg["ClassFactor"]
+    klass, size = precedence_class(ctx, msg), msg.size  # size: the headers rendered, once
+    entry = Entry(qid, ctime=int(when), priority=size - klass * ctx.cfg["ClassFactor"]
                   + len(recipients) * ctx.cfg["RecipientFactor"], flags=flags, bodytype=bodytype,
                   macros=macros, sender=sender, envid=envid, recipients=recipients, headers=msg.headers,
                   quarantine=quarantine)
     pieces, splits = qgroups.split(ctx.cfg, entry, recipient_groups(ctx, recipients))
     entries = as_run_as_user(ctx.cfg, lambda: qgroups.store(ctx.cfg, pieces, msg.body, ctx.cfg["QueueFileMode"],
                                                             current=ctx.qdir))
-    size = len(message.to_bytes(msg.body))
     for e in entries:
-        e.body_size = size
-    _count_from(ctx, sender, msg.size)
+        e.body_size = len(msg.body)  # latin-1 text: a character a byte
+    _count_from(ctx, sender, size)
     msgid = msg.get("Message-Id")
-    ctx.log.sender(qid, sender=sender, size=msg.size, klass=klass, nrcpts=len(recipients),
+    ctx.log.sender(qid, sender=sender, size=size, klass=klass, nrcpts=len(recipients),
                    msgid=msgid.value.strip() if msgid else "", bodytype=bodytype, proto=proto,
                    daemon=daemon, relay=relay)
     if ctx.cfg["LogLevel"] > 8:
