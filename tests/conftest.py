@@ -150,6 +150,16 @@ def inst(users):
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def no_gpg_agent_left(tmp_path_factory):
+    """After the module, stop the gpg-agent of each keyring its tests made under pytest's temporary
+    directory, and only those: gpg starts one per keyring it imports into or signs with, and the
+    agent lives as long as the directory does (pytest keeps the last three runs')."""
+    yield
+    for ring in tmp_path_factory.getbasetemp().rglob("pubring.kbx"):
+        subprocess.run(["gpgconf", "--homedir", str(ring.parent), "--kill", "gpg-agent"], capture_output=True)
+
+
 DEBIAN_MAKEMAP = "/opt/debian-sendmail/usr/libexec/sendmail/makemap"
 
 

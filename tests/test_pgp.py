@@ -12,7 +12,8 @@ import pytest
 
 from mta import pgp
 
-pytestmark = pytest.mark.skipif(not shutil.which("gpg"), reason="needs gpg (Debian package gnupg)")
+pytestmark = [pytest.mark.skipif(not shutil.which("gpg"), reason="needs gpg (Debian package gnupg)"),
+              pytest.mark.usefixtures("no_gpg_agent_left")]
 VERIFY = str(Path(sys.executable).parent / "mta-verify")
 
 

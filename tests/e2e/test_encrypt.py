@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not shutil.which("gpg"), reason="needs gpg")
+pytestmark = [pytest.mark.skipif(not shutil.which("gpg"), reason="needs gpg"),
+              pytest.mark.usefixtures("no_gpg_agent_left")]
 
 
 def test_encrypted_delivery(inst, tmp_path):
