@@ -61,7 +61,9 @@ def _gpg(home: str):
 
     if not shutil.which("gpg"):
         raise errors.Unavailable("gpg is not installed (Debian package gnupg)")
-    return gnupg.GPG(gnupghome=home)
+    # --no-autostart: no secret key is ever used here (public keys imported, signatures checked,
+    # messages encrypted), so no gpg-agent is started: one per encrypted message, else
+    return gnupg.GPG(gnupghome=home, options=["--no-autostart"])
 
 
 def _classify(result, given_key: bool, trust: bool) -> str:

@@ -147,6 +147,31 @@ def test_encrypt_message_decrypts_to_original(tmp_path):
     assert plain.decode() == original
 
 
+def test_throwaway_keyrings_start_no_agent(tmp_path, monkeypatch, release):
+    """Encrypting at delivery and mta-verify import public keys into a keyring made for the
+    occasion and never use a secret key: gpg must not start a gpg-agent for it (one process
+    more for each encrypted message, left to notice its directory is gone)."""
+    homes: list[Path] = []
+
+    def kept_home(prefix: str) -> str:
+        homes.append(tmp_path / f"{prefix}{len(homes)}")
+        homes[-1].mkdir(mode=0o700)
+        return str(homes[-1])
+
+    monkeypatch.setattr(pgp.tempfile, "mkdtemp", kept_home)
+    monkeypatch.setattr(pgp.shutil, "rmtree", lambda *a, **k: None)  # keep them, to ask each for its agent
+    rcpt = Signer(tmp_path / "rcpt", "Alice <alice@example.test>")
+    rcpt.gpg("--quick-add-key", rcpt.fpr, "rsa2048", "encr", "never")
+    assert "BEGIN PGP MESSAGE" in pgp.encrypt_message("Subject: s\n\nx\n", str(rcpt.export(tmp_path / "a.asc")), "Q")
+    f, sig, key = release
+    assert pgp.verify(str(f), str(sig), key_file=str(key)).outcome == "good"
+    assert len(homes) == 2
+    for home in homes:
+        asked = subprocess.run(["gpg-connect-agent", "--no-autostart", "GETINFO pid", "/bye"], capture_output=True,
+                               text=True, env={**os.environ, "GNUPGHOME": str(home)})
+        assert not asked.stdout.startswith("D "), f"gpg-agent {asked.stdout.split()[1]} runs for {home}"
+
+
 def test_release_is_signed_and_verifies(tmp_path, signer):
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "GNUPGHOME": str(signer.home), "RELEASE_KEY": "release@example.test"}
