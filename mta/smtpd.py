@@ -134,6 +134,10 @@ class Daemon:
             self.stopping.set()
             return
         index, _, ip = msg.decode().partition(" ")
+        if not fds:  # no room in our descriptor table: the kernel dropped it (MSG_CTRUNC)
+            self.ctx.log.line(f"SYSERR: a connection from {ip} was handed over without its socket "
+                              "(too many open files?)")
+            self._closed(ip)  # gone: the parent must not count it for the limits any more
         for fd in fds:
             sock = socket.socket(fileno=fd)
             asyncio.get_running_loop().create_task(self._accepted(sock, self.listener_opts[int(index)], ip))

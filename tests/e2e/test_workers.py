@@ -8,7 +8,10 @@ import os
 import re
 import signal
 import smtplib
+import socket
+import subprocess
 import time
+from pathlib import Path
 
 from tests.conftest import wait_for
 from tests.e2e.test_smtpd import Daemon, Raw, pipelined_burst, subjects
@@ -39,6 +42,11 @@ def workers_of(d: Daemon, n: int) -> set[int]:
 
     assert wait_for(counted), seen[0]
     return seen[0]
+
+
+def soft_nofile(pid: int) -> str:
+    """pid's soft limit of open files, as prlimit takes it back."""
+    return Path(f"/proc/{pid}/limits").read_text().split("Max open files")[1].split()[0]
 
 
 def greeted(port: int) -> bool:
@@ -189,6 +197,37 @@ def test_a_worker_that_keeps_dying_is_restarted_after_growing_pauses(inst):
         assert c.greeting.startswith("421 4.3.2 ") and time.monotonic() - t0 < 0.5, c.greeting
         c.close()
         assert wait_for(lambda: len(children(d.proc.pid)) == 1, 8) and greeted(inst.port)
+    finally:
+        d.stop()
+
+
+def test_a_connection_a_worker_has_no_room_for_is_not_counted_forever(inst):
+    """A worker out of descriptors receives the parent's message without the socket (the kernel
+    drops it: MSG_CTRUNC).  That connection is gone; the parent must not go on counting it, or
+    MaxDaemonChildren fills with ghosts and the daemon refuses everybody."""
+    inst.write_cf("O DaemonWorkers=1\nO MaxDaemonChildren=3")
+    d = Daemon(inst)
+    try:
+        (worker,) = workers_of(d, 1)
+        assert wait_for(lambda: "did not issue MAIL" in inst.log())  # the readiness probe has gone
+        held = Raw(inst.port)  # one served
+        soft = soft_nofile(worker)
+        room = max(int(fd) for fd in os.listdir(f"/proc/{worker}/fd")) + 1  # no descriptor free below
+        subprocess.run(["prlimit", f"--pid={worker}", f"--nofile={room}:"], check=True)  # the soft limit only
+        for _ in range(2):  # no room for these two: their sockets are dropped on the way
+            s = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
+            assert s.recv(100) == b""
+            s.close()
+        subprocess.run(["prlimit", f"--pid={worker}", f"--nofile={soft}:"], check=True)
+
+        def two_more() -> bool:  # 3 with held: the limit, not past it
+            more = [Raw(inst.port), Raw(inst.port)]
+            for c in more:
+                c.close()
+            return all(c.greeting.startswith("220 ") for c in more)
+
+        assert wait_for(two_more, 5)
+        held.close()
     finally:
         d.stop()
 
