@@ -41,6 +41,8 @@ BACKLOG = 512
 RESPAWN_PAUSE = 1.0  # the first pause before replacing a worker that died young, doubled each time
 MAX_PAUSE = 60.0
 STEADY = 10.0  # a worker that lived this long did not die of starting
+ACCEPT_PAUSE = 1.0  # not listening for this long after accept() ran out of descriptors or memory
+OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def count(cfg) -> int:
@@ -117,6 +119,7 @@ class Pool:
         self.runner_pid = 0
         self.due: list[float] = []  # when each replacement of a dead worker is to start
         self.young_deaths = 0  # workers in a row that died within STEADY seconds
+        self.listen_again = 0.0  # when to listen again after a pause (0: listening)
 
     # -- the parent's loop ----------------------------------------------------------------------
 
@@ -130,9 +133,9 @@ class Pool:
         smtpd.write_pidfile(self.ctx, self.argv or [])  # before we listen: whoever connects finds the pid
         for _ in range(count(self.ctx.cfg)):
             self._spawn()
-        for index, (sock, _opts) in enumerate(self.listeners):
+        for sock, _opts in self.listeners:
             sock.listen(BACKLOG)
-            self.sel.register(sock, selectors.EVENT_READ, ("listen", index))
+        self._listen(True)
         self.sel.register(wake_r, selectors.EVENT_READ, ("wake", 0))
         self.ctx.log.line(smtpd.starting_line(self.ctx, self.queue_interval))
         if self.ctx.cfg.ignored_rules:
@@ -141,7 +144,8 @@ class Pool:
             self.ctx.log.line(f"{self.ctx.cfg.path}: {notice}")
         next_run = time.monotonic()
         while not self.stopping:
-            wake_at = min(self.due + ([next_run] if self.queue_interval else []), default=None)
+            wake_at = min(self.due + ([next_run] if self.queue_interval else [])
+                          + ([self.listen_again] if self.listen_again else []), default=None)
             timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
             for key, _mask in self.sel.select(timeout):
                 kind, arg = key.data
@@ -153,6 +157,8 @@ class Pool:
                     _drain(wake_r)
             self._handle_signals()
             self._replace_due()
+            if self.listen_again and time.monotonic() >= self.listen_again:
+                self._listen(True)
             if self.queue_interval and time.monotonic() >= next_run and not self.stopping:
                 self._queue_run()
                 next_run = time.monotonic() + self.queue_interval
@@ -189,10 +195,22 @@ class Pool:
                 conn, peer = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: log, keep serving those we have
+            except OSError as exc:
                 self.ctx.log.line(f"accept: {exc.strerror}")
+                if exc.errno in OUT_OF:  # the client still waits, so the socket stays readable:
+                    self._listen(False)  # pause, as getrequests does, rather than spin on accept()
                 return
             self._dispatch(conn, str(peer[0]).removeprefix("::ffff:"), index)
+
+    def _listen(self, on: bool) -> None:
+        """Watch the listeners again, or stop watching them for ACCEPT_PAUSE seconds (the
+        connections wait in the kernel's queue meanwhile)."""
+        for index, (sock, _opts) in enumerate(self.listeners):
+            if on:
+                self.sel.register(sock, selectors.EVENT_READ, ("listen", index))
+            else:
+                self.sel.unregister(sock)
+        self.listen_again = 0.0 if on else time.monotonic() + ACCEPT_PAUSE
 
     def _dispatch(self, conn: socket.socket, ip: str, index: int) -> None:
         with conn:

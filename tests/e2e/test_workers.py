@@ -232,6 +232,39 @@ def test_a_connection_a_worker_has_no_room_for_is_not_counted_forever(inst):
         d.stop()
 
 
+def test_a_parent_out_of_descriptors_pauses_instead_of_spinning(inst):
+    """accept() failing with EMFILE leaves the connection waiting, so the listener stays readable:
+    the parent must stop listening for a moment (as Sendmail's getrequests does), not call
+    accept() again and again at full CPU; once it has descriptors again the client is served."""
+    inst.write_cf("O DaemonWorkers=1")
+    d = Daemon(inst)
+    try:
+        workers_of(d, 1)
+        parent = d.proc.pid
+        soft = soft_nofile(parent)
+        room = max(int(fd) for fd in os.listdir(f"/proc/{parent}/fd")) + 1
+        subprocess.run(["prlimit", f"--pid={parent}", f"--nofile={room}:"], check=True)
+        try:
+            waiting = socket.create_connection(("127.0.0.1", inst.port), timeout=20)
+            time.sleep(0.3)
+            ticks = os.sysconf("SC_CLK_TCK")
+
+            def cpu() -> float:
+                fields = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / ticks
+
+            before, t0 = cpu(), time.monotonic()
+            time.sleep(2)
+            busy = (cpu() - before) / (time.monotonic() - t0)
+        finally:
+            subprocess.run(["prlimit", f"--pid={parent}", f"--nofile={soft}:"], check=True)
+        assert busy < 0.2, f"the parent used {busy:.0%} of a CPU while out of descriptors"
+        assert waiting.recv(200).startswith(b"220 ")  # (its "accept:" line: no descriptor for a LogFile)
+        waiting.close()
+    finally:
+        d.stop()
+
+
 def test_sigterm_drains_every_worker(inst, users):
     inst.write_cf(f"O DaemonWorkers=2\nO PidFile={inst.root}/sendmail.pid")
     d = Daemon(inst)
