@@ -119,7 +119,8 @@ class Pool:
         self.runner_pid = 0
         self.due: list[float] = []  # when each replacement of a dead worker is to start
         self.young_deaths = 0  # workers in a row that died within STEADY seconds
-        self.listen_again = 0.0  # when to listen again after a pause (0: listening)
+        self.listening = False  # the listeners are in the selector
+        self.listen_again = 0.0  # when to listen again after a pause (0: none pending)
 
     # -- the parent's loop ----------------------------------------------------------------------
 
@@ -150,7 +151,8 @@ class Pool:
             for key, _mask in self.sel.select(timeout):
                 kind, arg = key.data
                 if kind == "listen":
-                    self._accept(key.fileobj, arg)
+                    if self.listening:  # not paused by another listener's accept() just now
+                        self._accept(key.fileobj, arg)
                 elif kind == "ctrl":
                     self._from_worker(arg)
                 else:
@@ -205,11 +207,13 @@ class Pool:
     def _listen(self, on: bool) -> None:
         """Watch the listeners again, or stop watching them for ACCEPT_PAUSE seconds (the
         connections wait in the kernel's queue meanwhile)."""
-        for index, (sock, _opts) in enumerate(self.listeners):
-            if on:
-                self.sel.register(sock, selectors.EVENT_READ, ("listen", index))
-            else:
-                self.sel.unregister(sock)
+        if on != self.listening:
+            for index, (sock, _opts) in enumerate(self.listeners):
+                if on:
+                    self.sel.register(sock, selectors.EVENT_READ, ("listen", index))
+                else:
+                    self.sel.unregister(sock)
+            self.listening = on
         self.listen_again = 0.0 if on else time.monotonic() + ACCEPT_PAUSE
 
     def _dispatch(self, conn: socket.socket, ip: str, index: int) -> None:

@@ -235,8 +235,10 @@ def test_a_connection_a_worker_has_no_room_for_is_not_counted_forever(inst):
 def test_a_parent_out_of_descriptors_pauses_instead_of_spinning(inst):
     """accept() failing with EMFILE leaves the connection waiting, so the listener stays readable:
     the parent must stop listening for a moment (as Sendmail's getrequests does), not call
-    accept() again and again at full CPU; once it has descriptors again the client is served."""
-    inst.write_cf("O DaemonWorkers=1")
+    accept() again and again at full CPU; once it has descriptors again the clients are served.
+    Two listeners with a client each: the pause ends while descriptors still lack, and both are
+    found readable at once."""
+    inst.write_cf(f"O DaemonWorkers=1\nO DaemonPortOptions=Port={inst.port + 1},Addr=127.0.0.1,Name=MSA")
     d = Daemon(inst)
     try:
         workers_of(d, 1)
@@ -245,7 +247,7 @@ def test_a_parent_out_of_descriptors_pauses_instead_of_spinning(inst):
         room = max(int(fd) for fd in os.listdir(f"/proc/{parent}/fd")) + 1
         subprocess.run(["prlimit", f"--pid={parent}", f"--nofile={room}:"], check=True)
         try:
-            waiting = socket.create_connection(("127.0.0.1", inst.port), timeout=20)
+            waiting = [socket.create_connection(("127.0.0.1", port), timeout=20) for port in (inst.port, inst.port + 1)]
             time.sleep(0.3)
             ticks = os.sysconf("SC_CLK_TCK")
 
@@ -254,13 +256,15 @@ def test_a_parent_out_of_descriptors_pauses_instead_of_spinning(inst):
                 return (int(fields[11]) + int(fields[12])) / ticks
 
             before, t0 = cpu(), time.monotonic()
-            time.sleep(2)
+            time.sleep(2.5)  # past the first pause: both listeners are tried again
             busy = (cpu() - before) / (time.monotonic() - t0)
         finally:
             subprocess.run(["prlimit", f"--pid={parent}", f"--nofile={soft}:"], check=True)
         assert busy < 0.2, f"the parent used {busy:.0%} of a CPU while out of descriptors"
-        assert waiting.recv(200).startswith(b"220 ")  # (its "accept:" line: no descriptor for a LogFile)
-        waiting.close()
+        assert d.proc.poll() is None
+        for c in waiting:  # (their "accept:" lines: no descriptor to open a LogFile with)
+            assert c.recv(200).startswith(b"220 ")
+            c.close()
     finally:
         d.stop()
 
