@@ -217,23 +217,25 @@ class Pool:
         self.listen_again = 0.0 if on else time.monotonic() + ACCEPT_PAUSE
 
     def _dispatch(self, conn: socket.socket, ip: str, index: int) -> None:
+        """Hand conn to the least busy worker that takes it (a stuck one's control socket may be
+        full), or answer it: the limit it is over, else 421 when no worker takes it."""
         with conn:
             refusal = self.limits.refusal(self.ctx, ip)
-            if refusal is not None or not self.workers:
-                conn.setblocking(False)
+            takers = sorted(self.workers.values(), key=lambda w: w.busy) if refusal is None else []
+            for worker in takers:
                 try:
-                    conn.send(refusal or reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service not available"))
-                except OSError:
-                    pass
+                    socket.send_fds(worker.ctrl, [f"{index} {ip}".encode()], [conn.fileno()])
+                except OSError as exc:
+                    self.ctx.log.line(f"SYSERR: cannot hand a connection to worker {worker.pid}: {exc.strerror}")
+                    continue
+                worker.clients[ip] = worker.clients.get(ip, 0) + 1
+                self.limits.opened(ip)
                 return
-            worker = min(self.workers.values(), key=lambda w: w.busy)
+            conn.setblocking(False)
             try:
-                socket.send_fds(worker.ctrl, [f"{index} {ip}".encode()], [conn.fileno()])
-            except OSError as exc:
-                self.ctx.log.line(f"SYSERR: cannot hand a connection to worker {worker.pid}: {exc.strerror}")
-                return
-            worker.clients[ip] = worker.clients.get(ip, 0) + 1
-            self.limits.opened(ip)
+                conn.send(refusal or reply(421, "4.3.2", f"{self.ctx.cfg.hostname} Service not available"))
+            except OSError:
+                pass
 
     def _from_worker(self, pid: int) -> None:
         worker = self.workers.get(pid)

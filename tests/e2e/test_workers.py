@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
 import smtplib
 import socket
@@ -265,6 +266,41 @@ def test_a_parent_out_of_descriptors_pauses_instead_of_spinning(inst):
         for c in waiting:  # (their "accept:" lines: no descriptor to open a LogFile with)
             assert c.recv(200).startswith(b"220 ")
             c.close()
+    finally:
+        d.stop()
+
+
+def test_a_client_no_worker_can_take_gets_a_421_not_a_silent_close(inst):
+    """A worker that has stopped reading (stuck, or stopped) fills its control socket; the parent's
+    hand-off then fails.  The client must be told 421, as when there is no worker at all, not
+    have its connection closed without a word."""
+    inst.write_cf("O DaemonWorkers=1")
+    d = Daemon(inst)
+    (worker,) = workers_of(d, 1)
+    assert wait_for(lambda: "did not issue MAIL" in inst.log())  # the readiness probe has gone
+    opened: list[socket.socket] = []
+    first: bytes | None = None  # what the first client answered at once got: b"" is a silent close
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        while first is None and len(opened) < 1000:  # about 300 fill a control socket here
+            batch = [socket.create_connection(("127.0.0.1", inst.port), timeout=10) for _ in range(50)]
+            opened += batch
+            poll = select.poll()
+            for c in batch:
+                poll.register(c, select.POLLIN)
+            ready = {fd for fd, _ev in poll.poll(300)}
+            answered = [c for c in batch if c.fileno() in ready]
+            if answered:
+                first = answered[0].recv(200)
+        assert first is not None and first.startswith(b"421 4.3.2 test.example Service not available"), \
+            (len(opened), first)
+        assert "cannot hand a connection to worker" in inst.log()
+    finally:
+        os.kill(worker, signal.SIGCONT)
+        for s in opened:
+            s.close()
+    try:
+        assert wait_for(lambda: greeted(inst.port))
     finally:
         d.stop()
 
