@@ -261,9 +261,21 @@ class Pool:
     # -- workers and queue runs -----------------------------------------------------------------
 
     def _spawn(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        """Start a worker; when fork() fails (EAGAIN: a process limit), log it and try again
+        after a pause, as after a worker that died young."""
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:
+            self._spawn_later(exc)
+            return
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            self._spawn_later(exc)
+            return
         if pid == 0:
             ours.close()
             os._exit(self._worker_main(theirs, parent))
@@ -315,16 +327,21 @@ class Pool:
                 pass
             worker.ctrl.close()
             if not self.stopping:
-                pause = self._pause(worker)
+                pause = self._pause(worker.started)
                 self.ctx.log.line(f"worker {pid} died ({_status_text(status)}); starting another"
                                   + (f" in {pause:g} s" if pause else ""))
                 self.due.append(time.monotonic() + pause)
 
-    def _pause(self, worker: Worker) -> float:
-        """How long to wait before replacing worker: nothing for one that lived STEADY seconds or
-        the first of a row that did not, then RESPAWN_PAUSE doubled for each more (a worker that
-        cannot start is not forked again and again)."""
-        if time.monotonic() - worker.started >= STEADY:
+    def _spawn_later(self, exc: OSError) -> None:
+        pause = max(self._pause(time.monotonic()), RESPAWN_PAUSE)
+        self.ctx.log.line(f"SYSERR: cannot start a worker: {exc.strerror}; trying again in {pause:g} s")
+        self.due.append(time.monotonic() + pause)
+
+    def _pause(self, started: float) -> float:
+        """How long to wait before replacing a worker started then: nothing for one that lived
+        STEADY seconds or the first of a row that did not, then RESPAWN_PAUSE doubled for each
+        more (a worker that cannot start is not forked again and again)."""
+        if time.monotonic() - started >= STEADY:
             self.young_deaths = 0
         self.young_deaths += 1
         return min(RESPAWN_PAUSE * 2 ** (self.young_deaths - 2), MAX_PAUSE) if self.young_deaths > 1 else 0.0
@@ -340,7 +357,11 @@ class Pool:
         """One queue run in its own process, as Sendmail forks one per interval; never two at once."""
         if self.runner_pid:
             return
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # this interval's run is skipped; the next one tries again
+            self.ctx.log.line(f"SYSERR: cannot fork a queue run: {exc.strerror}")
+            return
         if pid == 0:
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):

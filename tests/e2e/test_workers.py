@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import wait_for
 from tests.e2e.test_smtpd import Daemon, Raw, pipelined_burst, subjects
 
@@ -303,6 +305,36 @@ def test_a_client_no_worker_can_take_gets_a_421_not_a_silent_close(inst):
         assert wait_for(lambda: greeted(inst.port))
     finally:
         d.stop()
+
+
+def test_a_fork_that_fails_is_tried_again_and_the_daemon_lives(inst):
+    """fork() can fail for a while (EAGAIN: a process limit, a cgroup's pids.max).  The parent
+    must log it and try again later, not die with every connection it was keeping."""
+    group = Path(f"/sys/fs/cgroup/pids/smpy-test-{inst.port}")
+    if not Path("/sys/fs/cgroup/pids/cgroup.procs").exists() or os.geteuid() != 0:
+        pytest.skip("needs root and the pids cgroup controller (v1)")
+    inst.write_cf("O DaemonWorkers=1")
+    d = Daemon(inst)
+    group.mkdir()
+    try:
+        (worker,) = workers_of(d, 1)
+        (group / "cgroup.procs").write_text(str(d.proc.pid))  # the parent alone: it may not fork
+        (group / "pids.max").write_text("1")
+        os.kill(worker, signal.SIGKILL)
+        said = "cannot start a worker: Resource temporarily unavailable"
+        assert wait_for(lambda: said in inst.log(), 10), inst.log()[-1500:]
+        time.sleep(0.5)
+        assert d.proc.poll() is None
+        c = Raw(inst.port)  # no worker: told so, at once
+        assert c.greeting.startswith("421 4.3.2 "), c.greeting
+        c.close()
+        (group / "pids.max").write_text("max")
+        assert wait_for(lambda: greeted(inst.port), 10)
+    finally:
+        with contextlib.suppress(OSError):
+            Path("/sys/fs/cgroup/pids/cgroup.procs").write_text(str(d.proc.pid))
+        d.stop()
+        group.rmdir()
 
 
 def test_sigterm_drains_every_worker(inst, users):
