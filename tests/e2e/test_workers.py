@@ -278,30 +278,30 @@ def test_a_client_no_worker_can_take_gets_a_421_not_a_silent_close(inst):
     have its connection closed without a word."""
     inst.write_cf("O DaemonWorkers=1")
     d = Daemon(inst)
-    (worker,) = workers_of(d, 1)
-    assert wait_for(lambda: "did not issue MAIL" in inst.log())  # the readiness probe has gone
     opened: list[socket.socket] = []
     first: bytes | None = None  # what the first client answered at once got: b"" is a silent close
-    os.kill(worker, signal.SIGSTOP)
     try:
-        while first is None and len(opened) < 1000:  # about 300 fill a control socket here
-            batch = [socket.create_connection(("127.0.0.1", inst.port), timeout=10) for _ in range(50)]
-            opened += batch
-            poll = select.poll()
-            for c in batch:
-                poll.register(c, select.POLLIN)
-            ready = {fd for fd, _ev in poll.poll(300)}
-            answered = [c for c in batch if c.fileno() in ready]
-            if answered:
-                first = answered[0].recv(200)
+        (worker,) = workers_of(d, 1)
+        assert wait_for(lambda: "did not issue MAIL" in inst.log())  # the readiness probe has gone
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            while first is None and len(opened) < 1000:  # about 300 fill a control socket here
+                batch = [socket.create_connection(("127.0.0.1", inst.port), timeout=10) for _ in range(50)]
+                opened += batch
+                poll = select.poll()
+                for c in batch:
+                    poll.register(c, select.POLLIN)
+                ready = {fd for fd, _ev in poll.poll(300)}
+                answered = [c for c in batch if c.fileno() in ready]
+                if answered:
+                    first = answered[0].recv(200)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+            for c in opened:
+                c.close()
         assert first is not None and first.startswith(b"421 4.3.2 test.example Service not available"), \
             (len(opened), first)
         assert "cannot hand a connection to worker" in inst.log()
-    finally:
-        os.kill(worker, signal.SIGCONT)
-        for s in opened:
-            s.close()
-    try:
         assert wait_for(lambda: greeted(inst.port))
     finally:
         d.stop()
@@ -314,8 +314,8 @@ def test_a_fork_that_fails_is_tried_again_and_the_daemon_lives(inst):
     if not Path("/sys/fs/cgroup/pids/cgroup.procs").exists() or os.geteuid() != 0:
         pytest.skip("needs root and the pids cgroup controller (v1)")
     inst.write_cf("O DaemonWorkers=1")
-    d = Daemon(inst)
     group.mkdir()
+    d = Daemon(inst)
     try:
         (worker,) = workers_of(d, 1)
         (group / "cgroup.procs").write_text(str(d.proc.pid))  # the parent alone: it may not fork
