@@ -263,6 +263,9 @@ def run_queue(req) -> int:
     proctitle.sendmail(ctx.cfg, f"Queue runner@{log.pintvl(interval)} for {ctx.qdir}")
     kind = "persistent queueing" if req.queue_persistent else "queueing"
     ctx.log.line(f"starting daemon ({config.VERSION}): {kind}@{log.pintvl(interval)}")
+    from mta import smtpd
+
+    smtpd.write_pidfile(ctx, sys.argv)  # as Sendmail's main() does for a queue runner
     if req.queue_persistent:
         schedule.persistent(ctx, selection, interval)
     while True:

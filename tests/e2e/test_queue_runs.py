@@ -333,6 +333,26 @@ def test_persistent_runner_keeps_running(inst, sink):
             os.kill(pid, 15)
 
 
+@pytest.mark.parametrize("flag", ["-q1h", "-qp1h"])
+def test_a_queue_runner_daemon_writes_the_pid_file(inst, flag):
+    """sendmail -q15m and -qp (no -bd) write PidFile, as Sendmail's main() does for its queue
+    runner ("Write the pid to file"): Debian's init script finds a separate MTA or MSP queue
+    runner by it (submit.cf's PidFile is /run/sendmail/msp/sendmail.pid)."""
+    pidfile = inst.root / "runner.pid"
+    inst.write_cf(f"O PidFile={pidfile}")
+    assert inst.run(flag).returncode == 0  # detaches at once
+    started = r"\[(\d+)\]: starting daemon \("
+    assert wait_for(lambda: re.search(started, inst.log()), 20), inst.log()
+    runner = int(re.search(started, inst.log()).group(1))
+    try:
+        assert wait_for(lambda: pidfile.exists() and len(pidfile.read_text().splitlines()) == 2, 5), inst.log()
+        first, command = pidfile.read_text().splitlines()
+        assert int(first) == runner
+        assert command.endswith(f"-C {inst.cf} {flag}")
+    finally:
+        os.kill(runner, 15)
+
+
 DEBIAN_SENDMAIL = "/opt/debian-sendmail/usr/libexec/sendmail/sendmail"
 DEBIAN_CF = Path(__file__).resolve().parent.parent / "data" / "debian" / "sendmail.cf"
 
