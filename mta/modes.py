@@ -263,15 +263,38 @@ def run_queue(req) -> int:
     proctitle.sendmail(ctx.cfg, f"Queue runner@{log.pintvl(interval)} for {ctx.qdir}")
     kind = "persistent queueing" if req.queue_persistent else "queueing"
     ctx.log.line(f"starting daemon ({config.VERSION}): {kind}@{log.pintvl(interval)}")
-    from mta import smtpd
+    return _runner(req, ctx, selection, interval)
 
-    smtpd.write_pidfile(ctx, sys.argv)  # as Sendmail's main() does for a queue runner
-    if req.queue_persistent:
-        schedule.persistent(ctx, selection, interval)
+
+def _runner(req, ctx: Context, selection, interval: int) -> int:
+    """A queue runner daemon's life: run, wait, run again, for ever.  Its PidFile is written, as
+    Sendmail's main() does.  SIGHUP (Debian's init script's reload) ends the wait (one that comes
+    during a run is kept until the run is over): the config is read again and the next run
+    starts.  -qp waits at least 5 s after a run that found nothing to do."""
+    import select
+    import signal
+
+    from mta import maildrop, smtpd
+    from mta.delivery import schedule
+
+    smtpd.write_pidfile(ctx, sys.argv)
+    woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake)  # a SIGHUP writes a byte here, whenever it comes
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: None)  # handled: not the end of us
     while True:
-        maildrop.pickup(ctx.cfg)
-        schedule.run_queue(ctx, selection, periodic=True)
-        time.sleep(interval)
+        started = time.monotonic()
+        if not req.queue_persistent:
+            maildrop.pickup(ctx.cfg)
+        schedule.run_queue(ctx, selection, persistent=req.queue_persistent, periodic=True)
+        wait = interval
+        if req.queue_persistent:
+            wait = max(interval, 5 if time.monotonic() - started < 0.5 else 1)
+        if select.select([woken], [], [], wait)[0]:
+            os.read(woken, 4096)  # a byte for each SIGHUP since the last wait
+            fresh = smtpd.reloaded(ctx, req.overrides)  # None (logged): the old config stays
+            if fresh is not None:
+                ctx = fresh
+                ctx.log.line("restarting on SIGHUP: configuration re-read")
 
 
 def host_status(req) -> int:

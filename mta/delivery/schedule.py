@@ -495,13 +495,3 @@ def delete(ctx: Context, selection: Selection) -> int:
         ctx.log.line(f"deleted from queue by {ctx.user.pw_name} (mailq --delete)", entry.qid)
     print(f"{deleted} entr{'ies' if deleted != 1 else 'y'} deleted", flush=True)
     return errors.EX_OK
-
-
-def persistent(ctx: Context, selection: Selection, interval: int) -> None:
-    """-qp: run, sleep interval (at least 5 s after a run that found nothing), run again."""
-    while True:
-        before = time.monotonic()
-        run_queue(ctx, selection, persistent=True, periodic=True)
-        idle = time.monotonic() - before < 0.5
-        time.sleep(max(interval, 5 if idle else 1))
-

@@ -4,9 +4,11 @@ queue groups with subdirectories, run summaries and the metrics file."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -351,6 +353,26 @@ def test_a_queue_runner_daemon_writes_the_pid_file(inst, flag):
         assert command.endswith(f"-C {inst.cf} {flag}")
     finally:
         os.kill(runner, 15)
+
+
+@pytest.mark.parametrize("flag", ["-q1h", "-qp1h"])
+def test_sighup_reloads_a_queue_runner_daemon(inst, flag):
+    """Debian's init script's reload sends SIGHUP to the queue runners it finds by pid file: the
+    runner must read its config again and run, not die (SIGHUP's default)."""
+    inst.write_cf(f"O PidFile={inst.root / 'runner.pid'}")
+    assert inst.run(flag).returncode == 0  # detaches at once
+    started = r"\[(\d+)\]: starting daemon \("
+    assert wait_for(lambda: re.search(started, inst.log()) and "queue run: " in inst.log(), 20), inst.log()
+    runner = int(re.search(started, inst.log()).group(1))
+    try:
+        runs = inst.log().count("queue run: ")
+        os.kill(runner, signal.SIGHUP)
+        assert wait_for(lambda: "restarting on SIGHUP: configuration re-read" in inst.log(), 10), inst.log()
+        assert wait_for(lambda: inst.log().count("queue run: ") > runs, 10), inst.log()  # and runs now
+        assert Path(f"/proc/{runner}").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(runner, signal.SIGTERM)
 
 
 DEBIAN_SENDMAIL = "/opt/debian-sendmail/usr/libexec/sendmail/sendmail"
