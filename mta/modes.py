@@ -257,9 +257,9 @@ def run_queue(req) -> int:
     maildrop.pickup(ctx.cfg)  # root's runs also take what users dropped (mta.maildrop)
     if interval <= 0:
         return schedule.run_queue(ctx, selection)
-    from mta import proctitle, workers
+    from mta import process, proctitle
 
-    workers.daemonize()  # sendmail -q15m / -qp: a queue-runner daemon in the background
+    process.daemonize()  # sendmail -q15m / -qp: a queue-runner daemon in the background
     proctitle.sendmail(ctx.cfg, f"Queue runner@{log.pintvl(interval)} for {ctx.qdir}")
     kind = "persistent queueing" if req.queue_persistent else "queueing"
     ctx.log.line(f"starting daemon ({config.VERSION}): {kind}@{log.pintvl(interval)}")
@@ -274,10 +274,10 @@ def _runner(req, ctx: Context, selection, interval: int) -> int:
     import select
     import signal
 
-    from mta import maildrop, smtpd
+    from mta import maildrop, process
     from mta.delivery import schedule
 
-    smtpd.write_pidfile(ctx, sys.argv)
+    process.write_pidfile(ctx, sys.argv)
     woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake)  # a SIGHUP writes a byte here, whenever it comes
     signal.signal(signal.SIGHUP, lambda _sig, _frame: None)  # handled: not the end of us
@@ -291,7 +291,7 @@ def _runner(req, ctx: Context, selection, interval: int) -> int:
             wait = max(interval, 5 if time.monotonic() - started < 0.5 else 1)
         if select.select([woken], [], [], wait)[0]:
             os.read(woken, 4096)  # a byte for each SIGHUP since the last wait
-            fresh = smtpd.reloaded(ctx, req.overrides)  # None (logged): the old config stays
+            fresh = process.reloaded(ctx, req.overrides)  # None (logged): the old config stays
             if fresh is not None:
                 ctx = fresh
                 ctx.log.line("restarting on SIGHUP: configuration re-read")

@@ -1,7 +1,7 @@
 """The SMTP daemon (`sendmail -bd`, `-bD`): asyncio around the protocol core in mta.smtp.
 
 Holds: listeners from every DaemonPortOptions line, TLS (ServerCertFile/ServerKeyFile),
-the PidFile in Sendmail's two-line format, and one worker's loop: the connections mta.workers
+and one worker's loop: the connections mta.workers
 hands over (each an mta.connection.Connection: GreetPause, timeouts, STARTTLS), signals
 (SIGHUP re-reads the config and maps, SIGTERM lets transactions in flight finish) and delivery
 of accepted mail.  The parent in mta.workers
@@ -24,7 +24,7 @@ import ssl
 import sys
 import time
 
-from mta import VERSION, config, connection, errors, log, maildrop, offload, writeback
+from mta import VERSION, connection, errors, log, maildrop, offload, process, writeback
 from mta.context import Context
 from mta.delivery import fresh, schedule
 from mta.policy import Client
@@ -163,7 +163,7 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: read the config (and so the maps) again; sessions under way keep theirs."""
-        ctx = reloaded(self.ctx, self.overrides)
+        ctx = process.reloaded(self.ctx, self.overrides)
         if ctx is None:
             return
         self.ctx = ctx
@@ -228,43 +228,9 @@ class Daemon:
         return Client(ip, name, daemon=opts.get("Name", "MTA"), msa="a" in modifiers, local_addr=sock[0])
 
 
-def reloaded(ctx: Context, overrides) -> Context | None:
-    """SIGHUP: a context on the config read again, or None (logged) when it cannot be read."""
-    try:
-        cfg = config.load(ctx.cfg.path, overrides)
-    except errors.MTAError as exc:
-        ctx.log.line(f"SIGHUP: config not reloaded: {exc.text}")
-        return None
-    return Context.create(cfg, ctx.log.ident)
-
-
 def starting_line(ctx: Context, queue_interval: int) -> str:
     mode = "SMTP+queueing@" + log.pintvl(queue_interval) if queue_interval else "SMTP"
     return f"starting daemon ({VERSION}): {mode}"
-
-
-def write_pidfile(ctx: Context, argv: list[str]) -> None:
-    """Sendmail's two lines: the pid, then the command line; written before we listen."""
-    path = ctx.cfg["PidFile"]
-    if not path:
-        return
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path + ".tmp", "w") as fh:
-            fh.write(f"{os.getpid()}\n{' '.join(argv)}\n")
-        os.rename(path + ".tmp", path)
-    except OSError as exc:
-        ctx.log.line(f"unable to write pid to {path}: {exc.strerror}")
-
-
-def remove_pidfile(ctx: Context) -> None:
-    path = ctx.cfg["PidFile"]
-    try:
-        with open(path) as fh:
-            if fh.readline().strip() == str(os.getpid()):
-                os.unlink(path)
-    except OSError:
-        pass
 
 
 def run_worker(ctx: Context, ctrl: socket.socket, listener_opts: list[dict[str, str]], *, overrides=None) -> None:

@@ -31,7 +31,7 @@ import socket
 import sys
 import time
 
-from mta import errors, proctitle, qgroups, smtpd
+from mta import errors, process, proctitle, qgroups, smtpd
 from mta.context import Context
 from mta.delivery import load
 from mta.mailers import table
@@ -131,7 +131,7 @@ class Pool:
         signal.set_wakeup_fd(wake_w.fileno())
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, self._note)
-        smtpd.write_pidfile(self.ctx, self.argv or [])  # before we listen: whoever connects finds the pid
+        process.write_pidfile(self.ctx, self.argv or [])  # before we listen: whoever connects finds the pid
         for _ in range(count(self.ctx.cfg)):
             self._spawn()
         for sock, _opts in self.listeners:
@@ -181,7 +181,7 @@ class Pool:
                 self._reap()
 
     def _reload(self) -> None:
-        ctx = smtpd.reloaded(self.ctx, self.overrides)
+        ctx = process.reloaded(self.ctx, self.overrides)
         if ctx is None:
             return
         self.ctx = ctx
@@ -400,20 +400,7 @@ class Pool:
                 os.waitpid(pid, 0)
         self.workers.clear()
         self.ctx.log.line("stopping daemon, reason=signal")
-        smtpd.remove_pidfile(self.ctx)
-
-
-def daemonize() -> None:
-    """Detach as Sendmail's -bd does: fork, new session, standard files on /dev/null."""
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.chdir("/")
+        process.remove_pidfile(self.ctx)
 
 
 def serve(ctx: Context, *, queue_interval: int, foreground: bool, overrides=None) -> int:
@@ -425,7 +412,7 @@ def serve(ctx: Context, *, queue_interval: int, foreground: bool, overrides=None
         ctx.log.line(f"opendaemonsocket: daemon: cannot bind: {exc.strerror}")
         return errors.EX_OSERR
     if not foreground:
-        daemonize()
+        process.daemonize()
     return Pool(ctx, listeners, queue_interval=queue_interval, overrides=overrides, argv=sys.argv).run()
 
 

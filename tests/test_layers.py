@@ -17,7 +17,7 @@ MTA = ROOT / "mta"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("fronts", ("mta.cli.",)),
     ("modes", ("mta.modes", "mta.check", "mta.identity")),
-    ("daemon", ("mta.workers", "mta.smtpd", "mta.connection", "mta.offload")),
+    ("daemon", ("mta.workers", "mta.smtpd", "mta.connection", "mta.offload", "mta.process")),
     ("delivery", ("mta.delivery", "mta.mailers.", "mta.notify", "mta.mailq", "mta.queuescan", "mta.maildrop")),
     ("submit/router", ("mta.submit", "mta.router", "mta.smtp", "mta.policy", "mta.aliases", "mta.context")),
     ("queue/maps/config", ("mta.queue", "mta.maps", "mta.config", "mta.options", "mta.bdb", "mta.cdb", "mta.sdbm",
