@@ -47,9 +47,17 @@ def workers_of(d: Daemon, n: int) -> set[int]:
     return seen[0]
 
 
-def soft_nofile(pid: int) -> str:
-    """pid's soft limit of open files, as prlimit takes it back."""
-    return Path(f"/proc/{pid}/limits").read_text().split("Max open files")[1].split()[0]
+@contextlib.contextmanager
+def no_free_descriptor(pid: int):
+    """pid may open no more files (its soft limit just above its highest descriptor) in the with
+    block; its soft limit is given back after it."""
+    soft = Path(f"/proc/{pid}/limits").read_text().split("Max open files")[1].split()[0]
+    room = max(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) + 1
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={room}:"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={soft}:"], check=True)
 
 
 def greeted(port: int) -> bool:
@@ -214,14 +222,11 @@ def test_a_connection_a_worker_has_no_room_for_is_not_counted_forever(inst):
         (worker,) = workers_of(d, 1)
         assert wait_for(lambda: "did not issue MAIL" in inst.log())  # the readiness probe has gone
         held = Raw(inst.port)  # one served
-        soft = soft_nofile(worker)
-        room = max(int(fd) for fd in os.listdir(f"/proc/{worker}/fd")) + 1  # no descriptor free below
-        subprocess.run(["prlimit", f"--pid={worker}", f"--nofile={room}:"], check=True)  # the soft limit only
-        for _ in range(2):  # no room for these two: their sockets are dropped on the way
-            s = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
-            assert s.recv(100) == b""
-            s.close()
-        subprocess.run(["prlimit", f"--pid={worker}", f"--nofile={soft}:"], check=True)
+        with no_free_descriptor(worker):
+            for _ in range(2):  # no room for these two: their sockets are dropped on the way
+                s = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
+                assert s.recv(100) == b""
+                s.close()
 
         def two_more() -> bool:  # 3 with held: the limit, not past it
             more = [Raw(inst.port), Raw(inst.port)]
@@ -246,10 +251,7 @@ def test_a_parent_out_of_descriptors_pauses_instead_of_spinning(inst):
     try:
         workers_of(d, 1)
         parent = d.proc.pid
-        soft = soft_nofile(parent)
-        room = max(int(fd) for fd in os.listdir(f"/proc/{parent}/fd")) + 1
-        subprocess.run(["prlimit", f"--pid={parent}", f"--nofile={room}:"], check=True)
-        try:
+        with no_free_descriptor(parent):
             waiting = [socket.create_connection(("127.0.0.1", port), timeout=20) for port in (inst.port, inst.port + 1)]
             time.sleep(0.3)
             ticks = os.sysconf("SC_CLK_TCK")
@@ -261,8 +263,6 @@ def test_a_parent_out_of_descriptors_pauses_instead_of_spinning(inst):
             before, t0 = cpu(), time.monotonic()
             time.sleep(2.5)  # past the first pause: both listeners are tried again
             busy = (cpu() - before) / (time.monotonic() - t0)
-        finally:
-            subprocess.run(["prlimit", f"--pid={parent}", f"--nofile={soft}:"], check=True)
         assert busy < 0.2, f"the parent used {busy:.0%} of a CPU while out of descriptors"
         assert d.proc.poll() is None
         for c in waiting:  # (their "accept:" lines: no descriptor to open a LogFile with)
