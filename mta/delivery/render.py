@@ -11,7 +11,7 @@ from mta.mailers import table
 from mta.message import Header, Message
 from mta.qf import Entry, Recipient
 
-_BARE_NAME = r"(^|,\s*|<)([A-Za-z0-9._+-]+)(?=\s*(?:>|,|$))"  # compiled when first used: re is not imported to submit
+_NAME = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-")
 _QUALIFIED_HEADERS = ("from", "sender", "reply-to", "to", "cc")
 
 
@@ -37,15 +37,38 @@ def render(entry: Entry, body: str, *, flags: str, sender: str) -> str:
 
 def qualify_headers(headers: list[Header], host: str) -> list[Header]:
     """For SMTP mailers: bare local names in From/Sender/Reply-To/To/Cc get @$j (HdrFromSMTP)."""
-    import re
+    return [Header(h.name, qualify(h.value, host), h.cond) if h.name.lower() in _QUALIFIED_HEADERS else h
+            for h in headers]
 
-    out = []
-    for h in headers:
-        value = h.value
-        if h.name.lower() in _QUALIFIED_HEADERS:
-            value = re.sub(_BARE_NAME, lambda m: f"{m.group(1)}{m.group(2)}@{host}", value)
-        out.append(Header(h.name, value, h.cond))
-    return out
+
+def qualify(value: str, host: str) -> str:
+    """@host after each bare name (letters, digits, ``._+-``) that starts the value, follows
+    a comma (and white space) or a ``<``, and is followed (after white space) by ``>``, a
+    comma or the end."""
+    out, done, pos, end = [], 0, 0, len(value)
+    while pos < end:
+        starts = [0] if pos == 0 else []
+        if value[pos] == "<":
+            starts.append(pos + 1)
+        elif value[pos] == ",":
+            start = pos + 1
+            while start < end and value[start].isspace():
+                start += 1
+            starts.append(start)
+        for start in starts:
+            stop = start
+            while stop < end and value[stop] in _NAME:
+                stop += 1
+            after = stop
+            while after < end and value[after].isspace():
+                after += 1
+            if stop > start and (after == end or value[after] in ">,"):
+                out += (value[done:stop], "@", host)
+                done = pos = stop
+                break
+        else:
+            pos += 1
+    return "".join(out) + value[done:]
 
 
 def _xtext_ok(value: str) -> bool:

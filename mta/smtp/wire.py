@@ -11,8 +11,6 @@ bytes wait in the buffer; message bytes beyond ``max_size`` are counted and drop
 
 from __future__ import annotations
 
-import re
-
 MAX_COMMAND = 2046  # Sendmail closes the connection past this ("Command too long")
 
 
@@ -144,7 +142,13 @@ class Buffer:
             self.message += piece
 
 
-HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+FIELD_NAME = bytes(range(33, 127))  # a header field's name: printable US-ASCII up to its colon
+
+
+def header_line(line: bytes | bytearray) -> bool:
+    """Whether line starts a header field: a name of FIELD_NAME bytes, then the colon."""
+    colon = line.find(b":")
+    return colon > 0 and not line[:colon].translate(None, FIELD_NAME)
 
 
 def header_length(data: bytes | bytearray, limit: int) -> int:
@@ -155,7 +159,7 @@ def header_length(data: bytes | bytearray, limit: int) -> int:
         end = data.find(b"\r\n", pos)
         end = len(data) if end < 0 else end
         line = data[pos:end]
-        if not line or not (line[:1] in (b" ", b"\t") or HEADER_LINE.match(line)):
+        if not line or not (line[:1] in (b" ", b"\t") or header_line(line)):
             break
         pos = end + 2
     return pos
