@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from mta import errors, message, queue, queuescan
+from mta import errors, message, qf, queue, queuescan
 from mta.delivery import load, schedule
 
 TYPE_CHECKING = False
@@ -72,7 +72,8 @@ class Marks:
 
 class Stamps:
     """ctime()'s first 16 characters ("Wed Nov 25 23:52"), worked out once a minute of queue
-    time: a minute whose local offset is whole minutes and does not change within it."""
+    time: a minute whose local offset is whole minutes and does not change within it.  A time
+    past what the C library converts is "(null)", as printf prints the NULL ctime() returns."""
 
     def __init__(self) -> None:
         self.minutes: dict[int, str] = {}
@@ -81,7 +82,10 @@ class Stamps:
         minute = t // 60
         stamp = self.minutes.get(minute)
         if stamp is None:
-            start, end = time.localtime(minute * 60), time.localtime(minute * 60 + 59)
+            try:
+                start, end = time.localtime(minute * 60), time.localtime(minute * 60 + 59)
+            except (OverflowError, OSError):
+                return "(null)"
             if start.tm_gmtoff != end.tm_gmtoff or start.tm_gmtoff % 60:
                 return time.ctime(t)[:16]
             if len(self.minutes) > 4096:
@@ -106,12 +110,13 @@ def _closing(lines: list[str]) -> int | None:
             return at
 
 
-def entry_text(qid: str, qf: str, size: int, verbose: bool, locked: bool, marks: Marks,
-               stamps: Stamps | None = None) -> str | None:
-    """One entry's lines, printed straight from its qf text as print_single_queue reads it (no
-    Entry is built: mailq lists 100,000 of these).  None for a torn file or one whose numbers
-    are not numbers (parse_entry refuses those too; a queue run moves them aside)."""
-    lines = qf.split("\n")
+def entry_text(qid: str, text: str, size: int, verbose: bool, locked: bool, marks: Marks,
+               stamps: Stamps) -> tuple[int, int, str] | None:
+    """(priority, creation time, the entry's lines), printed straight from its control file's
+    text as print_single_queue reads it (no Entry is built: mailq lists 100,000 of these).
+    None for a torn file or one whose numbers are not numbers (parse_entry refuses those too;
+    a queue run moves them aside)."""
+    lines = text.split("\n")
     end = _closing(lines) if lines[0][:1] == "V" else None
     if end is None:
         return None
@@ -119,7 +124,7 @@ def entry_text(qid: str, qf: str, size: int, verbose: bool, locked: bool, marks:
     flags = bodytype = quarantine = status = sender = ""
     rcpts: list[tuple[str, str, str]] = []  # (address, its status, controlling address)
     pending, ctl = "", ""
-    folded = "\n\t" in qf or "\n " in qf
+    folded = "\n\t" in text or "\n " in text
     for i in range(1, end):
         line = lines[i]
         kind = line[:1]
@@ -132,10 +137,9 @@ def entry_text(qid: str, qf: str, size: int, verbose: bool, locked: bool, marks:
                 j += 1
             value = "\n".join(lines[i:j])[1:]
         if kind in "TKNP":
-            try:
-                number = int(value or 0)
-            except ValueError:
+            if value and not qf.is_number(value):  # as parse_entry reads them
                 return None
+            number = int(value or 0)
             if kind == "T":
                 t = number
             elif kind == "K":
@@ -163,10 +167,10 @@ def entry_text(qid: str, qf: str, size: int, verbose: bool, locked: bool, marks:
         else:
             quarantine = value
     mark = "*" if locked else marks.of(n, k, p)
-    stamp = stamps.of(t) if stamps is not None else time.ctime(t)[:16]
+    stamp = stamps.of(t)
     if verbose:
-        out = [f"{qid:>13}{mark}{size:8d} {p:10d}{'+' if 'w' in flags else ' '}{stamp[4:16]} "
-               f"{prtstr(sender, 78)}"]
+        short = stamp[4:] if len(stamp) == 16 else stamp  # "Nov 25 23:52", or "(null)"
+        out = [f"{qid:>13}{mark}{size:8d} {p:10d}{'+' if 'w' in flags else ' '}{short} {prtstr(sender, 78)}"]
     else:
         out = [f"{qid:>13}{mark}{size:8d} {stamp} {prtstr(sender, 39)}"]
     if quarantine:
@@ -184,7 +188,7 @@ def entry_text(qid: str, qf: str, size: int, verbose: bool, locked: bool, marks:
         out.append(f"\t\t\t\t\t\t{prtstr(addr, 71)}")
         if why:
             out.append(f"\t\t ({why[:100]})")
-    return "\n".join(out) + "\n"
+    return p, t, "\n".join(out) + "\n"
 
 
 def listing(qdir: str, selection: schedule.Selection = ALL, *, verbose: bool = False,
@@ -229,11 +233,11 @@ def _scanned(qdir: str, selection, kind: str, limit: int, verbose: bool, marks: 
     stamps = Stamps()
 
     def entry(qid: str, data: bytes, size: int, locked: bool):
-        numbers = queuescan.listed_numbers(data)
-        if numbers is None:
+        found = entry_text(qid, message.from_bytes(data), size, verbose, locked, marks, stamps)
+        if found is None:
             return None
-        key = numbers[0] if kind == "priority" else numbers[1] if kind == "time" else qid
-        return key, entry_text(qid, message.from_bytes(data), size, verbose, locked, marks, stamps)
+        priority, created, text = found
+        return priority if kind == "priority" else created if kind == "time" else qid, text
 
     letter = selection.letter
     kept = queuescan.collect(qdir, letter, entry, limit)
@@ -243,20 +247,20 @@ def _scanned(qdir: str, selection, kind: str, limit: int, verbose: bool, marks: 
 def _gathered(cfg, qdir: str, selection, order: str, limit: int, verbose: bool, marks: Marks):
     """As _scanned, for a -q[!]I/R/S/Q selection or a sort order that needs whole entries."""
     works, n = schedule.gather(cfg, qdir, selection, run=False, limit=limit)
-    letter = selection.letter
+    letter, stamps = selection.letter, Stamps()
     texts: list[str] = []
     for work in schedule.sort(works, order):
         qid = work.entry.qid
         try:
-            qf, size, locked = queuescan.read_listed(qdir, qid, letter)
+            text, size, locked = queuescan.read_listed(qdir, qid, letter)
         except FileNotFoundError:
             texts.append(f"{qid:>13}  (job completed)\n")  # delivered since we counted it, as Sendmail says
             continue
         except OSError:
             continue
-        text = entry_text(qid, qf, size, verbose, locked, marks)
-        if text is not None:  # a bad file: the next queue run moves it aside
-            texts.append(text)
+        found = entry_text(qid, text, size, verbose, locked, marks, stamps)
+        if found is not None:  # a bad file: the next queue run moves it aside
+            texts.append(found[2])
     return n, len(works), texts
 
 

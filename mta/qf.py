@@ -110,7 +110,7 @@ def format_entry(e: Entry) -> str:
     return "\n".join(out) + "\n"
 
 
-def _number(value: str) -> bool:
+def is_number(value: str) -> bool:
     """-?[0-9]{1,19}: a qf number line's value."""
     digits = value[1:] if value[:1] == "-" else value
     return 0 < len(digits) <= 19 and digits.isascii() and digits.isdigit()
@@ -156,7 +156,7 @@ def parse_entry(qid: str, text: str) -> Entry:
             if not value.isdigit() or int(value) > 8:
                 raise BadQueueFile(f"{qid}: unsupported queue file version", "unsupported queue file version")
         elif kind in "TKNP" and kind:
-            if value and not _number(value):
+            if value and not is_number(value):
                 raise BadQueueFile(f"{qid}: line {n}: bad number \"{line[:40]}\"")
             setattr(e, _NUMBERS[kind], int(value or 0))
         elif kind == "F":

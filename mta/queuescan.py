@@ -83,40 +83,6 @@ class _Listed:
 
 # -- reading control files for a listing --------------------------------------------------------
 
-def listed_numbers(data: bytes) -> tuple[int, int] | None:
-    """(priority, creation time) from the top of a control file's bytes, for sorting a listing;
-    None for a file that is torn (no closing '.') or whose numbers are not numbers - the
-    entries a full read would refuse too."""
-    if not data.startswith(b"V") or data[-2:] != b".\n":
-        return None
-    head = data[:queue.HEAD]
-    numbers = []
-    for kind in (b"\nP", b"\nT"):  # queueup() writes T, K, N, P first; no other line starts so
-        start = head.find(kind)
-        if start < 0:
-            numbers.append(0)
-            continue
-        value = head[start + 2:head.find(b"\n", start + 2)]
-        if not value.isdigit() and value:
-            return None
-        numbers.append(int(value or 0))
-    return numbers[0], numbers[1]
-
-
-def read_numbers(qdir: str, qid: str, letter: str = "q") -> tuple[int, int] | None:
-    """listed_numbers() of one control file; None also when it cannot be read."""
-    try:
-        fd = os.open(queue.qf_path(qdir, qid, letter), queue.READ)
-    except OSError:
-        return None
-    try:
-        return listed_numbers(queue.read_tried(fd)[0])
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def read_listed(qdir: str, qid: str, letter: str = "q") -> tuple[str, int, bool]:
     """For mailq: the control file's text, the data file's size (-1: none) and whether a
     delivery holds the entry.  Raises OSError."""

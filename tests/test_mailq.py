@@ -1,18 +1,22 @@
 """mta.mailq: the listing of a planted queue of odd entries is the same, byte for byte, as the
 listing mailq gave before it was made fast (tests/data/mailq-planted.txt, written by the
-two-pass mailq of main a1322c9); what depends on directory order is checked against os.listdir."""
+two-pass mailq of main a1322c9, but for one count: an entry whose K line is no number is no
+request, as a queue run cannot read it); what depends on directory order is checked against
+os.listdir."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import subprocess
 import sys
 import time
 
 import pytest
 
-from mta import config, mailq, queuescan
+from mta import config, mailq, message, queuescan
+from mta import qf as qfile
 from mta.delivery import schedule
 
 from .conftest import DATA
@@ -159,6 +163,35 @@ def test_equal_keys_keep_directory_order(tmp_path, scan):
     assert order_of("".join(mailq.show(str(q)))) == want
     none = cfg_with("O QueueLA=1000\nO QueueSortOrder=none")
     assert order_of("".join(mailq.show(str(q), cfg=none))) == listed
+
+
+@pytest.mark.parametrize("value", ["-5", "5", "", " 5", "+5", "1_0", "5 ", "\u0663", "9" * 19, "9" * 20])
+@pytest.mark.parametrize("letter", ["P", "T", "K", "N"])
+def test_an_entry_is_listed_when_a_queue_run_can_read_its_numbers(tmp_path, scan, letter, value):
+    q = tmp_path / "q"
+    q.mkdir()
+    data = re.sub(rf"(?m)^{letter}.*$".encode(), f"{letter}{value}".encode(), qf(), count=1)
+    for qid, text in (("AAnumber0001", data), ("AAplain000002", qf())):
+        (q / f"qf{qid}").write_bytes(text)
+        (q / f"df{qid}").write_bytes(b"x")
+    try:
+        readable = bool(qfile.parse_entry("AAnumber0001", message.from_bytes(data)))
+    except qfile.BadQueueFile:
+        readable = False
+    for cfg in (None, cfg_with("O QueueLA=1000\nO QueueSortOrder=time")):
+        assert ("AAnumber0001" in "".join(mailq.show(str(q), cfg=cfg))) == readable
+
+
+def test_a_time_past_the_c_librarys_is_null_as_printf_prints_it(tmp_path, monkeypatch):
+    """T9999999999999999999 is a number a queue run reads; ctime() has no date for it and
+    returns NULL, which Sendmail's printf("%.16s") prints as "(null)"."""
+    monkeypatch.setenv("TZ", "UTC")
+    q = tmp_path / "q"
+    q.mkdir()
+    (q / "qfAAfuture0001").write_bytes(qf(t=10**19 - 1))
+    (q / "dfAAfuture0001").write_bytes(b"x")
+    assert "AAfuture0001        1 (null) <a@b.test>\n" in "".join(mailq.show(str(q)))
+    assert "AAfuture0001        1      30000 (null) <a@b.test>\n" in "".join(mailq.show(str(q), verbose=True))
 
 
 def test_max_queue_run_size_lists_the_first_found_sorted(tmp_path):

@@ -165,7 +165,7 @@ def test_dot_atom_and_label_are_the_fullmatch(text):
 @SETTINGS
 @given(st.text(alphabet="-0123456789٣ x", max_size=24))
 def test_qf_number_is_the_fullmatch(text):
-    assert qf._number(text) == bool(re.fullmatch(r"-?[0-9]{1,19}", text))
+    assert qf.is_number(text) == bool(re.fullmatch(r"-?[0-9]{1,19}", text))
 
 
 @SETTINGS

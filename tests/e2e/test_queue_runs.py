@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mta import queue, queuescan
+from mta import queue
 from mta.message import Header
 from mta.qf import Entry, Recipient
 from tests.conftest import BIN, free_port, wait_for, wait_port
@@ -525,7 +525,7 @@ def test_lost_items_are_listed_and_run_only_with_qL(inst, sink):
     assert kept not in listed
     inst.write_cf(_relay(free_port()))  # nothing listens: the -qL run defers it
     assert inst.run("-qL").returncode == 0
-    assert queuescan.read_numbers(str(inst.mqueue), qid, "Q") is not None and not inst.qfs()
+    assert queue.read(str(inst.mqueue), qid, lost=True).qid == qid and not inst.qfs()
     inst.write_cf(_relay(inst.sink_port))
     assert inst.run("-q").returncode == 0 and len(sink.messages) == 1  # a normal run leaves it
     other = plant(inst.mqueue, 3)
