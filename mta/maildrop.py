@@ -221,11 +221,10 @@ def finish(ctx: Context, done: submit.Submitted) -> None:
     if done.entry is None or not done.queued:
         fresh.after_submit(ctx, done)  # only bounces or dead.letter on this path
         return
-    from mta.delivery import attempt  # the daemon's pickup: never a user's submission
-
-    for owner, errs in done.failed_by_owner().items():
-        attempt.bounce(ctx, done.entry, errs, body=done.body, to=owner)
+    fresh.bounce_failed(ctx, done)
     if not mode.queue_only(ctx.cfg):
+        from mta.delivery import attempt  # the daemon's pickup: never a user's submission
+
         for entry in [done.entry, *done.others]:  # split by queue group: each in its directory
             attempt.deliver(ctx.at(entry.qdir) if entry.qdir else ctx, entry.qid)
 

@@ -72,16 +72,22 @@ def after_submit(ctx: Context, done: submit.Submitted) -> int:
             if saved:
                 ctx.tell(f"{saved}... Saved message in {saved}")
         return done.exitcode
+    bounce_failed(ctx, done)
+    delivered = after_queue(ctx, done.entry)  # the good recipients go out now, whatever failed
+    for other in done.others:  # the entries of other queue groups, each in its own directory
+        delivered = after_queue(ctx, other) or delivered
+    return done.exitcode or delivered
+
+
+def bounce_failed(ctx: Context, done: submit.Submitted) -> None:
+    """Errors for the recipients of a queued submission that failed at once: one message to
+    each owner (the sender, or a list's owner)."""
     failed = done.failed_by_owner()
     if failed:
         from mta.delivery import attempt
 
         for owner, errs in failed.items():
             attempt.bounce(ctx, done.entry, errs, body=done.body, to=owner)
-    delivered = after_queue(ctx, done.entry)  # the good recipients go out now, whatever failed
-    for other in done.others:  # the entries of other queue groups, each in its own directory
-        delivered = after_queue(ctx, other) or delivered
-    return done.exitcode or delivered
 
 
 def _bounce_unqueued(ctx: Context, done: submit.Submitted) -> bool:
