@@ -262,6 +262,68 @@ def test_init_script_reload_restart_stop_status(root):
     assert root.run("/etc/init.d/sendmail status").returncode == 3
 
 
+def pid_lines(root, path: str) -> tuple[int, str]:
+    """A Sendmail pid file's pid and command line, (0, "") when there is none."""
+    lines = cat(root, path).splitlines()
+    return (int(lines[0]), lines[1]) if len(lines) == 2 and lines[0].isdigit() else (0, "")
+
+
+def alive(root, pid: int, name: str) -> bool:
+    return bool(pid) and cat(root, f"/proc/{pid}/comm").strip() == name
+
+
+def test_sendmail_conf_says_which_daemons_run(root):
+    """sendmail.conf as Debian's script reads it: QUEUE_PARMS other than DAEMON_PARMS split the
+    queue runner off the listener (queue.pid), MSP_MODE=Daemon runs the MSP's as smmsp;
+    DAEMON_MODE=None leaves the runner alone; status names each as Debian's does."""
+    conf = root.path("/etc/mail/sendmail.conf")
+    original = conf.read_text()
+    try:
+        conf.write_text(original + 'QUEUE_PARMS="-O MaxQueueRunSize=500";\nMSP_MODE="Daemon";\nMSP_INTERVAL="5m";\n')
+        r = root.run("/etc/init.d/sendmail start")
+        assert r.returncode == 0, out(r)
+        mta, mta_cmd = pid_lines(root, "/run/sendmail/mta/sendmail.pid")
+        que, que_cmd = pid_lines(root, "/run/sendmail/mta/queue.pid")
+        assert wait_for(lambda: pid_lines(root, "/run/sendmail/msp/sendmail.pid")[0] > 0, 10)
+        msp, msp_cmd = pid_lines(root, "/run/sendmail/msp/sendmail.pid")
+        assert alive(root, mta, "sendmail-mta") and "-bd" in mta_cmd and "-q" not in mta_cmd, mta_cmd
+        assert alive(root, que, "sendmail-mta") and "-L sm-que -q10m -O MaxQueueRunSize=500" in que_cmd, que_cmd
+        assert alive(root, msp, "sendmail-msp") and "-Ac -L sm-msp -q5m" in msp_cmd, msp_cmd
+        assert root.run(f"ps -o user= -p {msp}").stdout.decode().strip() == "smmsp"
+        r = root.run("/etc/init.d/sendmail status")
+        assert r.returncode == 0, out(r)
+        for label, pid in (("MSP", msp), ("MTA", mta), ("QUE", que)):
+            assert f"{label}: {pid} " in out(r), out(r)
+        assert root.run("/etc/init.d/sendmail reload").returncode == 0
+        time.sleep(1)
+        assert all(alive(root, pid, name) for pid, name in ((mta, "sendmail-mta"), (que, "sendmail-mta"),
+                                                             (msp, "sendmail-msp"))), out(root.run("ps -ef"))
+        r = root.run(f"echo 'split daemons' | mail -s 'split daemons' {USER}")
+        assert r.returncode == 0 and wait_for(lambda: "Subject: split daemons" in mailbox(root)), out(r)
+        r = root.run("/etc/init.d/sendmail stop")
+        assert r.returncode == 0, out(r)
+        assert not any(alive(root, pid, name) for pid, name in ((mta, "sendmail-mta"), (que, "sendmail-mta"),
+                                                                 (msp, "sendmail-msp")))
+        assert root.run("/etc/init.d/sendmail status").returncode == 3
+
+        conf.write_text(original + 'DAEMON_MODE="None";\nQUEUE_MODE="Daemon";\n')  # later lines win
+        r = root.run("/etc/init.d/sendmail start")
+        assert r.returncode == 0, out(r)
+        que, que_cmd = pid_lines(root, "/run/sendmail/mta/queue.pid")
+        assert alive(root, que, "sendmail-mta") and not pid_lines(root, "/run/sendmail/mta/sendmail.pid")[0]
+        assert smtp_rcpt_code(root, f"{USER}@localhost") == 0  # nothing listens
+        r = root.run("/etc/init.d/sendmail status")
+        assert r.returncode == 0 and "MTA: is disabled" in out(r) and f"QUE: {que} " in out(r), out(r)
+        assert "MSP: is run via cron (20m)" in out(r), out(r)
+    finally:
+        conf.write_text(original)
+        root.run("/etc/init.d/sendmail stop")
+    r = root.run("/etc/init.d/sendmail start")
+    assert r.returncode == 0 and "QUE: Same as MTA" in out(root.run("/etc/init.d/sendmail status")), out(r)
+    assert "-bd -q10m" in pid_lines(root, "/run/sendmail/mta/sendmail.pid")[1]
+    assert root.run("/etc/init.d/sendmail stop").returncode == 0
+
+
 def test_a_user_mails_while_the_mta_is_stopped_and_it_is_delivered_after_start(root):
     r = root.run("echo 'queued while down' | mail -s 'while stopped' root", user=USER)
     assert r.returncode == 0, out(r)
@@ -288,6 +350,15 @@ def test_systemd_unit_semantics(root):
     assert u["Type"] == "forking" and u["PIDFile"] == "/run/sendmail/mta/sendmail.pid"
     assert root.run("/etc/init.d/sendmail stop").returncode == 0
     assert root.run(u["ExecStartPre"]).returncode == 0
+    conf = root.path("/etc/mail/sendmail.conf")
+    original = conf.read_text()
+    conf.write_text(original + 'DAEMON_MODE="None";\n')  # the unit's main process is the listener: said
+    try:
+        r = root.run(u["ExecStart"], timeout=30)
+    finally:
+        conf.write_text(original)
+    assert r.returncode == 1 and "DAEMON_MODE=none in /etc/mail/sendmail.conf" in out(r), out(r)
+    assert not daemon_pid(root)
     r = root.run(u["ExecStart"], timeout=30)
     assert r.returncode == 0, out(r)
     assert wait_for(lambda: daemon_pid(root) > 0, 10)
