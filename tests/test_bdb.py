@@ -1,9 +1,12 @@
 """Berkeley DB hash and btree files: our writer and reader, and Debian's libdb on the same files."""
 
+import functools
 import shutil
 import subprocess
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mta import bdb
 
@@ -83,3 +86,24 @@ def test_debian_makemap_reads_ours_and_we_read_its(tmp_path, kind):
     got = bdb.Reader(theirs + ".db")
     assert sorted(got.items()) == sorted(tuple(line.split(b"\t")) for line in src.splitlines())
     assert got.get(b"user2999@example.org") == b"REJECT 2999"
+
+
+def libdb_hash_order(a: bytes, b: bytes) -> int:
+    """libdb's order on a sorted hash page (__ham_getindex_sorted's compare): bytewise over the
+    shorter length, and when that is equal the longer key first."""
+    m = min(len(a), len(b))
+    if a[:m] != b[:m]:
+        return -1 if a[:m] < b[:m] else 1
+    return len(b) - len(a)
+
+
+KEYS = st.lists(st.binary(max_size=6).map(lambda b: b.replace(b"\x02", b"\xff")), max_size=30)
+
+
+@given(KEYS)
+def test_hash_pages_sort_and_search_in_libdbs_order(keys):
+    assert sorted(keys, key=bdb.hash_page_key) == sorted(keys, key=functools.cmp_to_key(libdb_hash_order))
+    for a in keys:
+        for b in keys:
+            assert (bdb._hash_order(a, b) > 0) - (bdb._hash_order(a, b) < 0) == \
+                (libdb_hash_order(a, b) > 0) - (libdb_hash_order(a, b) < 0)
