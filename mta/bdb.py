@@ -44,12 +44,8 @@ def fnv1(data: bytes) -> int:
 
 
 def log2(n: int) -> int:
-    """__db_log2: the smallest i with 2**i >= n."""
-    i, limit = 0, 1
-    while limit < n:
-        limit <<= 1
-        i += 1
-    return i
+    """__db_log2: the smallest i with 2**i >= n (n >= 1)."""
+    return (n - 1).bit_length()
 
 
 def _hash_order(a: bytes, b: bytes) -> int:

@@ -107,3 +107,12 @@ def test_hash_pages_sort_and_search_in_libdbs_order(keys):
         for b in keys:
             assert (bdb._hash_order(a, b) > 0) - (bdb._hash_order(a, b) < 0) == \
                 (libdb_hash_order(a, b) > 0) - (libdb_hash_order(a, b) < 0)
+
+
+@given(st.integers(min_value=1, max_value=1 << 40))
+def test_log2_is_libdbs(n):
+    i, limit = 0, 1  # __db_log2
+    while limit < n:
+        limit <<= 1
+        i += 1
+    assert bdb.log2(n) == i
