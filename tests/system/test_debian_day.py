@@ -60,9 +60,14 @@ def cat(root, path: str) -> str:
     return root.run(f"cat {path} 2>/dev/null").stdout.decode(errors="replace")
 
 
+def pid_lines(root, path: str) -> tuple[int, str]:
+    """A Sendmail pid file's pid and command line, (0, "") when there is none."""
+    lines = cat(root, path).splitlines()
+    return (int(lines[0]), lines[1]) if len(lines) == 2 and lines[0].isdigit() else (0, "")
+
+
 def daemon_pid(root) -> int:
-    text = cat(root, "/run/sendmail/mta/sendmail.pid")
-    return int(text.split()[0]) if text.split() else 0
+    return pid_lines(root, "/run/sendmail/mta/sendmail.pid")[0]
 
 
 def mta_daemons(root) -> list[int]:
@@ -260,12 +265,6 @@ def test_init_script_reload_restart_stop_status(root):
     assert root.run("pgrep -x sendmail-mta").returncode != 0
     assert not cat(root, "/run/sendmail/mta/sendmail.pid")
     assert root.run("/etc/init.d/sendmail status").returncode == 3
-
-
-def pid_lines(root, path: str) -> tuple[int, str]:
-    """A Sendmail pid file's pid and command line, (0, "") when there is none."""
-    lines = cat(root, path).splitlines()
-    return (int(lines[0]), lines[1]) if len(lines) == 2 and lines[0].isdigit() else (0, "")
 
 
 def alive(root, pid: int, name: str) -> bool:
